@@ -1,0 +1,351 @@
+//! A user's token account: the escrowed, replicated PN-counter.
+
+use crate::{Error, Genesis, Op, RegionEntry, RegionId, Subscription};
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One user's tokens, as one replica knows them.
+///
+/// An account is a join-semilattice: [`Account::merge`] is commutative, associative
+/// and idempotent. A *delta* is an account too, holding only what one operation
+/// changed (see [`Delta`]), so deltas, whole states and forwarded mixtures of both
+/// all merge the same way.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
+pub struct Account {
+    entries: BTreeMap<RegionId, RegionEntry>,
+    subscription: Option<Subscription>,
+}
+
+/// A small account holding only what one operation changed: the writing region's
+/// whole entry (never part of it, so no replica ever sees half of a version).
+pub type Delta = Account;
+
+impl Account {
+    /// A user nobody has written yet: only the implicit welcome grant.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The entry written by `region`, if it wrote anything.
+    pub fn entry(&self, region: RegionId) -> Option<&RegionEntry> {
+        self.entries.get(&region)
+    }
+
+    /// Every region's entry.
+    pub fn entries(&self) -> &BTreeMap<RegionId, RegionEntry> {
+        &self.entries
+    }
+
+    /// The premium subscription, as last written.
+    pub fn subscription(&self) -> Option<Subscription> {
+        self.subscription
+    }
+
+    /// Joins another replica's state or delta into this one. Returns whether
+    /// anything changed, so callers know whether to persist and forward.
+    pub fn merge(&mut self, other: &Account) -> bool {
+        let mut changed = false;
+        for (&region, theirs) in &other.entries {
+            if theirs.is_empty() {
+                continue;
+            }
+            changed |= self.entries.entry(region).or_default().join(theirs);
+        }
+        changed |= Subscription::join(&mut self.subscription, other.subscription);
+        changed
+    }
+
+    /// The delta that carries `region`'s entry as this replica knows it: what a
+    /// region sends after writing, and what any replica forwards or resends.
+    pub fn delta_of(&self, region: RegionId) -> Delta {
+        let mut delta = Delta::new();
+        if let Some(entry) = self.entries.get(&region) {
+            delta.entries.insert(region, entry.clone());
+        }
+        delta
+    }
+
+    /// The rights of `region` as this replica sees them: tokens it may spend or give
+    /// away without asking anyone.
+    pub fn rights(&self, genesis: &Genesis, region: RegionId) -> u64 {
+        clamp(self.rights_exact(genesis, region))
+    }
+
+    fn rights_exact(&self, genesis: &Genesis, region: RegionId) -> i128 {
+        let share = genesis.share(region);
+        match self.entries.get(&region) {
+            Some(entry) => entry.rights_exact(share),
+            None => i128::from(share),
+        }
+    }
+
+    /// Rights sent to a region that it has not accepted yet, as far as this replica
+    /// knows. They belong to nobody's rights for the moment but still to the balance.
+    pub fn in_transit(&self) -> u128 {
+        let mut total = 0u128;
+        for (&from, entry) in &self.entries {
+            for (&to, &sent) in entry.sent() {
+                let accepted = self.entries.get(&to).map_or(0, |e| e.received_from(from));
+                total += u128::from(sent.saturating_sub(accepted));
+            }
+        }
+        total
+    }
+
+    /// The user's balance as this replica sees it: all regions' rights plus rights in
+    /// transit. Once every delta is delivered it equals welcome grant + credits −
+    /// spends, exactly.
+    pub fn balance(&self, genesis: &Genesis) -> u64 {
+        clamp(self.balance_exact(genesis))
+    }
+
+    fn balance_exact(&self, genesis: &Genesis) -> i128 {
+        let regions = self.regions(genesis);
+        let rights: i128 = regions.iter().map(|&r| self.rights_exact(genesis, r)).sum();
+        // in_transit is a sum of u64s over at most regions² pairs; it fits in i128.
+        rights + self.in_transit() as i128
+    }
+
+    /// Every region that holds or ever held rights: genesis regions and writers.
+    pub fn regions(&self, genesis: &Genesis) -> Vec<RegionId> {
+        let mut regions: Vec<RegionId> = genesis.regions().to_vec();
+        regions.extend(self.entries.keys().copied());
+        regions.sort_unstable();
+        regions.dedup();
+        regions
+    }
+
+    /// Tokens credited at all regions.
+    pub fn credited(&self) -> u128 {
+        self.entries
+            .values()
+            .map(|e| u128::from(e.credited()))
+            .sum()
+    }
+
+    /// Tokens spent at all regions.
+    pub fn spent(&self) -> u128 {
+        self.entries.values().map(|e| u128::from(e.spent())).sum()
+    }
+
+    /// Memes-API calls served at all regions.
+    pub fn calls(&self) -> u64 {
+        self.entries
+            .values()
+            .fold(0u64, |acc, e| acc.saturating_add(e.calls()))
+    }
+
+    /// Applies a local operation at region `me` and returns the delta to persist and
+    /// replicate. A refused operation changes nothing.
+    pub fn apply(&mut self, genesis: &Genesis, me: RegionId, op: Op) -> Result<Delta, Error> {
+        let mut entry = self.entries.get(&me).cloned().unwrap_or_default();
+        match op {
+            Op::Credit { amount } => {
+                if amount == 0 {
+                    return Err(Error::ZeroAmount);
+                }
+                let balance = self.balance_exact(genesis).max(0);
+                if balance + i128::from(amount) > i128::from(u64::MAX) {
+                    return Err(Error::Overflow);
+                }
+                entry.add_credit(amount).ok_or(Error::Overflow)?;
+            }
+            Op::Spend { amount, call } => {
+                if amount == 0 && !call {
+                    return Err(Error::ZeroAmount);
+                }
+                self.check_covered(genesis, me, amount)?;
+                entry.add_spend(amount, call).ok_or(Error::Overflow)?;
+            }
+            Op::Transfer { to, amount } => {
+                if amount == 0 {
+                    return Err(Error::ZeroAmount);
+                }
+                if to == me {
+                    return Err(Error::TransferToSelf);
+                }
+                self.check_covered(genesis, me, amount)?;
+                entry.add_sent(to, amount).ok_or(Error::Overflow)?;
+            }
+        }
+        self.entries.insert(me, entry);
+        Ok(self.delta_of(me))
+    }
+
+    /// The escrow rule: `me` may only give away what its own rights cover.
+    fn check_covered(&self, genesis: &Genesis, me: RegionId, amount: u64) -> Result<(), Error> {
+        let here = self.rights(genesis, me);
+        if here >= amount {
+            return Ok(());
+        }
+        let balance = self.balance(genesis);
+        if balance >= amount {
+            Err(Error::InsufficientHere {
+                here,
+                elsewhere: balance - here,
+            })
+        } else {
+            Err(Error::InsufficientAnywhere { balance })
+        }
+    }
+
+    /// Region `me` accepts every transfer addressed to it that this replica has seen,
+    /// turning rights in transit into its own. Returns the delta to persist and
+    /// replicate, or `None` if there was nothing new. Call it after merging.
+    pub fn accept_transfers(&mut self, me: RegionId) -> Option<Delta> {
+        let incoming: Vec<(RegionId, u64)> = self
+            .entries
+            .iter()
+            .filter(|&(&from, _)| from != me)
+            .filter_map(|(&from, e)| Some((from, *e.sent().get(&me)?)))
+            .collect();
+        let mut entry = self.entries.get(&me).cloned().unwrap_or_default();
+        let mut grew = false;
+        for (from, total) in incoming {
+            grew |= entry.accept_from(from, total);
+        }
+        if !grew {
+            return None;
+        }
+        // Only a non-empty entry is ever stored, so equal states stay equal.
+        self.entries.insert(me, entry);
+        Some(self.delta_of(me))
+    }
+
+    /// Checks the ledger's safety invariant on this replica's view: no region's
+    /// rights, and so no balance, is below zero.
+    pub fn check_invariants(&self, genesis: &Genesis) -> Result<(), Error> {
+        for region in self.regions(genesis) {
+            let rights = self.rights_exact(genesis, region);
+            if rights < 0 {
+                return Err(Error::NegativeRights { region, rights });
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops zero values and empty entries after decoding untrusted bytes, so that
+    /// equal states always encode to equal bytes.
+    pub(crate) fn normalize(&mut self) {
+        for (&owner, entry) in self.entries.iter_mut() {
+            entry.normalize(owner);
+        }
+        self.entries.retain(|_, e| !e.is_empty());
+    }
+}
+
+fn clamp(value: i128) -> u64 {
+    u64::try_from(value.max(0)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn genesis() -> Genesis {
+        Genesis::new(150, [RegionId(1), RegionId(2), RegionId(3)]).expect("valid genesis")
+    }
+
+    #[test]
+    fn welcome_grant_is_split_once_across_genesis_regions() {
+        let g = genesis();
+        let account = Account::new();
+        assert_eq!(account.balance(&g), 150);
+        let shares: Vec<u64> = g.regions().iter().map(|&r| account.rights(&g, r)).collect();
+        assert_eq!(shares, vec![50, 50, 50]);
+        assert_eq!(account.rights(&g, RegionId(9)), 0);
+    }
+
+    #[test]
+    fn spend_beyond_local_rights_says_where_tokens_are() {
+        let g = genesis();
+        let mut account = Account::new();
+        let err = account.apply(
+            &g,
+            RegionId(1),
+            Op::Spend {
+                amount: 60,
+                call: true,
+            },
+        );
+        assert_eq!(
+            err,
+            Err(Error::InsufficientHere {
+                here: 50,
+                elsewhere: 100
+            })
+        );
+        let err = account.apply(
+            &g,
+            RegionId(1),
+            Op::Spend {
+                amount: 151,
+                call: true,
+            },
+        );
+        assert_eq!(err, Err(Error::InsufficientAnywhere { balance: 150 }));
+        assert_eq!(account, Account::new(), "a refusal changes nothing");
+    }
+
+    #[test]
+    fn transfer_moves_rights_once_accepted() {
+        let g = genesis();
+        let mut a = Account::new();
+        let delta = a.apply(
+            &g,
+            RegionId(1),
+            Op::Transfer {
+                to: RegionId(2),
+                amount: 30,
+            },
+        );
+        let delta = delta.expect("covered by rights");
+        assert_eq!(a.rights(&g, RegionId(1)), 20);
+        let mut b = Account::new();
+        b.merge(&delta);
+        assert_eq!(b.rights(&g, RegionId(2)), 50, "not accepted yet");
+        assert_eq!(b.balance(&g), 150, "in transit still counts");
+        assert!(b.accept_transfers(RegionId(2)).is_some());
+        assert_eq!(b.rights(&g, RegionId(2)), 80);
+        assert_eq!(b.balance(&g), 150);
+        assert!(
+            b.accept_transfers(RegionId(2)).is_none(),
+            "accepting is idempotent"
+        );
+    }
+
+    #[test]
+    fn checker_catches_a_spend_that_skipped_the_rights_check() {
+        let g = genesis();
+        let mut account = Account::new();
+        // What a broken replica would write: a spend its rights do not cover.
+        let mut entry = RegionEntry::default();
+        entry.add_spend(51, true).expect("no overflow");
+        account.entries.insert(RegionId(1), entry);
+        assert_eq!(
+            account.check_invariants(&g),
+            Err(Error::NegativeRights {
+                region: RegionId(1),
+                rights: -1
+            })
+        );
+    }
+
+    #[test]
+    fn credit_refuses_to_overflow() {
+        let g = genesis();
+        let mut account = Account::new();
+        let err = account.apply(&g, RegionId(1), Op::Credit { amount: u64::MAX });
+        assert_eq!(err, Err(Error::Overflow));
+        let fits = u64::MAX - 150;
+        assert!(
+            account
+                .apply(&g, RegionId(1), Op::Credit { amount: fits })
+                .is_ok()
+        );
+        assert_eq!(account.balance(&g), u64::MAX);
+        let err = account.apply(&g, RegionId(2), Op::Credit { amount: 1 });
+        assert_eq!(err, Err(Error::Overflow));
+    }
+}

@@ -1,0 +1,236 @@
+//! The rebalancing policy: where each region's idle rights should go.
+//!
+//! AntidoteDB's bounded counter moves rights only after a spend has already failed.
+//! This policy moves them *ahead* of demand: every region publishes how fast each
+//! user spends there, every region computes the same demand-proportional targets, and
+//! a region holding more than its target sends the surplus to regions that have
+//! fallen below a low-water mark of theirs, before they run dry.
+//!
+//! It is a pure function of what one region knows, so the node and the simulator run
+//! the very same code, and it is safe by construction: it only ever proposes
+//! [`Op::Transfer`](crate::Op::Transfer)s, which the account still checks.
+
+use crate::{Account, Genesis, RegionId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Tuning for [`plan_transfers`] and [`answer_request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceConfig {
+    /// Tokens every live region keeps (when the balance allows) whatever the demand,
+    /// so that if a user's usual region dies the others can still serve a little.
+    pub failover_reserve: u64,
+    /// A region is topped up once its rights fall below this percentage of its
+    /// target. Lower values move rights less often; higher values keep more headroom.
+    pub low_water_percent: u64,
+}
+
+impl Default for RebalanceConfig {
+    fn default() -> Self {
+        Self {
+            failover_reserve: 5,
+            low_water_percent: 50,
+        }
+    }
+}
+
+/// A proposed transfer of rights from the planning region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The region that should receive the rights.
+    pub to: RegionId,
+    /// How many tokens' rights to move.
+    pub amount: u64,
+}
+
+/// The transfers region `me` should make for one user.
+///
+/// `demand` maps every live region (the caller decides who is live) to its recent
+/// spend rate for this user, in any unit shared by all regions; `me` is always taken
+/// as live. Rights of regions not in `demand` are treated as stranded.
+///
+/// Targets: each live region gets the failover reserve, and the rest of the live
+/// rights is split in proportion to demand. `me` sends only its surplus over its own
+/// target, and only to regions below `low_water_percent` of theirs; when several
+/// regions hold surplus, each sends its proportional part of every deficit, so
+/// together they cover it without overshooting.
+pub fn plan_transfers(
+    account: &Account,
+    genesis: &Genesis,
+    me: RegionId,
+    demand: &BTreeMap<RegionId, u64>,
+    config: &RebalanceConfig,
+) -> Vec<Transfer> {
+    let mut live: BTreeMap<RegionId, u128> = demand.iter().map(|(&r, &d)| (r, d.into())).collect();
+    live.entry(me).or_insert(0);
+    let total_demand: u128 = live.values().sum();
+    if total_demand == 0 {
+        return Vec::new();
+    }
+    let rights: BTreeMap<RegionId, u128> = live
+        .keys()
+        .map(|&r| (r, account.rights(genesis, r).into()))
+        .collect();
+    let targets = targets(&live, &rights, total_demand, config.failover_reserve);
+
+    let surplus = |r: &RegionId| rights[r].saturating_sub(targets[r]);
+    let mine = surplus(&me);
+    if mine == 0 {
+        return Vec::new();
+    }
+    let all_surplus: u128 = live.keys().map(surplus).sum();
+    let reserve = reserve_each(&rights, config.failover_reserve);
+
+    let mut needy: Vec<(u128, RegionId)> = live
+        .keys()
+        .filter(|&&r| r != me)
+        .filter(|&r| {
+            let (have, want) = (rights[r], targets[r]);
+            have < want
+                && (have * 100 < want * u128::from(config.low_water_percent) || have < reserve)
+        })
+        .map(|&r| (targets[&r] - rights[&r], r))
+        .collect();
+    // Largest deficit first; region id breaks ties so every replica plans alike.
+    needy.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+
+    let mut left = mine;
+    let mut plan = Vec::new();
+    for (deficit, to) in needy {
+        // My proportional part of this deficit, rounded up so small deficits move.
+        let part = (deficit * mine).div_ceil(all_surplus).min(left);
+        if part == 0 {
+            break;
+        }
+        left -= part;
+        // `part` ≤ my rights, which are a u64.
+        plan.push(Transfer {
+            to,
+            amount: u64::try_from(part).unwrap_or(u64::MAX),
+        });
+    }
+    plan
+}
+
+/// How much region `me` sends to a region that asked for `wanted` tokens' rights
+/// after refusing a spend. `me` keeps the failover reserve plus `keep` (what it
+/// expects to spend itself soon) and gives the requester at least what it asked for,
+/// or half of what it can spare if that is more, so the next spends there succeed
+/// without asking again. `None` if it can spare nothing.
+pub fn answer_request(
+    account: &Account,
+    genesis: &Genesis,
+    me: RegionId,
+    wanted: u64,
+    keep: u64,
+    config: &RebalanceConfig,
+) -> Option<u64> {
+    let rights = account.rights(genesis, me);
+    let keep = keep.saturating_add(config.failover_reserve).min(rights);
+    let spare = rights - keep;
+    let give = wanted.max(spare / 2).min(spare);
+    (give > 0).then_some(give)
+}
+
+fn reserve_each(rights: &BTreeMap<RegionId, u128>, failover_reserve: u64) -> u128 {
+    let total: u128 = rights.values().sum();
+    // `rights` always holds at least `me`.
+    let n = rights.len().max(1) as u128;
+    u128::from(failover_reserve).min(total / n)
+}
+
+/// Each live region's target: the reserve, plus the rest in proportion to demand.
+/// Rounding leftovers go to the busiest region (lowest id among equals).
+fn targets(
+    demand: &BTreeMap<RegionId, u128>,
+    rights: &BTreeMap<RegionId, u128>,
+    total_demand: u128,
+    failover_reserve: u64,
+) -> BTreeMap<RegionId, u128> {
+    let total: u128 = rights.values().sum();
+    let reserve = reserve_each(rights, failover_reserve);
+    let distributable = total - reserve * rights.len() as u128;
+    let mut targets: BTreeMap<RegionId, u128> = demand
+        .iter()
+        .map(|(&r, &d)| (r, reserve + distributable * d / total_demand))
+        .collect();
+    let assigned: u128 = targets.values().sum();
+    let busiest = demand
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .map(|(&r, _)| r);
+    if let Some(t) = busiest.and_then(|r| targets.get_mut(&r)) {
+        *t += total - assigned;
+    }
+    targets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (Genesis, Account) {
+        let genesis = Genesis::new(150, [RegionId(1), RegionId(2), RegionId(3)]).expect("genesis");
+        (genesis, Account::new())
+    }
+
+    #[test]
+    fn idle_regions_send_rights_to_the_busy_one_before_it_runs_dry() {
+        let (g, account) = setup();
+        let demand = BTreeMap::from([(RegionId(1), 0), (RegionId(2), 10), (RegionId(3), 0)]);
+        let config = RebalanceConfig::default();
+        // Region 2 holds 50 of 150 yet does all the spending: 1 and 3 each keep the
+        // reserve of 5 and send the other 45 to region 2.
+        let plan = plan_transfers(&account, &g, RegionId(1), &demand, &config);
+        assert_eq!(
+            plan,
+            vec![Transfer {
+                to: RegionId(2),
+                amount: 45
+            }]
+        );
+        let plan = plan_transfers(&account, &g, RegionId(3), &demand, &config);
+        assert_eq!(
+            plan,
+            vec![Transfer {
+                to: RegionId(2),
+                amount: 45
+            }]
+        );
+        assert!(plan_transfers(&account, &g, RegionId(2), &demand, &config).is_empty());
+    }
+
+    #[test]
+    fn no_demand_moves_nothing_and_balanced_regions_stay_put() {
+        let (g, account) = setup();
+        let config = RebalanceConfig::default();
+        let idle = BTreeMap::from([(RegionId(1), 0), (RegionId(2), 0)]);
+        assert!(plan_transfers(&account, &g, RegionId(1), &idle, &config).is_empty());
+        let even = BTreeMap::from([(RegionId(1), 3), (RegionId(2), 3), (RegionId(3), 3)]);
+        for r in 1..=3 {
+            assert!(plan_transfers(&account, &g, RegionId(r), &even, &config).is_empty());
+        }
+    }
+
+    #[test]
+    fn answering_a_request_keeps_the_reserve() {
+        let (g, account) = setup();
+        let config = RebalanceConfig::default();
+        assert_eq!(
+            answer_request(&account, &g, RegionId(1), 10, 0, &config),
+            Some(22)
+        );
+        assert_eq!(
+            answer_request(&account, &g, RegionId(1), 100, 0, &config),
+            Some(45)
+        );
+        assert_eq!(
+            answer_request(&account, &g, RegionId(1), 10, 45, &config),
+            None
+        );
+        assert_eq!(
+            answer_request(&account, &g, RegionId(7), 10, 0, &config),
+            None
+        );
+    }
+}

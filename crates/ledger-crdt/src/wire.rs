@@ -1,0 +1,52 @@
+//! The wire and disk format: one version byte, then bincode 2.
+//!
+//! Everything decoded here may come from the network or a damaged disk, so decoding
+//! is bounded by a byte limit (bincode refuses to allocate past it), rejects trailing
+//! bytes, and never panics.
+
+use crate::{Account, Error};
+use bincode::{Decode, Encode, config};
+
+/// The format version written as the first byte of every encoding.
+pub const WIRE_VERSION: u8 = 1;
+
+/// The most bytes one encoded account may take. A 10-region account takes about
+/// 200 bytes; this leaves room for hundreds of regions.
+pub const MAX_ACCOUNT_BYTES: usize = 64 * 1024;
+
+/// Encodes `value` behind the version byte.
+pub fn encode<T: Encode>(value: &T) -> Result<Vec<u8>, Error> {
+    let mut out = vec![WIRE_VERSION];
+    bincode::encode_into_std_write(value, &mut out, config::standard())
+        .map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes a value written by [`encode`], reading at most `LIMIT` bytes of payload.
+pub fn decode<T: Decode<()>, const LIMIT: usize>(bytes: &[u8]) -> Result<T, Error> {
+    let (&version, payload) = bytes.split_first().ok_or(Error::Empty)?;
+    if version != WIRE_VERSION {
+        return Err(Error::UnsupportedVersion(version));
+    }
+    let config = config::standard().with_limit::<LIMIT>();
+    let (value, read) =
+        bincode::decode_from_slice(payload, config).map_err(|e| Error::Decode(e.to_string()))?;
+    if read != payload.len() {
+        return Err(Error::TrailingBytes(payload.len() - read));
+    }
+    Ok(value)
+}
+
+impl Account {
+    /// The account's canonical encoding: equal accounts give equal bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {
+        encode(self)
+    }
+
+    /// Decodes untrusted bytes into an account in canonical form.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Account, Error> {
+        let mut account: Account = decode::<Account, MAX_ACCOUNT_BYTES>(bytes)?;
+        account.normalize();
+        Ok(account)
+    }
+}
