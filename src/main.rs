@@ -1,7 +1,5 @@
-//! The `maas` binary. The regional node (HTTP API, sled storage) is being built in
-//! `crates/node`; until it lands this binary only says so.
+//! `maas`: runs one regional node. `maas --help` lists every flag.
 
-fn main() {
-    eprintln!("maas: the regional node is not built yet; see README.md");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    maas_node::server::main()
 }

@@ -1,0 +1,136 @@
+//! Who is calling: a client with a JWT, or an operator with the operator credential.
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::NodeError;
+
+/// The longest bearer credential accepted; longer ones are refused before parsing.
+pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
+
+/// The longest user id (a JWT's `sub`) accepted.
+pub const MAX_USER_ID_BYTES: usize = 128;
+
+/// How client JWTs are verified.
+pub enum JwtKey {
+    /// A shared HS256 secret.
+    Secret(Vec<u8>),
+    /// An EdDSA public key, PEM.
+    EdDsaPem(Vec<u8>),
+    /// An RS256 public key, PEM.
+    Rs256Pem(Vec<u8>),
+}
+
+/// The principal behind a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// A client, by user id (the JWT's `sub`).
+    User(String),
+    /// The billing team or an operator.
+    Operator,
+}
+
+/// Why a credential was not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// The credential is malformed, expired, wrongly signed or too long.
+    Invalid(&'static str),
+}
+
+/// The claims a client JWT carries.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+/// Verifies credentials.
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+    operator_token: Vec<u8>,
+}
+
+impl Authenticator {
+    /// Builds an authenticator from the JWT key and the operator credential.
+    pub fn new(key: &JwtKey, operator_token: &str) -> Result<Self, NodeError> {
+        let bad = |e: jsonwebtoken::errors::Error| NodeError::Config(format!("JWT key: {e}"));
+        let (key, algorithm) = match key {
+            JwtKey::Secret(s) => (DecodingKey::from_secret(s), Algorithm::HS256),
+            JwtKey::EdDsaPem(pem) => (
+                DecodingKey::from_ed_pem(pem).map_err(bad)?,
+                Algorithm::EdDSA,
+            ),
+            JwtKey::Rs256Pem(pem) => (
+                DecodingKey::from_rsa_pem(pem).map_err(bad)?,
+                Algorithm::RS256,
+            ),
+        };
+        if operator_token.len() < 16 {
+            return Err(NodeError::Config(
+                "the operator token must be at least 16 characters".into(),
+            ));
+        }
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(Self {
+            key,
+            validation,
+            operator_token: operator_token.as_bytes().to_vec(),
+        })
+    }
+
+    /// Identifies the caller from an `Authorization` header value, if any.
+    pub fn identify(&self, authorization: Option<&[u8]>) -> Result<Principal, AuthFailure> {
+        let header = authorization.ok_or(AuthFailure::Missing)?;
+        if header.len() > MAX_CREDENTIAL_BYTES + 7 {
+            return Err(AuthFailure::Invalid("credential too long"));
+        }
+        let credential = header
+            .strip_prefix(b"Bearer ")
+            .ok_or(AuthFailure::Invalid("expected a Bearer credential"))?;
+        if constant_time_eq(credential, &self.operator_token) {
+            return Ok(Principal::Operator);
+        }
+        let token = std::str::from_utf8(credential)
+            .map_err(|_| AuthFailure::Invalid("credential is not UTF-8"))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|_| AuthFailure::Invalid("token is malformed, expired or wrongly signed"))?;
+        let sub = data.claims.sub;
+        if !valid_user_id(&sub) {
+            return Err(AuthFailure::Invalid("token subject is not a valid user id"));
+        }
+        Ok(Principal::User(sub))
+    }
+}
+
+/// Signs an HS256 client token: the dev banner's demo token, tests and benchmarks.
+pub fn sign_hs256(secret: &[u8], user: &str, exp: u64) -> Result<String, NodeError> {
+    let claims = Claims {
+        sub: user.to_owned(),
+        exp,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| NodeError::Config(format!("signing: {e}")))
+}
+
+/// Whether a user id is acceptable in a path or body (same rule as a JWT `sub`).
+pub fn valid_user_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_USER_ID_BYTES && !id.chars().any(char::is_control)
+}
+
+/// Compares without an early exit, so timing does not reveal the operator token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,25 @@
+//! The crate's one error type.
+
+/// Everything that can fail in the node outside of a client's request being refused.
+///
+/// Client-facing refusals are [`crate::core::Refusal`]s and become problem responses;
+/// these are the failures of the node itself: configuration, storage, startup.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration does not make sense (a bad key, an empty genesis, ...).
+    #[error("configuration: {0}")]
+    Config(String),
+    /// sled could not read, write or flush.
+    #[error("storage: {0}")]
+    Storage(#[from] sled::Error),
+    /// Stored bytes did not decode: the data directory is damaged or from an
+    /// incompatible version.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(#[from] ledger_crdt::Error),
+    /// A group commit failed, so the writes it covered were not acknowledged.
+    #[error("flush failed; the write was not made durable")]
+    FlushFailed,
+    /// Binding or serving the HTTP listener failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,516 @@
+//! The HTTP API: routes, request parsing, responses. Only moves bytes; every
+//! decision is the core's.
+
+use crate::auth::{AuthFailure, Principal, valid_user_id};
+use crate::catalog::Position;
+use crate::core::{Command, Executed, IdempotencyKey, Refusal};
+use crate::problem::{Problem, ProblemKind};
+use crate::service::{Failure, Service};
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The longest `Idempotency-Key` accepted.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// The longest `query` accepted, in characters.
+pub const MAX_QUERY_CHARS: usize = 200;
+/// Header carrying the caller's remaining balance on a memes response.
+pub const BALANCE_HEADER: &str = "x-tokens-remaining";
+/// Header set on a response replayed from an idempotency record.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+type Shared = Arc<Service>;
+
+/// The node's routes.
+pub fn router(service: Shared, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/memes", get(memes))
+        .route("/v1/memes", get(memes))
+        .route("/v1/balance", get(balance))
+        .route("/update-token-balance", post(update_token_balance))
+        .route("/v1/users/{id}", get(user))
+        .route("/v1/users/{id}/adjustments", post(adjust))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(service.clone(), observe))
+        .with_state(service)
+}
+
+/// Records metrics, and turns any error response that is not yet a problem (a 405
+/// or 413 from the framework) into one.
+async fn observe(State(service): State<Shared>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let mut response = next.run(request).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if status.as_u16() >= 400 && !is_problem {
+        let kind = match status {
+            StatusCode::METHOD_NOT_ALLOWED => ProblemKind::MethodNotAllowed,
+            StatusCode::PAYLOAD_TOO_LARGE => ProblemKind::PayloadTooLarge,
+            StatusCode::NOT_FOUND => ProblemKind::NotFound,
+            s if s.is_server_error() => ProblemKind::Internal,
+            _ => ProblemKind::InvalidRequest,
+        };
+        let detail = status.canonical_reason().unwrap_or("error").to_owned();
+        response = Problem::new(kind, detail).into_response();
+    }
+    service
+        .metrics
+        .observe_request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn not_found() -> Problem {
+    Problem::new(ProblemKind::NotFound, "no such route")
+}
+
+fn principal(service: &Service, headers: &HeaderMap) -> Result<Principal, Problem> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    service.auth.identify(authorization).map_err(|failure| {
+        let detail = match failure {
+            AuthFailure::Missing => "missing Authorization: Bearer header",
+            AuthFailure::Invalid(why) => why,
+        };
+        Problem::new(ProblemKind::Unauthenticated, detail)
+    })
+}
+
+/// The calling client's user id, admitted by the rate limiter.
+fn client(service: &Service, headers: &HeaderMap) -> Result<String, Problem> {
+    match principal(service, headers)? {
+        Principal::User(user) => {
+            if service.admit(&user) {
+                Ok(user)
+            } else {
+                service.metrics.refusal("rate_limited");
+                Err(
+                    Problem::new(ProblemKind::RateLimited, "too many requests for this user")
+                        .retry_after(1),
+                )
+            }
+        }
+        Principal::Operator => Err(Problem::new(
+            ProblemKind::Forbidden,
+            "the operator credential is not a user; use a client token",
+        )),
+    }
+}
+
+fn operator(service: &Service, headers: &HeaderMap) -> Result<(), Problem> {
+    match principal(service, headers)? {
+        Principal::Operator => Ok(()),
+        Principal::User(_) => Err(Problem::new(
+            ProblemKind::Forbidden,
+            "this route needs the operator credential",
+        )),
+    }
+}
+
+/// The request's idempotency key, scoped to `scope`, if it sent one.
+fn idempotency_key(
+    headers: &HeaderMap,
+    scope: String,
+    fingerprint: String,
+) -> Result<Option<IdempotencyKey>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            Problem::new(
+                ProblemKind::InvalidRequest,
+                format!(
+                    "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+                ),
+            )
+        })?;
+    Ok(Some(IdempotencyKey {
+        scope,
+        key: key.to_owned(),
+        fingerprint,
+    }))
+}
+
+fn failure(service: &Service, failure: Failure) -> Problem {
+    let (reason, problem) = match failure {
+        Failure::Refused(Refusal::InsufficientTokens { balance }) => (
+            "insufficient_tokens",
+            Problem::new(
+                ProblemKind::InsufficientTokens,
+                format!("the balance is {balance} tokens"),
+            )
+            .with_balance(balance),
+        ),
+        Failure::Refused(Refusal::TokensInOtherRegion { here, elsewhere }) => (
+            "tokens_in_other_region",
+            Problem::new(
+                ProblemKind::TokensInOtherRegion,
+                format!(
+                    "{here} tokens are held here and {elsewhere} in other regions; retry shortly"
+                ),
+            )
+            .with_balance(here.saturating_add(elsewhere))
+            .retry_after(1),
+        ),
+        Failure::Refused(Refusal::KeyInUse) => (
+            "idempotency_key_in_use",
+            Problem::new(
+                ProblemKind::IdempotencyKeyInUse,
+                "a request with this Idempotency-Key is still in progress; retry shortly",
+            )
+            .retry_after(1),
+        ),
+        Failure::Refused(Refusal::KeyReused) => (
+            "idempotency_key_reused",
+            Problem::new(
+                ProblemKind::IdempotencyKeyReused,
+                "this Idempotency-Key was used for a different request",
+            ),
+        ),
+        Failure::Refused(Refusal::Overflow) => (
+            "overflow",
+            Problem::new(
+                ProblemKind::InvalidBody,
+                "the amount would overflow the balance",
+            ),
+        ),
+        Failure::Refused(Refusal::ZeroAmount) => (
+            "zero_amount",
+            Problem::new(ProblemKind::InvalidBody, "amount must not be zero"),
+        ),
+        Failure::Storage(e) => {
+            tracing::error!(error = %e, "storage failure; request not acknowledged");
+            (
+                "storage",
+                Problem::new(
+                    ProblemKind::Unavailable,
+                    "storage is unavailable; nothing was charged",
+                )
+                .retry_after(1),
+            )
+        }
+    };
+    service.metrics.refusal(reason);
+    problem
+}
+
+/// The meme answered to a client, with its balance after the charge.
+#[derive(Serialize)]
+struct MemeResponse<'a> {
+    id: u32,
+    title: &'a str,
+    image: &'a str,
+    source: &'a str,
+    /// `curated` for the built-in catalog.
+    kind: &'static str,
+    balance: u64,
+    spendable_here: u64,
+}
+
+/// The query of `GET /memes`, validated.
+struct MemeQuery {
+    position: Option<Position>,
+    query: String,
+}
+
+fn parse_meme_query(pairs: Vec<(String, String)>) -> Result<MemeQuery, Problem> {
+    let bad = |detail: String| Problem::new(ProblemKind::InvalidRequest, detail);
+    let (mut lat, mut lon, mut query) = (None, None, None);
+    for (name, value) in pairs {
+        let slot = match name.as_str() {
+            "lat" => &mut lat,
+            "lon" => &mut lon,
+            "query" => &mut query,
+            other => {
+                return Err(bad(format!(
+                    "unknown query parameter `{}`",
+                    truncate(other)
+                )));
+            }
+        };
+        if slot.replace(value).is_some() {
+            return Err(bad(format!("query parameter `{name}` given twice")));
+        }
+    }
+    let coordinate = |name: &str, value: String, limit: f64| -> Result<f64, Problem> {
+        let v: f64 = value
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("`{name}` must be a number")))?;
+        if !v.is_finite() || v.abs() > limit {
+            return Err(bad(format!("`{name}` must be finite and within ±{limit}")));
+        }
+        Ok(v)
+    };
+    let position = match (lat, lon) {
+        (Some(lat), Some(lon)) => Some(Position {
+            lat: coordinate("lat", lat, 90.0)?,
+            lon: coordinate("lon", lon, 180.0)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(bad(
+                "`lat` and `lon` go together: give both or neither".into()
+            ));
+        }
+    };
+    let query = query.unwrap_or_default();
+    if query.chars().count() > MAX_QUERY_CHARS {
+        return Err(bad(format!(
+            "`query` is longer than {MAX_QUERY_CHARS} characters"
+        )));
+    }
+    Ok(MemeQuery { position, query })
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+async fn memes(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, Problem> {
+    let user = client(&service, &headers)?;
+    let Query(pairs) =
+        query.map_err(|_| Problem::new(ProblemKind::InvalidRequest, "malformed query string"))?;
+    let request = parse_meme_query(pairs)?;
+    let fingerprint = format!(
+        "memes {:?} {:?}",
+        request.position.map(|p| (p.lat.to_bits(), p.lon.to_bits())),
+        request.query
+    );
+    let key = idempotency_key(&headers, format!("u:{user}"), fingerprint)?;
+    let executed = service
+        .execute(&user, Command::ChargeCall, key)
+        .await
+        .map_err(|f| failure(&service, f))?;
+    let meme = service.catalog.choose(&request.query, request.position);
+    let body = MemeResponse {
+        id: meme.id,
+        title: &meme.title,
+        image: &meme.image,
+        source: &meme.source,
+        kind: "curated",
+        balance: executed.receipt.balance,
+        spendable_here: executed.receipt.spendable_here,
+    };
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(BALANCE_HEADER, HeaderValue::from(executed.receipt.balance));
+    mark_replay(&mut response, &executed);
+    Ok(response)
+}
+
+fn mark_replay(response: &mut Response, executed: &Executed) {
+    if executed.replayed {
+        response
+            .headers_mut()
+            .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+}
+
+/// A user's standing, for `GET /v1/balance` and `GET /v1/users/{id}`.
+#[derive(Serialize)]
+struct Standing {
+    user_id: String,
+    balance: u64,
+    spendable_here: u64,
+    calls: u64,
+}
+
+async fn standing(service: &Service, user: String) -> Result<Json<Standing>, Problem> {
+    let receipt = service
+        .receipt(&user)
+        .await
+        .map_err(|e| failure(service, Failure::Storage(e)))?;
+    Ok(Json(Standing {
+        user_id: user,
+        balance: receipt.balance,
+        spendable_here: receipt.spendable_here,
+        calls: receipt.calls,
+    }))
+}
+
+async fn balance(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<Standing>, Problem> {
+    let user = client(&service, &headers)?;
+    standing(&service, user).await
+}
+
+fn path_user(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+    let Path(id) =
+        path.map_err(|_| Problem::new(ProblemKind::InvalidRequest, "malformed user id"))?;
+    if valid_user_id(&id) {
+        Ok(id)
+    } else {
+        Err(Problem::new(
+            ProblemKind::InvalidRequest,
+            "user id must be 1 to 128 characters, no control characters",
+        ))
+    }
+}
+
+async fn user(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Standing>, Problem> {
+    operator(&service, &headers)?;
+    let user = path_user(path)?;
+    standing(&service, user).await
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
+    body.map(|Json(t)| t).map_err(|rejection| {
+        let kind = match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ProblemKind::PayloadTooLarge,
+            StatusCode::UNPROCESSABLE_ENTITY => ProblemKind::InvalidBody,
+            _ => ProblemKind::InvalidRequest,
+        };
+        Problem::new(kind, rejection.body_text())
+    })
+}
+
+/// The seed API's balance update: `{"user_id", "amount"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateTokenBalance {
+    user_id: String,
+    amount: i64,
+}
+
+/// The seed API's answer.
+#[derive(Serialize)]
+struct UpdateTokenBalanceResponse {
+    success: bool,
+    message: &'static str,
+    user_id: String,
+    new_balance: u64,
+}
+
+async fn adjust_balance(
+    service: &Service,
+    headers: &HeaderMap,
+    user: &str,
+    amount: i64,
+) -> Result<Executed, Problem> {
+    if !valid_user_id(user) {
+        return Err(Problem::new(
+            ProblemKind::InvalidBody,
+            "user_id must be 1 to 128 characters",
+        ));
+    }
+    let key = idempotency_key(headers, "op".into(), format!("adjust {user:?} {amount}"))?;
+    service
+        .execute(user, Command::Adjust(amount), key)
+        .await
+        .map_err(|f| failure(service, f))
+}
+
+async fn update_token_balance(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Json<UpdateTokenBalance>, JsonRejection>,
+) -> Result<Response, Problem> {
+    operator(&service, &headers)?;
+    let body = json_body(body)?;
+    let executed = adjust_balance(&service, &headers, &body.user_id, body.amount).await?;
+    let mut response = Json(UpdateTokenBalanceResponse {
+        success: true,
+        message: "Token balance updated successfully",
+        user_id: body.user_id,
+        new_balance: executed.receipt.balance,
+    })
+    .into_response();
+    mark_replay(&mut response, &executed);
+    Ok(response)
+}
+
+/// `POST /v1/users/{id}/adjustments`: `{"amount": n}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Adjustment {
+    amount: i64,
+}
+
+#[derive(Serialize)]
+struct AdjustmentResponse {
+    user_id: String,
+    amount: i64,
+    balance: u64,
+    spendable_here: u64,
+}
+
+async fn adjust(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<Adjustment>, JsonRejection>,
+) -> Result<Response, Problem> {
+    operator(&service, &headers)?;
+    let user = path_user(path)?;
+    let body = json_body(body)?;
+    let executed = adjust_balance(&service, &headers, &user, body.amount).await?;
+    let mut response = Json(AdjustmentResponse {
+        user_id: user,
+        amount: body.amount,
+        balance: executed.receipt.balance,
+        spendable_here: executed.receipt.spendable_here,
+    })
+    .into_response();
+    mark_replay(&mut response, &executed);
+    Ok(response)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn ready(State(service): State<Shared>) -> Result<Json<serde_json::Value>, Problem> {
+    if service.store.writable() {
+        Ok(Json(serde_json::json!({ "status": "ready" })))
+    } else {
+        Err(Problem::new(
+            ProblemKind::Unavailable,
+            "storage is not writable",
+        ))
+    }
+}
+
+async fn metrics(State(service): State<Shared>) -> Response {
+    let mut response = Body::from(service.metrics.render()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}

@@ -1,0 +1,43 @@
+//! A regional MaaS node: the HTTP API and durable storage around a sans-IO core.
+//!
+//! # Layout
+//!
+//! The core decides; the shell moves bytes.
+//!
+//! - Core (no I/O, no clock; time is an input):
+//!   - [`core`]: ledger rules on one account, idempotency records, in-flight keys.
+//!   - [`rate_limit`]: per-user request limits over explicit time.
+//!   - [`catalog`]: the built-in memes and the deterministic choice of one.
+//! - Shell:
+//!   - [`store`]: sled, and group commit (acknowledge only after `flush_async`).
+//!   - [`service`]: load → core → persist → wait for durability, under one lock.
+//!   - [`http`]: axum routes, parsing and responses.
+//!   - [`problem`]: `application/problem+json` errors with stable `type`s.
+//!   - [`auth`]: JWT clients and the operator credential.
+//!   - [`metrics`]: Prometheus text.
+//!   - [`config`]: flags and environment variables.
+//!   - [`server`]: startup, the dev banner, background tasks, graceful shutdown.
+//! - [`error`]: [`NodeError`], this crate's one error type.
+//!
+//! # A spend, end to end
+//!
+//! `GET /memes` → [`http`] authenticates and validates → [`service`] takes the core
+//! lock, loads the account from sled, lets [`core::Core::execute`] apply the spend
+//! under the escrow rule, writes account and idempotency record in one batch, and
+//! releases the lock → the request waits until a group commit covers its write →
+//! only then is the meme returned.
+
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod problem;
+pub mod rate_limit;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use error::NodeError;

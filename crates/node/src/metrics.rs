@@ -1,0 +1,135 @@
+//! Prometheus metrics, rendered as text by `GET /metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Histogram bucket bounds, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+#[derive(Clone, Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+impl Histogram {
+    fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (i, &bound) in BUCKETS.iter().enumerate() {
+            if secs <= bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}",
+                self.counts[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braced = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braced} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braced} {}", self.count);
+    }
+}
+
+/// The node's counters and histograms.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), Histogram>>,
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
+    flush: Mutex<Histogram>,
+    spends: AtomicU64,
+    credits: AtomicU64,
+}
+
+impl Metrics {
+    /// Records one request's route, status and latency.
+    pub fn observe_request(&self, route: &str, status: u16, latency: Duration) {
+        if let Ok(mut map) = self.requests.lock() {
+            map.entry((route.to_owned(), status))
+                .or_default()
+                .observe(latency);
+        }
+    }
+
+    /// Records one group-commit flush.
+    pub fn observe_flush(&self, latency: Duration) {
+        if let Ok(mut h) = self.flush.lock() {
+            h.observe(latency);
+        }
+    }
+
+    /// Counts an acknowledged spend.
+    pub fn spend(&self) {
+        self.spends.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an acknowledged credit.
+    pub fn credit(&self) {
+        self.credits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refusal, by reason.
+    pub fn refusal(&self, reason: &'static str) {
+        if let Ok(mut map) = self.refusals.lock() {
+            *map.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# TYPE maas_http_request_duration_seconds histogram\n");
+        if let Ok(map) = self.requests.lock() {
+            for ((route, status), h) in map.iter() {
+                let labels = format!("route=\"{route}\",status=\"{status}\"");
+                h.render(&mut out, "maas_http_request_duration_seconds", &labels);
+            }
+        }
+        out.push_str("# TYPE maas_spends_total counter\n");
+        let _ = writeln!(
+            out,
+            "maas_spends_total {}",
+            self.spends.load(Ordering::Relaxed)
+        );
+        out.push_str("# TYPE maas_credits_total counter\n");
+        let _ = writeln!(
+            out,
+            "maas_credits_total {}",
+            self.credits.load(Ordering::Relaxed)
+        );
+        out.push_str("# TYPE maas_refusals_total counter\n");
+        if let Ok(map) = self.refusals.lock() {
+            for (reason, n) in map.iter() {
+                let _ = writeln!(out, "maas_refusals_total{{reason=\"{reason}\"}} {n}");
+            }
+        }
+        out.push_str("# TYPE maas_storage_flush_duration_seconds histogram\n");
+        if let Ok(h) = self.flush.lock() {
+            h.render(&mut out, "maas_storage_flush_duration_seconds", "");
+        }
+        out
+    }
+}

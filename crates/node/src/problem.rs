@@ -1,0 +1,170 @@
+//! RFC 9457 problem responses with stable `type`s.
+//!
+//! Every error the API returns is `application/problem+json`. The `type` is a stable
+//! identifier clients may branch on; `detail` is for humans and never carries
+//! internals (paths, stack traces, storage errors).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// The kinds of problem the API reports. Each has one stable `type` and status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// 400: a malformed query or request.
+    InvalidRequest,
+    /// 401: missing, malformed, expired or wrongly signed credentials.
+    Unauthenticated,
+    /// 402: the balance does not cover the cost.
+    InsufficientTokens,
+    /// 402: the balance covers it, but the tokens are held by another region.
+    TokensInOtherRegion,
+    /// 403: authenticated, but not allowed to do this.
+    Forbidden,
+    /// 404: no such route or resource.
+    NotFound,
+    /// 405: the route exists, not with that method.
+    MethodNotAllowed,
+    /// 409: a request with the same idempotency key is still being processed.
+    IdempotencyKeyInUse,
+    /// 413: the request body is too large.
+    PayloadTooLarge,
+    /// 422: the body is well-formed JSON but not a valid request.
+    InvalidBody,
+    /// 422: an idempotency key was reused for a different request.
+    IdempotencyKeyReused,
+    /// 429: too many requests for this user right now.
+    RateLimited,
+    /// 500: a bug; the detail says nothing more.
+    Internal,
+    /// 503: storage could not make the write durable; nothing was acknowledged.
+    Unavailable,
+}
+
+impl ProblemKind {
+    /// The stable `type` URI reference and the HTTP status.
+    pub fn type_and_status(self) -> (&'static str, StatusCode) {
+        use ProblemKind::*;
+        match self {
+            InvalidRequest => ("/problems/invalid-request", StatusCode::BAD_REQUEST),
+            Unauthenticated => ("/problems/unauthenticated", StatusCode::UNAUTHORIZED),
+            InsufficientTokens => (
+                "/problems/insufficient-tokens",
+                StatusCode::PAYMENT_REQUIRED,
+            ),
+            TokensInOtherRegion => (
+                "/problems/tokens-in-other-region",
+                StatusCode::PAYMENT_REQUIRED,
+            ),
+            Forbidden => ("/problems/forbidden", StatusCode::FORBIDDEN),
+            NotFound => ("/problems/not-found", StatusCode::NOT_FOUND),
+            MethodNotAllowed => (
+                "/problems/method-not-allowed",
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            IdempotencyKeyInUse => ("/problems/idempotency-key-in-use", StatusCode::CONFLICT),
+            PayloadTooLarge => ("/problems/payload-too-large", StatusCode::PAYLOAD_TOO_LARGE),
+            InvalidBody => ("/problems/invalid-body", StatusCode::UNPROCESSABLE_ENTITY),
+            IdempotencyKeyReused => (
+                "/problems/idempotency-key-reused",
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            RateLimited => ("/problems/rate-limited", StatusCode::TOO_MANY_REQUESTS),
+            Internal => ("/problems/internal", StatusCode::INTERNAL_SERVER_ERROR),
+            Unavailable => ("/problems/unavailable", StatusCode::SERVICE_UNAVAILABLE),
+        }
+    }
+
+    fn title(self) -> &'static str {
+        use ProblemKind::*;
+        match self {
+            InvalidRequest => "Invalid request",
+            Unauthenticated => "Authentication required",
+            InsufficientTokens => "Insufficient tokens",
+            TokensInOtherRegion => "Tokens are held in another region",
+            Forbidden => "Forbidden",
+            NotFound => "Not found",
+            MethodNotAllowed => "Method not allowed",
+            IdempotencyKeyInUse => "Idempotency key in use",
+            PayloadTooLarge => "Payload too large",
+            InvalidBody => "Invalid body",
+            IdempotencyKeyReused => "Idempotency key reused",
+            RateLimited => "Too many requests",
+            Internal => "Internal error",
+            Unavailable => "Service unavailable",
+        }
+    }
+}
+
+/// A problem response: kind, human detail, and optional extra fields.
+#[derive(Debug)]
+pub struct Problem {
+    kind: ProblemKind,
+    detail: String,
+    balance: Option<u64>,
+    retry_after_secs: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balance: Option<u64>,
+}
+
+impl Problem {
+    /// A problem of `kind` with a human-readable `detail`.
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            balance: None,
+            retry_after_secs: None,
+        }
+    }
+
+    /// Adds the caller's balance, for 402s.
+    pub fn with_balance(mut self, balance: u64) -> Self {
+        self.balance = Some(balance);
+        self
+    }
+
+    /// Adds a `Retry-After` header.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    /// The kind of this problem.
+    pub fn kind(&self) -> ProblemKind {
+        self.kind
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let (kind, status) = self.kind.type_and_status();
+        let body = Body {
+            kind,
+            title: self.kind.title(),
+            status: status.as_u16(),
+            detail: &self.detail,
+            balance: self.balance,
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let mut response = (status, json).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

@@ -1,0 +1,187 @@
+//! Startup, the dev banner, background tasks and graceful shutdown.
+
+use crate::auth::{Authenticator, JwtKey, sign_hs256};
+use crate::catalog::Catalog;
+use crate::config::{Cli, DEV_JWT_SECRET, DEV_OPERATOR_TOKEN, LogFormat, PublicKeyAlgorithm};
+use crate::core::{Core, CoreConfig};
+use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
+use crate::service::{Service, now_ms};
+use crate::store::Store;
+use crate::{NodeError, http};
+use ledger_crdt::{Genesis, RegionId};
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often expired idempotency records are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Parses the command line, runs the node, and returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = <Cli as clap::Parser>::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("maas: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("maas: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(cli.log_level)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    // Ignore a second initialisation (tests may run several nodes in one process).
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Runs a node until SIGINT or SIGTERM, then drains requests and flushes.
+pub async fn run(cli: Cli) -> Result<(), NodeError> {
+    let region = RegionId(cli.region);
+    let genesis_regions: Vec<RegionId> = if cli.genesis_regions.is_empty() {
+        vec![region]
+    } else {
+        cli.genesis_regions.iter().copied().map(RegionId).collect()
+    };
+    let genesis = Genesis::new(cli.welcome_grant, genesis_regions)?;
+    let dev_secret = cli.jwt_secret.is_none() && cli.jwt_public_key.is_none();
+    let jwt_key = match (&cli.jwt_secret, &cli.jwt_public_key) {
+        (Some(secret), _) => JwtKey::Secret(secret.as_bytes().to_vec()),
+        (None, Some(path)) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| NodeError::Config(format!("reading {}: {e}", path.display())))?;
+            match cli.jwt_algorithm {
+                PublicKeyAlgorithm::Eddsa => JwtKey::EdDsaPem(pem),
+                PublicKeyAlgorithm::Rs256 => JwtKey::Rs256Pem(pem),
+            }
+        }
+        (None, None) => JwtKey::Secret(DEV_JWT_SECRET.as_bytes().to_vec()),
+    };
+    let operator_token = cli.operator_token.as_deref().unwrap_or(DEV_OPERATOR_TOKEN);
+    let auth = Authenticator::new(&jwt_key, operator_token)?;
+
+    let metrics = Arc::new(Metrics::default());
+    let store = Store::open(&cli.data_dir, cli.cache_bytes, metrics.clone())?;
+    tokio::spawn(store.clone().run_group_commit());
+    let core = Core::new(CoreConfig {
+        region,
+        genesis,
+        meme_cost: cli.meme_cost,
+        idempotency_ttl_ms: cli.idempotency_ttl_secs.saturating_mul(1000),
+    });
+    let service = Arc::new(Service::new(
+        core,
+        store.clone(),
+        Catalog::builtin(cli.catalog_seed),
+        auth,
+        RateLimiter::new(cli.rate_limit),
+        metrics,
+    ));
+    tokio::spawn(sweep_idempotency(service.clone()));
+
+    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    let addr = listener.local_addr()?;
+    banner(&cli, addr, dev_secret)?;
+    tracing::info!(%addr, region = %region, data_dir = %cli.data_dir.display(), "serving");
+
+    axum::serve(listener, http::router(service, cli.max_body_bytes))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    // Every acknowledged write already waited for its flush; this one covers
+    // writes whose requests were abandoned mid-way.
+    store.flush_once().await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Prints where the node listens and, in dev mode, working credentials and curl
+/// lines. The first line is stable: tests read the address from it.
+fn banner(cli: &Cli, addr: std::net::SocketAddr, dev_secret: bool) -> Result<(), NodeError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "maas listening on http://{addr} (region {})",
+        cli.region
+    )?;
+    if dev_secret || cli.operator_token.is_none() {
+        writeln!(
+            out,
+            "DEV MODE: built-in credentials below are public; never deploy them."
+        )?;
+        writeln!(
+            out,
+            "  set --jwt-secret/--jwt-public-key and --operator-token for real use."
+        )?;
+    }
+    let operator = cli.operator_token.as_deref().unwrap_or(DEV_OPERATOR_TOKEN);
+    if dev_secret {
+        let exp = now_ms() / 1000 + 30 * 24 * 3600;
+        let token = sign_hs256(DEV_JWT_SECRET.as_bytes(), "demo-user", exp)?;
+        writeln!(out, "  demo user:      demo-user")?;
+        writeln!(out, "  demo token:     {token}")?;
+        writeln!(out, "Try:")?;
+        writeln!(
+            out,
+            "  curl -H 'Authorization: Bearer {token}' 'http://{addr}/memes?lat=40.730610&lon=-73.935242&query=food'"
+        )?;
+    }
+    if cli.operator_token.is_none() {
+        writeln!(out, "  operator token: {operator}")?;
+        writeln!(
+            out,
+            "  curl -X POST -H 'Authorization: Bearer {operator}' -H 'Content-Type: application/json' -d '{{\"user_id\":\"demo-user\",\"amount\":50}}' http://{addr}/update-token-balance"
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn sweep_idempotency(service: Arc<Service>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        match service.sweep_idempotency() {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "swept expired idempotency records"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
