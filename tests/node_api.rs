@@ -1,0 +1,519 @@
+//! The regional node over real HTTP on loopback, with a real sled directory.
+
+mod support;
+
+use support::{Node, OPERATOR, SECRET, request, token};
+
+#[tokio::test]
+async fn client_routes_charge_and_report_the_balance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &[]).await;
+    let alice = token("alice");
+
+    let r = node
+        .get("/memes?lat=40.730610&lon=-73.935242&query=food", &alice)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let meme = r.json();
+    for field in ["id", "title", "image", "source", "kind"] {
+        assert!(!meme[field].is_null(), "missing {field}: {}", r.body);
+    }
+    assert_eq!(meme["kind"], "curated");
+    assert_eq!(meme["balance"], 149, "150 welcome tokens minus one");
+    assert_eq!(r.header("x-tokens-remaining"), Some("149"));
+
+    // Same input, same meme; the /v1 twin charges the same way.
+    let again = node
+        .get("/v1/memes?lat=40.730610&lon=-73.935242&query=food", &alice)
+        .await;
+    assert_eq!(again.json()["id"], meme["id"]);
+    assert_eq!(again.json()["balance"], 148);
+    let no_params = node.get("/memes", &alice).await;
+    assert_eq!(no_params.status, 200);
+
+    let b = node.get("/v1/balance", &alice).await;
+    assert_eq!(b.status, 200);
+    let b = b.json();
+    assert_eq!(
+        (b["user_id"].as_str(), b["balance"].as_u64()),
+        (Some("alice"), Some(147))
+    );
+    assert_eq!(b["spendable_here"], 147);
+    assert_eq!(b["calls"], 3);
+
+    let op = node.get("/v1/users/alice", OPERATOR).await.json();
+    assert_eq!(
+        (op["balance"].as_u64(), op["calls"].as_u64()),
+        (Some(147), Some(3))
+    );
+
+    assert_eq!(node.send("GET", "/health", &[], "").await.status, 200);
+    assert_eq!(node.send("GET", "/ready", &[], "").await.status, 200);
+    let metrics = node.send("GET", "/metrics", &[], "").await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains("maas_spends_total 3"),
+        "{}",
+        metrics.body
+    );
+    assert!(
+        metrics
+            .body
+            .contains("maas_http_request_duration_seconds_bucket{route=\"/memes\",status=\"200\"")
+    );
+    assert!(
+        metrics
+            .body
+            .contains("maas_storage_flush_duration_seconds_count")
+    );
+}
+
+#[tokio::test]
+async fn operators_top_up_and_debit_but_never_below_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &[]).await;
+
+    let r = node
+        .post(
+            "/update-token-balance",
+            OPERATOR,
+            r#"{"user_id":"bob","amount":50}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["success"], true);
+    assert_eq!(j["user_id"], "bob");
+    assert_eq!(j["new_balance"], 200);
+    assert!(j["message"].as_str().is_some());
+
+    let r = node
+        .post("/v1/users/bob/adjustments", OPERATOR, r#"{"amount":-190}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["balance"], 10);
+
+    let r = node
+        .post(
+            "/update-token-balance",
+            OPERATOR,
+            r#"{"user_id":"bob","amount":-11}"#,
+        )
+        .await;
+    r.assert_problem(402, "insufficient-tokens");
+    assert_eq!(r.json()["balance"], 10);
+    assert_eq!(
+        node.balance("bob").await,
+        10,
+        "a refused debit changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn every_error_is_a_problem_with_a_stable_type() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &["--max-body-bytes", "1024"]).await;
+    let alice = token("alice");
+
+    // 400: bad queries.
+    for path in [
+        "/memes?lat=40.7",
+        "/memes?lon=-73.9",
+        "/memes?lat=91&lon=0",
+        "/memes?lat=0&lon=180.5",
+        "/memes?lat=abc&lon=0",
+        "/memes?lat=NaN&lon=0",
+        "/memes?lat=inf&lon=0",
+        "/memes?colour=red",
+        "/memes?query=a&query=b",
+    ] {
+        node.get(path, &alice)
+            .await
+            .assert_problem(400, "invalid-request");
+    }
+    let long = "x".repeat(201);
+    node.get(&format!("/memes?query={long}"), &alice)
+        .await
+        .assert_problem(400, "invalid-request");
+    node.get(&format!("/memes?query={}", "x".repeat(200)), &alice)
+        .await;
+
+    // 401: missing, malformed, wrongly signed, expired, huge.
+    node.send("GET", "/memes", &[], "")
+        .await
+        .assert_problem(401, "unauthenticated");
+    node.get("/memes", "not.a.jwt")
+        .await
+        .assert_problem(401, "unauthenticated");
+    let forged =
+        maas_node::auth::sign_hs256(b"another-secret", "alice", u64::MAX / 2).expect("sign");
+    node.get("/memes", &forged)
+        .await
+        .assert_problem(401, "unauthenticated");
+    let expired = maas_node::auth::sign_hs256(SECRET.as_bytes(), "alice", 1_000).expect("sign");
+    node.get("/memes", &expired)
+        .await
+        .assert_problem(401, "unauthenticated");
+    node.get("/memes", &"A".repeat(12_000))
+        .await
+        .assert_problem(401, "unauthenticated");
+    node.send(
+        "GET",
+        "/memes",
+        &[("authorization", "Basic YWxpY2U6eA==")],
+        "",
+    )
+    .await
+    .assert_problem(401, "unauthenticated");
+
+    // 402: covered in its own tests; 403: wrong kind of credential.
+    node.post(
+        "/update-token-balance",
+        &alice,
+        r#"{"user_id":"alice","amount":1000}"#,
+    )
+    .await
+    .assert_problem(403, "forbidden");
+    node.get("/v1/users/alice", &alice)
+        .await
+        .assert_problem(403, "forbidden");
+    node.get("/memes", OPERATOR)
+        .await
+        .assert_problem(403, "forbidden");
+
+    // 404 and 405.
+    node.get("/no/such/route", &alice)
+        .await
+        .assert_problem(404, "not-found");
+    node.send("DELETE", "/health", &[], "")
+        .await
+        .assert_problem(405, "method-not-allowed");
+
+    // 413: a body over the limit.
+    let big = format!(
+        r#"{{"user_id":"alice","amount":1,"pad":"{}"}}"#,
+        "x".repeat(4096)
+    );
+    node.post("/update-token-balance", OPERATOR, &big)
+        .await
+        .assert_problem(413, "payload-too-large");
+
+    // 422: unknown field, wrong type, out-of-range number, zero amount.
+    for body in [
+        r#"{"user_id":"alice","amount":1,"extra":true}"#,
+        r#"{"user_id":"alice","amount":"ten"}"#,
+        r#"{"user_id":"alice","amount":99999999999999999999}"#,
+        r#"{"user_id":"alice","amount":0}"#,
+        r#"{"user_id":"","amount":1}"#,
+    ] {
+        node.post("/update-token-balance", OPERATOR, body)
+            .await
+            .assert_problem(422, "invalid-body");
+    }
+    // 400: not JSON at all.
+    node.post("/update-token-balance", OPERATOR, "{nope")
+        .await
+        .assert_problem(400, "invalid-request");
+
+    // Nothing above changed alice's balance except the one 200-char query.
+    assert_eq!(node.balance("alice").await, 149);
+}
+
+#[tokio::test]
+async fn too_many_requests_are_rate_limited() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &["--rate-limit", "3"]).await;
+    let carol = token("carol");
+    let mut limited = None;
+    // 12 requests span at most three one-second windows unless the machine stalls
+    // for over 2 s, so some window sees more than 3.
+    for _ in 0..12 {
+        let r = node.get("/v1/balance", &carol).await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 200);
+    }
+    let r = limited.expect("a 429 within 12 requests at 3/s");
+    r.assert_problem(429, "rate-limited");
+    assert_eq!(r.header("retry-after"), Some("1"));
+}
+
+#[tokio::test]
+async fn fifty_clients_spend_the_last_hundred_tokens_exactly_once_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &["--rate-limit", "0"]).await;
+    let r = node
+        .post(
+            "/update-token-balance",
+            OPERATOR,
+            r#"{"user_id":"dave","amount":-50}"#,
+        )
+        .await;
+    assert_eq!(r.json()["new_balance"], 100);
+
+    let addr = node.addr.clone();
+    let auth = format!("Bearer {}", token("dave"));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (addr, auth) = (addr.clone(), auth.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut refused) = (0u32, 0u32);
+            // Bounded: each client stops at its first 402, and after 100 tries.
+            for _ in 0..100 {
+                let r = request(
+                    &addr,
+                    "GET",
+                    "/memes?query=cats",
+                    &[("authorization", &auth)],
+                    "",
+                )
+                .await
+                .expect("request");
+                match r.status {
+                    200 => ok += 1,
+                    402 => {
+                        refused += 1;
+                        break;
+                    }
+                    other => panic!("unexpected {other}: {}", r.body),
+                }
+            }
+            (ok, refused)
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (o, r) = t.await.expect("task");
+        ok += o;
+        refused += r;
+    }
+    assert_eq!(ok, 100, "exactly the last 100 tokens were spent");
+    assert_eq!(
+        refused, 50,
+        "every client was refused once the tokens ran out"
+    );
+    assert_eq!(node.balance("dave").await, 0);
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_is_charged_once_even_after_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &[]).await;
+    let auth = format!("Bearer {}", token("erin"));
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("idempotency-key", "meme-1"),
+    ];
+
+    let first = node.send("GET", "/memes?query=dogs", &headers, "").await;
+    assert_eq!(first.status, 200);
+    let retry = node.send("GET", "/memes?query=dogs", &headers, "").await;
+    assert_eq!(retry.status, 200);
+    assert_eq!(retry.body, first.body, "the retry sees the same answer");
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(node.balance("erin").await, 149, "charged once");
+
+    // The same key for a different request is refused.
+    node.send("GET", "/memes?query=cats", &headers, "")
+        .await
+        .assert_problem(422, "idempotency-key-reused");
+
+    // Operator top-ups are idempotent too.
+    let op_headers = [
+        (
+            "authorization",
+            "Bearer test-operator-credential-0123456789",
+        ),
+        ("content-type", "application/json"),
+        ("idempotency-key", "invoice-77"),
+    ];
+    let body = r#"{"user_id":"erin","amount":25}"#;
+    let a = node
+        .send("POST", "/update-token-balance", &op_headers, body)
+        .await;
+    let b = node
+        .send("POST", "/update-token-balance", &op_headers, body)
+        .await;
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_eq!(a.body, b.body);
+    assert_eq!(node.balance("erin").await, 174, "credited once");
+
+    // Keys are durable: after a crash the retry is still recognised.
+    node.kill9().await;
+    let node = Node::start(dir.path(), &[]).await;
+    let after = node.send("GET", "/memes?query=dogs", &headers, "").await;
+    assert_eq!(after.status, 200);
+    assert_eq!(after.header("idempotent-replayed"), Some("true"));
+    assert_eq!(node.balance("erin").await, 174);
+}
+
+#[tokio::test]
+async fn concurrent_retries_of_one_key_charge_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &["--rate-limit", "0"]).await;
+    let auth = format!("Bearer {}", token("fay"));
+    let mut saw_conflict = false;
+    // Each round fires 16 identical requests at once; whatever the interleaving,
+    // each key is charged exactly once. Some round sees a retry arrive while the
+    // first is still waiting for its flush: that one is a 409.
+    for round in 0..20 {
+        let key = format!("k-{round}");
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (addr, auth, key) = (node.addr.clone(), auth.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                request(
+                    &addr,
+                    "GET",
+                    "/memes",
+                    &[("authorization", &auth), ("idempotency-key", &key)],
+                    "",
+                )
+                .await
+                .expect("request")
+            }));
+        }
+        for t in tasks {
+            let r = t.await.expect("task");
+            match r.status {
+                200 => {}
+                409 => {
+                    r.assert_problem(409, "idempotency-key-in-use");
+                    saw_conflict = true;
+                }
+                other => panic!("unexpected {other}: {}", r.body),
+            }
+        }
+        assert_eq!(
+            node.balance("fay").await,
+            150 - (round + 1),
+            "round {round} charged once"
+        );
+        if saw_conflict && round >= 4 {
+            break;
+        }
+    }
+    assert!(saw_conflict, "no request ever overlapped an in-flight key");
+}
+
+#[tokio::test]
+async fn kill_9_during_spend_load_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &["--rate-limit", "0"]).await;
+    let r = node
+        .post(
+            "/update-token-balance",
+            OPERATOR,
+            r#"{"user_id":"gus","amount":100000}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let start = 150 + 100_000u64;
+
+    let spend_auth = format!("Bearer {}", token("gus"));
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let (addr, spend_auth) = (node.addr.clone(), spend_auth.clone());
+        tasks.push(tokio::spawn(async move {
+            // (acknowledged, unknown outcome); workers 0 and 1 credit, the rest spend.
+            let (mut acked, mut unknown) = (0u64, 0u64);
+            let op = format!("Bearer {OPERATOR}");
+            for _ in 0..5_000 {
+                let r = if worker < 2 {
+                    request(
+                        &addr,
+                        "POST",
+                        "/update-token-balance",
+                        &[("authorization", &op), ("content-type", "application/json")],
+                        r#"{"user_id":"gus","amount":1}"#,
+                    )
+                    .await
+                } else {
+                    request(
+                        &addr,
+                        "GET",
+                        "/memes",
+                        &[("authorization", &spend_auth)],
+                        "",
+                    )
+                    .await
+                };
+                match r {
+                    Ok(r) if r.status == 200 => acked += 1,
+                    Ok(r) => panic!("unexpected {}: {}", r.status, r.body),
+                    // The node died mid-request: maybe applied, maybe not.
+                    Err(_) => {
+                        unknown += 1;
+                        break;
+                    }
+                }
+            }
+            (worker < 2, acked, unknown)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    node.kill9().await;
+
+    let (mut credits, mut credits_unknown, mut spends, mut spends_unknown) = (0, 0, 0, 0);
+    for t in tasks {
+        let (credit, acked, unknown) = t.await.expect("task");
+        if credit {
+            credits += acked;
+            credits_unknown += unknown;
+        } else {
+            spends += acked;
+            spends_unknown += unknown;
+        }
+    }
+    assert!(spends > 0 && credits > 0, "the load ran before the kill");
+    eprintln!(
+        "acked spends {spends} (+{spends_unknown} unknown), credits {credits} (+{credits_unknown} unknown)"
+    );
+
+    let node = Node::start(dir.path(), &[]).await;
+    let balance = node.balance("gus").await;
+    let highest = start + credits + credits_unknown - spends;
+    let lowest = start + credits - spends - spends_unknown;
+    assert!(
+        (lowest..=highest).contains(&balance),
+        "balance {balance} outside [{lowest}, {highest}]: an acknowledged write was lost"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &[]).await;
+    let hank = token("hank");
+    assert_eq!(node.get("/memes", &hank).await.status, 200);
+    let status = node.terminate().await;
+    assert!(status.success(), "exit status {status:?}");
+    let node = Node::start(dir.path(), &[]).await;
+    assert_eq!(node.balance("hank").await, 149);
+}
+
+#[tokio::test]
+async fn help_documents_every_flag_with_its_environment_variable() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_maas"))
+        .arg("--help")
+        .output()
+        .expect("run maas --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (flag, env) in [
+        ("--listen", "MAAS_LISTEN"),
+        ("--data-dir", "MAAS_DATA_DIR"),
+        ("--region", "MAAS_REGION"),
+        ("--jwt-secret", "MAAS_JWT_SECRET"),
+        ("--operator-token", "MAAS_OPERATOR_TOKEN"),
+        ("--meme-cost", "MAAS_MEME_COST"),
+        ("--log-format", "MAAS_LOG_FORMAT"),
+    ] {
+        assert!(
+            help.contains(flag) && help.contains(env),
+            "{flag}/{env} missing:\n{help}"
+        );
+    }
+}

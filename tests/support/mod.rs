@@ -1,0 +1,226 @@
+//! Test harness: runs the real `maas` binary on an ephemeral loopback port with a
+//! fresh sled directory, and talks to it with a minimal HTTP/1.1 client.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// The HS256 secret every test node verifies client tokens with.
+pub const SECRET: &str = "test-secret-for-integration-tests";
+/// The operator credential of every test node.
+pub const OPERATOR: &str = "test-operator-credential-0123456789";
+
+/// A running `maas` process.
+pub struct Node {
+    child: Child,
+    /// `127.0.0.1:port`.
+    pub addr: String,
+    dir: PathBuf,
+}
+
+impl Node {
+    /// Starts a node on a fresh port with its data in `dir`, plus `extra` flags.
+    pub async fn start(dir: &Path, extra: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--jwt-secret",
+                SECRET,
+                "--operator-token",
+                OPERATOR,
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .env("MAAS_LOG_LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn maas");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("maas printed its address in time")
+            .expect("read stdout")
+            .expect("a first line");
+        let addr = first
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("address in the first line")
+            .to_owned();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Node {
+            child,
+            addr,
+            dir: dir.to_owned(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// `kill -9`: no chance to flush or drain.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM, then the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exited in time")
+            .expect("exit status")
+    }
+
+    /// Sends one request.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Response {
+        request(&self.addr, method, path, headers, body)
+            .await
+            .expect("request completed")
+    }
+
+    /// `GET` with a bearer credential.
+    pub async fn get(&self, path: &str, bearer: &str) -> Response {
+        let auth = format!("Bearer {bearer}");
+        self.send("GET", path, &[("authorization", &auth)], "")
+            .await
+    }
+
+    /// `POST` JSON with a bearer credential.
+    pub async fn post(&self, path: &str, bearer: &str, body: &str) -> Response {
+        let auth = format!("Bearer {bearer}");
+        self.send(
+            "POST",
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await
+    }
+
+    /// The user's balance, as the operator sees it.
+    pub async fn balance(&self, user: &str) -> u64 {
+        let r = self.get(&format!("/v1/users/{user}"), OPERATOR).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["balance"].as_u64().expect("balance")
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// A client token for `user`, valid for an hour.
+pub fn token(user: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    maas_node::auth::sign_hs256(SECRET.as_bytes(), user, exp).expect("sign")
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Response {
+    /// A header's value, by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// Asserts this is a problem response of the given status and type.
+    pub fn assert_problem(&self, status: u16, kind: &str) {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        let json = self.json();
+        assert_eq!(json["type"], format!("/problems/{kind}"), "{}", self.body);
+        assert_eq!(json["status"], status);
+        assert!(json["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection; `Err` if the connection failed.
+pub async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr).await?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "response timed out"))??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no complete response")
+    })?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad status line"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    })
+}
