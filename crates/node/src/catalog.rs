@@ -23,6 +23,9 @@ pub struct Meme {
     /// The locale the meme speaks to, if any.
     #[serde(skip)]
     pub locale: Option<&'static str>,
+    /// The title in lower case, computed once for matching.
+    #[serde(skip)]
+    title_lower: String,
 }
 
 const FORMATS: [&str; 30] = [
@@ -110,9 +113,11 @@ impl Catalog {
                 let locale = ((f + 2 * t) % 3 == 0).then(|| LOCALES[(f + t) % LOCALES.len()].0);
                 let mut all_tags = tags.to_vec();
                 all_tags.extend(format.split(' ').filter(|w| w.len() > 3));
+                let title = format!("{format}: {topic}");
                 memes.push(Meme {
                     id,
-                    title: format!("{format}: {topic}"),
+                    title_lower: title.to_lowercase(),
+                    title,
                     image: format!("https://img.example.com/memes/{id}.jpg"),
                     source: "maas-builtin".to_owned(),
                     tags: all_tags,
@@ -172,8 +177,7 @@ impl Catalog {
 }
 
 fn matches(meme: &Meme, word: &str) -> bool {
-    meme.tags.iter().any(|t| t.eq_ignore_ascii_case(word))
-        || meme.title.to_lowercase().contains(word)
+    meme.tags.iter().any(|t| t.eq_ignore_ascii_case(word)) || meme.title_lower.contains(word)
 }
 
 /// The locale whose representative position is nearest, on the sphere.

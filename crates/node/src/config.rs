@@ -71,6 +71,11 @@ pub struct Cli {
     #[arg(long, env = "MAAS_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Microseconds the group commit waits after a write before flushing, so
+    /// that more writes share one flush. Adds at most this much latency.
+    #[arg(long, env = "MAAS_COMMIT_LINGER_US", default_value_t = 500)]
+    pub commit_linger_us: u64,
+
     /// sled's page cache, in bytes.
     #[arg(long, env = "MAAS_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_bytes: u64,

@@ -79,7 +79,7 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
 
     let metrics = Arc::new(Metrics::default());
     let store = Store::open(&cli.data_dir, cli.cache_bytes, metrics.clone())?;
-    tokio::spawn(store.clone().run_group_commit());
+    store.start_group_commit(std::time::Duration::from_micros(cli.commit_linger_us))?;
     let core = Core::new(CoreConfig {
         region,
         genesis,
@@ -106,7 +106,10 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         .await?;
     // Every acknowledged write already waited for its flush; this one covers
     // writes whose requests were abandoned mid-way.
-    store.flush_once().await;
+    let last = store.clone();
+    tokio::task::spawn_blocking(move || last.flush_once())
+        .await
+        .map_err(|_| NodeError::FlushFailed)?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

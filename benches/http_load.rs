@@ -1,0 +1,496 @@
+//! Open-loop HTTP load: `GET /memes` on one node against an axum "hello" ceiling.
+//!
+//! `cargo bench --bench http_load` climbs a ladder of constant arrival rates (as
+//! wrk2 does) against each target and reports the highest rate whose p99 stays at
+//! or under 5 ms with no errors, with its percentiles. Latency is measured from each
+//! request's *intended* send time, so a stalled server cannot hide its stall by
+//! slowing the generator down (coordinated omission).
+//!
+//! Both targets are separate processes on 127.0.0.1: the `maas` binary, and this
+//! bench re-executed as a bare axum hello server. Load generator and server share
+//! the machine's cores, so read the ratio, not the absolute figures.
+//!
+//! `MAAS_BENCH_SMOKE=1` runs two seconds at a low rate (CI runs that);
+//! `MAAS_BENCH_RATES=4000,6000` runs just those rates.
+
+use hdrhistogram::Histogram;
+use std::io::Write;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const SECRET: &str = "bench-secret-not-for-production";
+const OPERATOR: &str = "bench-operator-credential";
+const P99_BUDGET_US: u64 = 5_000;
+const CONNECTIONS: usize = 64;
+const USERS: usize = 1_000;
+
+fn main() {
+    if let Ok(addr) = std::env::var("MAAS_BENCH_HELLO_SERVER") {
+        return hello_server(&addr);
+    }
+    let smoke = std::env::var("MAAS_BENCH_SMOKE").is_ok();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // Lanes share one thread: the generator leaves the other core to the server.
+    tokio::task::LocalSet::new().block_on(&rt, run(smoke));
+}
+
+/// One measured step of the ladder.
+#[derive(Clone, Debug)]
+struct Step {
+    rate: u64,
+    sent: u64,
+    errors: u64,
+    p50: u64,
+    p95: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
+    mean: f64,
+}
+
+impl Step {
+    fn ok(&self) -> bool {
+        self.errors == 0 && self.p99 <= P99_BUDGET_US
+    }
+}
+
+async fn run(smoke: bool) {
+    let custom: Option<Vec<u64>> = std::env::var("MAAS_BENCH_RATES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|r| r.trim().parse().ok()).collect());
+    let (ladder, warmup, measure): (Vec<u64>, Duration, Duration) = if let Some(rates) = custom {
+        (rates, Duration::from_secs(1), Duration::from_secs(4))
+    } else if smoke {
+        (
+            vec![200],
+            Duration::from_millis(500),
+            Duration::from_secs(2),
+        )
+    } else {
+        (
+            vec![
+                1_000, 2_000, 3_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000, 20_000,
+            ],
+            Duration::from_secs(1),
+            Duration::from_secs(4),
+        )
+    };
+
+    let hello = Server::hello().await;
+    let hello_steps = ladder_run(&hello.addr, &ladder, warmup, measure, |_| {
+        "GET /hello HTTP/1.1\r\nhost: x\r\n\r\n".to_owned()
+    })
+    .await;
+    let hello_usage = hello.usage();
+    drop(hello);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Server::maas(dir.path()).await;
+    let tokens: Vec<String> = (0..USERS).map(|i| jwt(&format!("user-{i}"))).collect();
+    let zipf = Zipf::new(USERS, 1.0);
+    let node_steps = ladder_run(&node.addr, &ladder, warmup, measure, move |i| {
+        let user = zipf.sample(i);
+        format!(
+            "GET /memes?query=cats HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+            tokens[user]
+        )
+    })
+    .await;
+    let node_usage = node.usage();
+    drop(node);
+
+    let best = |steps: &[Step]| {
+        steps
+            .iter()
+            .filter(|s| s.ok())
+            .max_by_key(|s| s.rate)
+            .cloned()
+    };
+    let mut out = String::new();
+    out.push_str("| target | highest rate at p99 ≤ 5 ms, 0 errors | p50 | p95 | p99 | p99.9 | max | mean | peak RSS | CPU s / 1k req |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    for (name, steps, usage) in [
+        ("axum hello (ceiling)", &hello_steps, hello_usage),
+        ("maas GET /memes", &node_steps, node_usage),
+    ] {
+        let sent: u64 = steps.iter().map(|s| s.sent).sum();
+        let cpu_per_k = usage.cpu_secs / (sent.max(1) as f64 / 1000.0);
+        match best(steps) {
+            Some(s) => out.push_str(&format!(
+                "| {name} | {} req/s | {} µs | {} µs | {} µs | {} µs | {} µs | {:.0} µs | {} MiB | {:.3} |\n",
+                s.rate, s.p50, s.p95, s.p99, s.p999, s.max, s.mean, usage.peak_rss_kib / 1024, cpu_per_k
+            )),
+            None => out.push_str(&format!("| {name} | none | | | | | | | {} MiB | {cpu_per_k:.3} |\n", usage.peak_rss_kib / 1024)),
+        }
+    }
+    if let (Some(h), Some(n)) = (best(&hello_steps), best(&node_steps)) {
+        out.push_str(&format!(
+            "\nmaas / hello ceiling: {:.2}\n",
+            n.rate as f64 / h.rate as f64
+        ));
+    }
+    out.push_str("\nEvery step (rate: sent, errors, p99 µs):\n");
+    for (name, steps) in [("hello", &hello_steps), ("maas", &node_steps)] {
+        let line: Vec<String> = steps
+            .iter()
+            .map(|s| format!("{}: {}, {}, {}", s.rate, s.sent, s.errors, s.p99))
+            .collect();
+        out.push_str(&format!("- {name}: {}\n", line.join(" | ")));
+    }
+    println!("{out}");
+    let json = serde_json::json!({
+        "hello": steps_json(&hello_steps),
+        "maas_memes": steps_json(&node_steps),
+    });
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("http_load.json");
+    if std::fs::write(&path, serde_json::to_vec_pretty(&json).expect("json")).is_ok() {
+        println!("JSON: {}", path.display());
+    }
+    let total_errors: u64 = hello_steps
+        .iter()
+        .chain(&node_steps)
+        .map(|s| s.errors)
+        .sum();
+    println!("errors: {total_errors}");
+}
+
+fn steps_json(steps: &[Step]) -> serde_json::Value {
+    steps
+        .iter()
+        .map(|s| {
+            serde_json::json!({"rate": s.rate, "sent": s.sent, "errors": s.errors, "p50_us": s.p50,
+                "p95_us": s.p95, "p99_us": s.p99, "p999_us": s.p999, "max_us": s.max, "mean_us": s.mean})
+        })
+        .collect()
+}
+
+/// Runs each rate of the ladder until one misses the budget.
+async fn ladder_run(
+    addr: &str,
+    ladder: &[u64],
+    warmup: Duration,
+    measure: Duration,
+    make: impl Fn(usize) -> String + Clone + 'static,
+) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for &rate in ladder {
+        let step = open_loop(addr, rate, warmup, measure, make.clone()).await;
+        eprintln!(
+            "{addr} {rate}/s: p99 {} µs, {} errors",
+            step.p99, step.errors
+        );
+        let ok = step.ok();
+        steps.push(step);
+        if !ok {
+            break;
+        }
+    }
+    steps
+}
+
+/// One constant-rate run: `CONNECTIONS` lanes, lane k sends requests k, k+C, ...
+/// each at its intended time t0 + i/rate, and measures from that time.
+async fn open_loop(
+    addr: &str,
+    rate: u64,
+    warmup: Duration,
+    measure: Duration,
+    make: impl Fn(usize) -> String + Clone + 'static,
+) -> Step {
+    let total = (rate as f64 * (warmup + measure).as_secs_f64()) as usize;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let deadline = start + warmup + measure + Duration::from_secs(10);
+    let make = Arc::new(make);
+    let mut lanes = Vec::new();
+    for lane in 0..CONNECTIONS {
+        let (addr, make) = (addr.to_owned(), make.clone());
+        lanes.push(tokio::task::spawn_local(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let (mut sent, mut errors) = (0u64, 0u64);
+            let mut conn: Option<Conn> = None;
+            let mut i = lane;
+            let mut previous_done = start;
+            while i < total {
+                let intended = start + interval * i as u32;
+                tokio::time::sleep_until(intended).await;
+                // If the lane was still busy at the intended time, the wait is the
+                // server's fault and counts (no coordinated omission). Otherwise
+                // only the timer was late (tokio's resolution is 1 ms): measure from
+                // the real send, or the generator would bill its own jitter.
+                let from = if previous_done > intended {
+                    intended
+                } else {
+                    tokio::time::Instant::now()
+                };
+                if tokio::time::Instant::now() > deadline {
+                    errors += ((total - i) / CONNECTIONS) as u64;
+                    break;
+                }
+                let request = make(i);
+                let ok = match conn.as_mut() {
+                    Some(c) => c.send(request.as_bytes()).await,
+                    None => match Conn::open(&addr).await {
+                        Ok(c) => conn.insert(c).send(request.as_bytes()).await,
+                        Err(e) => Err(e),
+                    },
+                };
+                previous_done = tokio::time::Instant::now();
+                let measured = intended >= start + warmup;
+                match ok {
+                    Ok(200) if measured => {
+                        sent += 1;
+                        let us = (previous_done - from).as_micros() as u64;
+                        let _ = hist.record(us.max(1));
+                    }
+                    Ok(200) => {}
+                    _ => {
+                        conn = None;
+                        if measured {
+                            sent += 1;
+                            errors += 1;
+                        }
+                    }
+                }
+                i += CONNECTIONS;
+            }
+            (hist, sent, errors)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let (mut sent, mut errors) = (0, 0);
+    for lane in lanes {
+        let (h, s, e) = lane.await.expect("lane");
+        hist.add(&h).expect("merge histograms");
+        sent += s;
+        errors += e;
+    }
+    Step {
+        rate,
+        sent,
+        errors,
+        p50: hist.value_at_quantile(0.5),
+        p95: hist.value_at_quantile(0.95),
+        p99: hist.value_at_quantile(0.99),
+        p999: hist.value_at_quantile(0.999),
+        max: hist.max(),
+        mean: hist.mean(),
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection.
+struct Conn {
+    stream: BufReader<TcpStream>,
+    line: String,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream: BufReader::new(stream),
+            line: String::new(),
+        })
+    }
+
+    /// Sends one request and reads the whole response; returns the status.
+    async fn send(&mut self, request: &[u8]) -> std::io::Result<u16> {
+        self.stream.get_mut().write_all(request).await?;
+        self.line.clear();
+        self.stream.read_line(&mut self.line).await?;
+        let status = self
+            .line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other("bad status line"))?;
+        let mut length = 0usize;
+        loop {
+            self.line.clear();
+            if self.stream.read_line(&mut self.line).await? == 0 {
+                return Err(std::io::Error::other("closed"));
+            }
+            let l = self.line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().map_err(std::io::Error::other)?;
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).await?;
+        Ok(status)
+    }
+}
+
+/// A server process under test.
+struct Server {
+    child: std::process::Child,
+    addr: String,
+}
+
+/// What a server process used.
+#[derive(Clone, Copy, Debug)]
+struct Usage {
+    peak_rss_kib: u64,
+    cpu_secs: f64,
+}
+
+impl Server {
+    async fn hello() -> Server {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .env("MAAS_BENCH_HELLO_SERVER", &addr)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn hello server");
+        wait_for(&addr).await;
+        Server { child, addr }
+    }
+
+    async fn maas(dir: &std::path::Path) -> Server {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_maas"))
+            .args([
+                "--listen",
+                &addr,
+                "--jwt-secret",
+                SECRET,
+                "--operator-token",
+                OPERATOR,
+            ])
+            .args([
+                "--welcome-grant",
+                "1000000000",
+                "--rate-limit",
+                "0",
+                "--log-level",
+                "warn",
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn maas");
+        wait_for(&addr).await;
+        Server { child, addr }
+    }
+
+    /// Peak RSS and CPU seconds so far, from /proc.
+    fn usage(&self) -> Usage {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let peak_rss_kib = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name, which is in parentheses: utime is the 14th
+        // field overall, stime the 15th; both in clock ticks (100 per second here).
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Usage {
+            peak_rss_kib,
+            cpu_secs: (ticks(11) + ticks(12)) as f64 / 100.0,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn wait_for(addr: &str) {
+    for _ in 0..300 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("server at {addr} did not start");
+}
+
+fn jwt(user: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    maas_node::auth::sign_hs256(SECRET.as_bytes(), user, exp).expect("sign")
+}
+
+/// Zipf-distributed user choice from a precomputed CDF, driven by a hash of the
+/// request number so every run sends the same sequence.
+#[derive(Clone)]
+struct Zipf {
+    cdf: Arc<Vec<f64>>,
+}
+
+impl Zipf {
+    fn new(n: usize, s: f64) -> Zipf {
+        let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let cdf = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        Zipf { cdf: Arc::new(cdf) }
+    }
+
+    fn sample(&self, i: usize) -> usize {
+        // splitmix64 of the request number: uniform in [0, 1).
+        let mut z = (i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let u = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+}
+
+/// The ceiling: a bare axum route, no auth, no storage.
+fn hello_server(addr: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello" }));
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        let _ = std::io::stdout().flush();
+        axum::serve(listener, app).await.expect("serve");
+    });
+}
