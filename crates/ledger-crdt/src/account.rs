@@ -93,6 +93,21 @@ impl Account {
         total
     }
 
+    /// Rights sent to `region` that it has not accepted yet, as far as this replica
+    /// knows: they will be `region`'s, so planners count them as such.
+    pub fn incoming(&self, region: RegionId) -> u64 {
+        let accepted = |from: RegionId| {
+            self.entries
+                .get(&region)
+                .map_or(0, |e| e.received_from(from))
+        };
+        self.entries
+            .iter()
+            .filter(|&(&from, _)| from != region)
+            .map(|(&from, e)| e.sent_to(region).saturating_sub(accepted(from)))
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// The user's balance as this replica sees it: all regions' rights plus rights in
     /// transit. Once every delta is delivered it equals welcome grant + credits −
     /// spends, exactly.
@@ -211,6 +226,32 @@ impl Account {
         // Only a non-empty entry is ever stored, so equal states stay equal.
         self.entries.insert(me, entry);
         Some(self.delta_of(me))
+    }
+
+    /// Simulation only: applies `op` at `me` checking nothing but overflow. This is
+    /// the naive "local writes, async replication" counter of seed 000 when the
+    /// caller checks the balance view instead of rights, and a broken replica when
+    /// it checks nothing at all.
+    #[cfg(feature = "simulation")]
+    pub fn apply_unchecked(&mut self, me: RegionId, op: Op) -> Result<Delta, Error> {
+        let mut entry = self.entries.get(&me).cloned().unwrap_or_default();
+        let done = match op {
+            Op::Credit { amount } => entry.add_credit(amount),
+            Op::Spend { amount, call } => entry.add_spend(amount, call),
+            Op::Transfer { to, amount } => entry.add_sent(to, amount),
+        };
+        done.ok_or(Error::Overflow)?;
+        self.entries.insert(me, entry);
+        Ok(self.delta_of(me))
+    }
+
+    /// Simulation only: a broken merge that adds counters instead of taking the
+    /// maximum, so duplicated deltas count twice.
+    #[cfg(feature = "simulation")]
+    pub fn merge_additive(&mut self, other: &Account) {
+        for (&region, theirs) in &other.entries {
+            self.entries.entry(region).or_default().add_all(theirs);
+        }
     }
 
     /// Checks the ledger's safety invariant on this replica's view: no region's

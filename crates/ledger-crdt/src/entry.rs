@@ -102,6 +102,22 @@ impl RegionEntry {
         self.received.retain(|&from, v| *v > 0 && from != owner);
     }
 
+    /// Simulation only: the broken, additive "merge".
+    #[cfg(feature = "simulation")]
+    pub(crate) fn add_all(&mut self, other: &RegionEntry) {
+        self.credited = self.credited.saturating_add(other.credited);
+        self.spent = self.spent.saturating_add(other.spent);
+        self.calls = self.calls.saturating_add(other.calls);
+        for (&k, &v) in &other.sent {
+            let e = self.sent.entry(k).or_insert(0);
+            *e = e.saturating_add(v);
+        }
+        for (&k, &v) in &other.received {
+            let e = self.received.entry(k).or_insert(0);
+            *e = e.saturating_add(v);
+        }
+    }
+
     pub(crate) fn add_credit(&mut self, amount: u64) -> Option<()> {
         self.credited = self.credited.checked_add(amount)?;
         Some(())

@@ -23,6 +23,11 @@ pub struct RebalanceConfig {
     /// A region is topped up once its rights fall below this percentage of its
     /// target. Lower values move rights less often; higher values keep more headroom.
     pub low_water_percent: u64,
+    /// A region gives rights away only while it holds more than this percentage
+    /// of its own target. With the low-water mark this is hysteresis on both
+    /// sides: every transfer moves both parties toward their targets, so rights
+    /// cannot circulate between regions whose views of demand differ a little.
+    pub give_above_percent: u64,
 }
 
 impl Default for RebalanceConfig {
@@ -30,6 +35,7 @@ impl Default for RebalanceConfig {
         Self {
             failover_reserve: 5,
             low_water_percent: 50,
+            give_above_percent: 200,
         }
     }
 }
@@ -67,15 +73,22 @@ pub fn plan_transfers(
     if total_demand == 0 {
         return Vec::new();
     }
+    // Rights already on their way to a region count as its own: otherwise a holder
+    // would send again before the first transfer is accepted, overshoot, and the
+    // surplus would bounce back and forth.
     let rights: BTreeMap<RegionId, u128> = live
         .keys()
-        .map(|&r| (r, account.rights(genesis, r).into()))
+        .map(|&r| {
+            let have = u128::from(account.rights(genesis, r)) + u128::from(account.incoming(r));
+            (r, have)
+        })
         .collect();
     let targets = targets(&live, &rights, total_demand, config.failover_reserve);
 
     let surplus = |r: &RegionId| rights[r].saturating_sub(targets[r]);
-    let mine = surplus(&me);
-    if mine == 0 {
+    // I can only give what I hold now, not what is still coming to me.
+    let mine = surplus(&me).min(account.rights(genesis, me).into());
+    if mine == 0 || rights[&me] * 100 <= targets[&me] * u128::from(config.give_above_percent) {
         return Vec::new();
     }
     let all_surplus: u128 = live.keys().map(surplus).sum();
@@ -132,11 +145,14 @@ pub fn answer_request(
     (give > 0).then_some(give)
 }
 
+/// The failover reserve each live region keeps: the configured amount, but never
+/// more than a quarter of an even share, so that a small balance still flows to
+/// where the user spends instead of sitting in reserves.
 fn reserve_each(rights: &BTreeMap<RegionId, u128>, failover_reserve: u64) -> u128 {
     let total: u128 = rights.values().sum();
     // `rights` always holds at least `me`.
     let n = rights.len().max(1) as u128;
-    u128::from(failover_reserve).min(total / n)
+    u128::from(failover_reserve).min(total / (4 * n))
 }
 
 /// Each live region's target: the reserve, plus the rest in proportion to demand.
@@ -198,6 +214,25 @@ mod tests {
             }]
         );
         assert!(plan_transfers(&account, &g, RegionId(2), &demand, &config).is_empty());
+    }
+
+    #[test]
+    fn rights_in_transit_are_not_sent_twice() {
+        let (g, mut account) = setup();
+        let demand = BTreeMap::from([(RegionId(1), 0), (RegionId(2), 10), (RegionId(3), 0)]);
+        let config = RebalanceConfig::default();
+        for t in plan_transfers(&account, &g, RegionId(1), &demand, &config) {
+            let op = crate::Op::Transfer {
+                to: t.to,
+                amount: t.amount,
+            };
+            account.apply(&g, RegionId(1), op).expect("covered");
+        }
+        // Region 2 has not accepted yet; region 1 must not send again.
+        assert!(plan_transfers(&account, &g, RegionId(1), &demand, &config).is_empty());
+        // With 45 on the way, region 2 holds 95 of its target 140: above the
+        // low-water mark, so region 3 waits too.
+        assert!(plan_transfers(&account, &g, RegionId(3), &demand, &config).is_empty());
     }
 
     #[test]

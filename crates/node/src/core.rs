@@ -22,6 +22,25 @@ pub struct CoreConfig {
     pub meme_cost: u64,
     /// How long an idempotency key is remembered, in ms.
     pub idempotency_ttl_ms: u64,
+    /// How spends are checked.
+    pub policy: SpendPolicy,
+}
+
+/// How a region decides whether it may spend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SpendPolicy {
+    /// Spend only from this region's own rights: never overspends.
+    #[default]
+    Escrow,
+    /// Simulation only: the seed's "local writes with async replication" counter,
+    /// which checks the balance this replica happens to see. It can overspend;
+    /// the simulator shows by how much.
+    #[cfg(feature = "simulation")]
+    NaiveLocalView,
+    /// Simulation only: a broken core that checks nothing; the checker must
+    /// catch it.
+    #[cfg(feature = "simulation")]
+    SkipRightsCheck,
 }
 
 /// What a request asks the ledger to do.
@@ -180,9 +199,7 @@ impl Core {
                 call: false,
             },
         };
-        account
-            .apply(&self.config.genesis, self.config.region, op)
-            .map_err(refusal)?;
+        self.apply(account, op).map_err(refusal)?;
         let receipt = self.receipt(account);
         let record = key.map(|k| {
             self.in_flight.insert((k.scope.clone(), k.key.clone()));
@@ -198,6 +215,26 @@ impl Core {
             account_changed: true,
             record,
         })
+    }
+
+    /// Applies a local op under the configured spend policy.
+    pub fn apply(&self, account: &mut Account, op: Op) -> Result<ledger_crdt::Delta, LedgerError> {
+        let (genesis, me) = (&self.config.genesis, self.config.region);
+        match self.config.policy {
+            SpendPolicy::Escrow => account.apply(genesis, me, op),
+            #[cfg(feature = "simulation")]
+            SpendPolicy::NaiveLocalView => {
+                let balance = account.balance(genesis);
+                match op {
+                    Op::Spend { amount, .. } | Op::Transfer { amount, .. } if amount > balance => {
+                        Err(LedgerError::InsufficientAnywhere { balance })
+                    }
+                    _ => account.apply_unchecked(me, op),
+                }
+            }
+            #[cfg(feature = "simulation")]
+            SpendPolicy::SkipRightsCheck => account.apply_unchecked(me, op),
+        }
     }
 
     /// The request that used `key` has been answered (or has failed): the key may
@@ -229,6 +266,7 @@ mod tests {
             genesis: Genesis::new(3, [RegionId(1)]).expect("genesis"),
             meme_cost: 1,
             idempotency_ttl_ms: 1_000,
+            policy: SpendPolicy::Escrow,
         })
     }
 

@@ -8,6 +8,10 @@
 //!   - [`core`]: ledger rules on one account, idempotency records, in-flight keys.
 //!   - [`rate_limit`]: per-user request limits over explicit time.
 //!   - [`catalog`]: the built-in memes and the deterministic choice of one.
+//!   - [`replica`]: one region's replicated ledger: batches, watermarks,
+//!     anti-entropy, rebalancing, rights requests, graceful leave.
+//!   - [`demand`]: per-user spend rates observed from deltas.
+//!   - [`message`]: what regions say to each other, and its wire format.
 //! - Shell:
 //!   - [`store`]: sled, and group commit (acknowledge only after `flush_async`).
 //!   - [`service`]: load → core → persist → wait for durability, under one lock.
@@ -31,11 +35,14 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod core;
+pub mod demand;
 pub mod error;
 pub mod http;
+pub mod message;
 pub mod metrics;
 pub mod problem;
 pub mod rate_limit;
+pub mod replica;
 pub mod server;
 pub mod service;
 pub mod store;

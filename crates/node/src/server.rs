@@ -85,6 +85,7 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         genesis,
         meme_cost: cli.meme_cost,
         idempotency_ttl_ms: cli.idempotency_ttl_secs.saturating_mul(1000),
+        policy: crate::core::SpendPolicy::Escrow,
     });
     let service = Arc::new(Service::new(
         core,

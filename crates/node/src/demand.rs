@@ -1,0 +1,87 @@
+//! How fast each user spends in each region, as this region observes it.
+//!
+//! Spends at this region are seen directly; spends elsewhere are seen as growth of
+//! that region's `spent` counter in the deltas that arrive. Either way they feed an
+//! exponentially decaying rate, so no region has to publish its demand separately:
+//! the deltas it already sends are the demand signal.
+
+use ledger_crdt::RegionId;
+use std::collections::HashMap;
+
+/// Per (user, region) spend rate, decaying with a half-life.
+#[derive(Debug, Default, Clone)]
+pub struct Demand {
+    half_life_ms: u64,
+    rates: HashMap<(String, RegionId), Rate>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    /// Tokens per second, as of `at_ms`.
+    per_sec: f64,
+    at_ms: u64,
+}
+
+impl Demand {
+    /// Rates that halve every `half_life_ms` without new spends.
+    pub fn new(half_life_ms: u64) -> Self {
+        Self {
+            half_life_ms: half_life_ms.max(1),
+            rates: HashMap::new(),
+        }
+    }
+
+    fn decay(&self, rate: Rate, now_ms: u64) -> f64 {
+        let dt = now_ms.saturating_sub(rate.at_ms) as f64;
+        rate.per_sec * 0.5f64.powf(dt / self.half_life_ms as f64)
+    }
+
+    /// Records `amount` tokens spent by `user` at `region`.
+    pub fn observe(&mut self, user: &str, region: RegionId, amount: u64, now_ms: u64) {
+        if amount == 0 {
+            return;
+        }
+        // An impulse of `amount` tokens spread over the half-life keeps the rate in
+        // tokens per second for a steady spender.
+        let impulse = amount as f64 * 1000.0 / self.half_life_ms as f64 * std::f64::consts::LN_2;
+        let key = (user.to_owned(), region);
+        let current = self.rates.get(&key).map_or(0.0, |r| self.decay(*r, now_ms));
+        self.rates.insert(
+            key,
+            Rate {
+                per_sec: current + impulse,
+                at_ms: now_ms,
+            },
+        );
+    }
+
+    /// The current rate of `user` at `region`, in thousandths of a token per second
+    /// (an integer, as the rebalancing policy wants).
+    /// Rates under 0.01 tokens/s count as no demand, so a cluster at rest stays at
+    /// rest instead of moving rights on vanishing differences.
+    pub fn milli_rate(&self, user: &str, region: RegionId, now_ms: u64) -> u64 {
+        let milli = self
+            .rates
+            .get(&(user.to_owned(), region))
+            .map_or(0, |r| (self.decay(*r, now_ms) * 1000.0) as u64);
+        if milli < 10 { 0 } else { milli }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_steady_spender_shows_its_rate_and_it_decays() {
+        let mut d = Demand::new(1_000);
+        for t in 0..50 {
+            d.observe("u", RegionId(2), 10, t * 100);
+        }
+        // 10 tokens every 100 ms is 100 tokens/s.
+        let rate = d.milli_rate("u", RegionId(2), 4_900);
+        assert!((80_000..=120_000).contains(&rate), "{rate}");
+        assert!(d.milli_rate("u", RegionId(2), 14_900) < rate / 500);
+        assert_eq!(d.milli_rate("u", RegionId(1), 4_900), 0);
+    }
+}

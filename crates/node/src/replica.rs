@@ -1,0 +1,821 @@
+//! One region's replicated ledger: a sans-IO state machine.
+//!
+//! Inputs: client commands, peer bytes, timer ticks, "storage is durable up to
+//! ticket N", and membership changes, each with an explicit `now`. Outputs (drained
+//! with [`Replica::poll_output`]): replies to clients and bytes for peers. The node
+//! shell and the simulator drive this same code.
+//!
+//! # Replication
+//!
+//! - Every write this region makes (a spend, a credit, a transfer, accepting
+//!   transfers) gets the next **sequence number** of this region.
+//! - **Only durable writes leave the region.** A version of our own entry is sent
+//!   only after storage confirmed it, so whatever peers hold of us, a restarted us
+//!   holds too. (Were it otherwise, a crash could make peers merge two different
+//!   histories of our entry into a mixture with negative rights.) Replies to clients
+//!   wait for the same confirmation.
+//! - Durable writes go to every live peer in **batches** covering a sequence range
+//!   `(from, to]`, closed when the oldest is `batch_age_ms` old.
+//! - Each region keeps, per origin, a **watermark**: every write of that origin up to
+//!   it is held here. **Anti-entropy**: every `anti_entropy_ms` a region sends its
+//!   watermarks to the next peer, which answers with exactly the entries the asker
+//!   lacks, *of every origin*. A peer cut off catches up with what it missed, a new
+//!   region pulls everything, and A's writes reach C through B while A–C is cut.
+//!
+//! # Escrow
+//!
+//! Spends check this region's rights (see `ledger_crdt`). Demand is observed from
+//! spend growth, ours and in peers' deltas ([`crate::demand`]); after every change
+//! to a user the pure [`ledger_crdt::plan_transfers`] policy decides whether this
+//! region should send rights to where the user spends, *before* it runs dry there.
+//! A spend refused for lack of local rights while rights exist elsewhere sends a
+//! [`Message::RightsRequest`] at once.
+
+use crate::core::{
+    Command, Core, CoreConfig, IdempotencyKey, IdempotencyRecord, Receipt, Refusal, SpendPolicy,
+};
+use crate::demand::Demand;
+use crate::message::{Item, Message};
+use ledger_crdt::{Account, Op, RebalanceConfig, RegionId, answer_request, plan_transfers};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Tuning of a replica.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// The ledger rules of this region.
+    pub core: CoreConfig,
+    /// The rebalancing policy's tuning.
+    pub rebalance: RebalanceConfig,
+    /// A batch of deltas closes when its oldest write is this old.
+    pub batch_age_ms: u64,
+    /// A batch message holds at most about this many bytes.
+    pub batch_bytes: usize,
+    /// How often to send a digest to one peer.
+    pub anti_entropy_ms: u64,
+    /// Half-life of observed demand.
+    pub demand_half_life_ms: u64,
+    /// At most one rebalancing plan per user this often.
+    pub rebalance_every_ms: u64,
+    /// At most one rights request per user this often.
+    pub rights_request_every_ms: u64,
+    /// How long a region keeps rights for its own demand when asked for them.
+    pub keep_horizon_ms: u64,
+    /// After accepting a user's rights from a region, do not send that user's
+    /// rights back there proactively for this long. Two regions whose (delayed)
+    /// views of demand disagree would otherwise bounce rights forever. Explicit
+    /// rights requests are not damped.
+    pub bounce_cooldown_ms: u64,
+    /// Deliberate bugs, for proving the simulator's checker can fail.
+    pub faults: Faults,
+}
+
+impl ReplicaConfig {
+    /// Defaults around `core`.
+    pub fn new(core: CoreConfig) -> Self {
+        Self {
+            core,
+            rebalance: RebalanceConfig::default(),
+            batch_age_ms: 10,
+            batch_bytes: 64 * 1024,
+            anti_entropy_ms: 200,
+            demand_half_life_ms: 2_000,
+            rebalance_every_ms: 50,
+            rights_request_every_ms: 100,
+            keep_horizon_ms: 2_000,
+            bounce_cooldown_ms: 1_000,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Deliberately broken behaviour; all off in production. Honoured only when built
+/// with the `simulation` feature.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Merge by adding instead of taking the maximum.
+    pub additive_merge: bool,
+    /// Reply to clients before storage confirmed the write.
+    pub ack_before_flush: bool,
+}
+
+/// Something the replica wants done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Answer client request `request`.
+    Reply {
+        /// The caller's request id.
+        request: u64,
+        /// The outcome.
+        result: Result<Receipt, Refusal>,
+    },
+    /// Send `bytes` to peer `to`.
+    Send {
+        /// The peer.
+        to: RegionId,
+        /// An encoded [`Message`].
+        bytes: Vec<u8>,
+    },
+}
+
+/// What must survive a crash: the state as of the last confirmed flush.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Durable {
+    accounts: BTreeMap<String, Account>,
+    /// For other origins: the sequence number of the version held, per user.
+    seqs: BTreeMap<(RegionId, String), u64>,
+    /// Per other origin: every write up to here is held.
+    watermarks: BTreeMap<RegionId, u64>,
+    /// Our own last sequence number.
+    own_seq: u64,
+    /// Our own entries as of their last durable write: all we ever send of us.
+    own: BTreeMap<String, (u64, Account)>,
+    /// Our writes up to here have been sent in batches.
+    sent_upto: u64,
+    records: BTreeMap<(String, String), IdempotencyRecord>,
+}
+
+impl Durable {
+    /// The accounts this state holds.
+    pub fn accounts(&self) -> &BTreeMap<String, Account> {
+        &self.accounts
+    }
+
+    /// The accounts this state holds, by value.
+    pub fn into_accounts(self) -> BTreeMap<String, Account> {
+        self.accounts
+    }
+}
+
+/// Keys changed since the state was last persisted.
+#[derive(Debug, Default)]
+struct Dirty {
+    users: BTreeSet<String>,
+    seqs: BTreeSet<(RegionId, String)>,
+    records: BTreeSet<(String, String)>,
+}
+
+/// One region's replicated ledger.
+#[derive(Debug)]
+pub struct Replica {
+    config: ReplicaConfig,
+    core: Core,
+    state: Durable,
+    /// Our writes not yet durable: (seq, user, our entry at that write).
+    pending: Vec<(u64, String, Account)>,
+    /// Replies waiting for their write to be durable.
+    awaiting: Vec<(u64, u64, Receipt, Option<IdempotencyKey>)>,
+    durable_seq: u64,
+    /// When the oldest durable-but-unsent write became durable.
+    ready_since: Option<u64>,
+    members: BTreeSet<RegionId>,
+    demand: Demand,
+    last_rebalance: BTreeMap<String, u64>,
+    last_request: BTreeMap<String, u64>,
+    /// When we last accepted rights for a user from a region.
+    accepted_at: BTreeMap<(String, RegionId), u64>,
+    next_anti_entropy: u64,
+    anti_entropy_cursor: usize,
+    leaving: bool,
+    outbox: VecDeque<Output>,
+    /// Users whose account changed since [`Replica::drain_changed`].
+    changed: BTreeSet<String>,
+    /// What changed since the last [`Replica::persist_into`].
+    dirty: Dirty,
+    /// Peer messages that did not decode.
+    pub rejected_messages: u64,
+}
+
+impl Replica {
+    /// A replica starting from nothing.
+    pub fn new(config: ReplicaConfig) -> Self {
+        Self::restore(config, Durable::default())
+    }
+
+    /// A replica restarting from what survived.
+    pub fn restore(config: ReplicaConfig, state: Durable) -> Self {
+        let demand = Demand::new(config.demand_half_life_ms);
+        Self {
+            core: Core::new(config.core.clone()),
+            durable_seq: state.own_seq,
+            state,
+            config,
+            pending: Vec::new(),
+            awaiting: Vec::new(),
+            ready_since: None,
+            members: BTreeSet::new(),
+            demand,
+            last_rebalance: BTreeMap::new(),
+            last_request: BTreeMap::new(),
+            accepted_at: BTreeMap::new(),
+            next_anti_entropy: 0,
+            anti_entropy_cursor: 0,
+            leaving: false,
+            outbox: VecDeque::new(),
+            changed: BTreeSet::new(),
+            dirty: Dirty::default(),
+            rejected_messages: 0,
+        }
+    }
+
+    /// This region.
+    pub fn region(&self) -> RegionId {
+        self.config.core.region
+    }
+
+    fn me(&self) -> RegionId {
+        self.config.core.region
+    }
+
+    /// Copies into `disk` what changed since the last call: what a storage shell
+    /// writes when a flush covering [`Replica::written`] completes. Call it after
+    /// [`Replica::flushed`], so that `disk` holds exactly the flushed state.
+    pub fn persist_into(&mut self, disk: &mut Durable) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for user in dirty.users {
+            match self.state.accounts.get(&user) {
+                Some(a) => disk.accounts.insert(user.clone(), a.clone()),
+                None => disk.accounts.remove(&user),
+            };
+            if let Some(own) = self.state.own.get(&user) {
+                disk.own.insert(user, own.clone());
+            }
+        }
+        for key in dirty.seqs {
+            if let Some(&seq) = self.state.seqs.get(&key) {
+                disk.seqs.insert(key, seq);
+            }
+        }
+        for key in dirty.records {
+            if let Some(record) = self.state.records.get(&key) {
+                disk.records.insert(key, record.clone());
+            }
+        }
+        disk.watermarks.clone_from(&self.state.watermarks);
+        disk.own_seq = self.state.own_seq;
+        disk.sent_upto = self.state.sent_upto;
+    }
+
+    /// Our last write's ticket: a flush covering it makes everything so far durable.
+    pub fn written(&self) -> u64 {
+        self.state.own_seq
+    }
+
+    /// Every account this replica knows.
+    pub fn accounts(&self) -> &BTreeMap<String, Account> {
+        &self.state.accounts
+    }
+
+    /// Per origin, every write up to this sequence number is held here (our own:
+    /// everything durable). The difference between two regions' watermarks of an
+    /// origin is their replication lag in writes.
+    pub fn watermarks(&self) -> BTreeMap<RegionId, u64> {
+        let mut marks = self.state.watermarks.clone();
+        marks.insert(self.me(), self.durable_seq);
+        marks
+    }
+
+    /// The sequence number of the version of `origin`'s entry for `user` held here.
+    pub fn version_of(&self, origin: RegionId, user: &str) -> u64 {
+        if origin == self.me() {
+            return self.state.own.get(user).map_or(0, |(seq, _)| *seq);
+        }
+        self.state
+            .seqs
+            .get(&(origin, user.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Live peers.
+    pub fn members(&self) -> &BTreeSet<RegionId> {
+        &self.members
+    }
+
+    /// Users whose account changed since the last call.
+    pub fn drain_changed(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outbox.pop_front()
+    }
+
+    /// A peer is alive (joined, or came back).
+    pub fn member_up(&mut self, region: RegionId) {
+        if region != self.me() {
+            self.members.insert(region);
+        }
+    }
+
+    /// A peer is considered dead.
+    pub fn member_down(&mut self, region: RegionId) {
+        self.members.remove(&region);
+    }
+
+    /// A client command. The reply comes out of [`Replica::poll_output`], after
+    /// the write is durable.
+    pub fn client(
+        &mut self,
+        now: u64,
+        request: u64,
+        user: &str,
+        command: Command,
+        key: Option<IdempotencyKey>,
+    ) {
+        if self.leaving {
+            let balance = self.receipt(user).balance;
+            self.reply(
+                request,
+                Err(Refusal::TokensInOtherRegion {
+                    here: 0,
+                    elsewhere: balance,
+                }),
+            );
+            return;
+        }
+        let stored = key.as_ref().and_then(|k| {
+            self.state
+                .records
+                .get(&(k.scope.clone(), k.key.clone()))
+                .cloned()
+        });
+        let mut account = self.state.accounts.get(user).cloned().unwrap_or_default();
+        let spent_before = self.spent_at(&account, self.me());
+        match self
+            .core
+            .execute(&mut account, command, key.as_ref(), stored, now)
+        {
+            Err(refusal) => {
+                if let Refusal::TokensInOtherRegion { .. } = refusal {
+                    let wanted = match command {
+                        Command::ChargeCall => self.config.core.meme_cost,
+                        Command::Adjust(a) => a.unsigned_abs(),
+                    };
+                    self.ask_for_rights(user, wanted, now);
+                }
+                self.reply(request, Err(refusal));
+            }
+            Ok(done) if done.replayed => self.reply(request, Ok(done.receipt)),
+            Ok(done) => {
+                let spent = self.spent_at(&account, self.me()) - spent_before;
+                self.state.accounts.insert(user.to_owned(), account);
+                if let (Some(record), Some(k)) = (done.record, &key) {
+                    let id = (k.scope.clone(), k.key.clone());
+                    self.dirty.records.insert(id.clone());
+                    self.state.records.insert(id, record);
+                }
+                let seq = self.write_own(user);
+                self.demand.observe(user, self.me(), spent, now);
+                if self.faults().ack_before_flush {
+                    self.reply(request, Ok(done.receipt));
+                    if let Some(k) = &key {
+                        self.core.finish(k);
+                    }
+                } else {
+                    self.awaiting.push((seq, request, done.receipt, key));
+                }
+                self.rebalance(user, now);
+            }
+        }
+    }
+
+    /// The user's standing as this replica sees it.
+    pub fn receipt(&self, user: &str) -> Receipt {
+        let account = self.state.accounts.get(user).cloned().unwrap_or_default();
+        self.core.receipt(&account)
+    }
+
+    /// Storage confirmed every write up to `ticket`.
+    pub fn flushed(&mut self, now: u64, ticket: u64) {
+        let ticket = ticket.min(self.state.own_seq);
+        if ticket <= self.durable_seq {
+            return;
+        }
+        self.durable_seq = ticket;
+        let (done, later): (Vec<_>, Vec<_>) =
+            self.pending.drain(..).partition(|(seq, ..)| *seq <= ticket);
+        self.pending = later;
+        for (seq, user, delta) in done {
+            self.dirty.users.insert(user.clone());
+            self.state.own.insert(user, (seq, delta));
+        }
+        if self.ready_since.is_none() && self.durable_seq > self.state.sent_upto {
+            self.ready_since = Some(now);
+        }
+        let (done, later): (Vec<_>, Vec<_>) = self
+            .awaiting
+            .drain(..)
+            .partition(|(seq, ..)| *seq <= ticket);
+        self.awaiting = later;
+        for (_, request, receipt, key) in done {
+            if let Some(k) = &key {
+                self.core.finish(k);
+            }
+            self.reply(request, Ok(receipt));
+        }
+    }
+
+    /// Time passes: close batches, run anti-entropy.
+    pub fn tick(&mut self, now: u64) {
+        if let Some(since) = self.ready_since
+            && now.saturating_sub(since) >= self.config.batch_age_ms
+        {
+            self.send_batch();
+        }
+        if now >= self.next_anti_entropy {
+            self.next_anti_entropy = now + self.config.anti_entropy_ms;
+            let peers: Vec<RegionId> = self.members.iter().copied().collect();
+            if !peers.is_empty() {
+                let to = peers[self.anti_entropy_cursor % peers.len()];
+                self.anti_entropy_cursor = self.anti_entropy_cursor.wrapping_add(1);
+                let mut watermarks: Vec<(RegionId, u64)> = self
+                    .state
+                    .watermarks
+                    .iter()
+                    .map(|(&r, &w)| (r, w))
+                    .collect();
+                watermarks.push((self.me(), self.durable_seq));
+                self.send(to, &Message::Digest { watermarks });
+            }
+        }
+    }
+
+    /// Leave gracefully: hand every right this region holds to live peers, so
+    /// nothing is stranded. Keep ticking and flushing until [`Replica::drained`].
+    pub fn leave(&mut self, now: u64) {
+        self.leaving = true;
+        let me = self.me();
+        let users: Vec<String> = self.state.accounts.keys().cloned().collect();
+        for user in users {
+            let Some(account) = self.state.accounts.get(&user) else {
+                continue;
+            };
+            let rights = account.rights(&self.config.core.genesis, me);
+            // The busiest live peer for this user, lowest id among equals.
+            let Some(to) = self
+                .members
+                .iter()
+                .copied()
+                .max_by_key(|&r| (self.demand.milli_rate(&user, r, now), std::cmp::Reverse(r)))
+            else {
+                return;
+            };
+            if rights > 0 {
+                self.transfer(&user, to, rights);
+            }
+        }
+    }
+
+    /// Whether everything written has been made durable and sent.
+    pub fn drained(&self) -> bool {
+        self.pending.is_empty() && self.state.sent_upto >= self.state.own_seq
+    }
+
+    /// Bytes from a peer.
+    pub fn peer(&mut self, now: u64, from: RegionId, bytes: &[u8]) {
+        let Ok(message) = Message::decode(bytes) else {
+            self.rejected_messages += 1;
+            return;
+        };
+        match message {
+            Message::Deltas {
+                from_seq,
+                to_seq,
+                items,
+            } => {
+                for item in items.into_iter().filter(|i| i.origin == from) {
+                    self.merge_item(item, now);
+                }
+                let w = self.state.watermarks.entry(from).or_insert(0);
+                if from_seq <= *w {
+                    *w = (*w).max(to_seq);
+                }
+            }
+            Message::Digest { watermarks } => self.answer_digest(from, &watermarks),
+            Message::CatchUp { items, covered } => {
+                for item in items {
+                    self.merge_item(item, now);
+                }
+                for (origin, upto) in covered {
+                    if origin != self.me() {
+                        let w = self.state.watermarks.entry(origin).or_insert(0);
+                        *w = (*w).max(upto);
+                    }
+                }
+            }
+            Message::RightsRequest { user, amount } => {
+                self.answer_rights_request(from, &user, amount, now)
+            }
+        }
+    }
+
+    fn faults(&self) -> Faults {
+        if cfg!(feature = "simulation") {
+            self.config.faults
+        } else {
+            Faults::default()
+        }
+    }
+
+    fn reply(&mut self, request: u64, result: Result<Receipt, Refusal>) {
+        self.outbox.push_back(Output::Reply { request, result });
+    }
+
+    fn send(&mut self, to: RegionId, message: &Message) {
+        if let Ok(bytes) = message.encode() {
+            self.outbox.push_back(Output::Send { to, bytes });
+        }
+    }
+
+    fn spent_at(&self, account: &Account, region: RegionId) -> u64 {
+        account.entry(region).map_or(0, |e| e.spent())
+    }
+
+    /// Records that our entry for `user` changed; returns the write's ticket.
+    fn write_own(&mut self, user: &str) -> u64 {
+        self.state.own_seq += 1;
+        let delta = self
+            .state
+            .accounts
+            .get(user)
+            .map(|a| a.delta_of(self.me()))
+            .unwrap_or_default();
+        self.pending
+            .push((self.state.own_seq, user.to_owned(), delta));
+        self.changed.insert(user.to_owned());
+        self.dirty.users.insert(user.to_owned());
+        self.state.own_seq
+    }
+
+    fn transfer(&mut self, user: &str, to: RegionId, amount: u64) -> bool {
+        let mut account = self.state.accounts.get(user).cloned().unwrap_or_default();
+        if self
+            .core
+            .apply(&mut account, Op::Transfer { to, amount })
+            .is_err()
+        {
+            return false;
+        }
+        self.state.accounts.insert(user.to_owned(), account);
+        self.write_own(user);
+        true
+    }
+
+    fn merge_item(&mut self, item: Item, now: u64) {
+        let me = self.me();
+        // Peers hold only durable versions of our entry, which we hold too.
+        if item.origin == me {
+            return;
+        }
+        let additive = self.faults().additive_merge;
+        let account = self.state.accounts.entry(item.user.clone()).or_default();
+        let before = account.entry(item.origin).map_or(0, |e| e.spent());
+        if additive {
+            #[cfg(feature = "simulation")]
+            account.merge_additive(&item.delta);
+        } else {
+            account.merge(&item.delta);
+        }
+        let after = account.entry(item.origin).map_or(0, |e| e.spent());
+        self.changed.insert(item.user.clone());
+        self.dirty.users.insert(item.user.clone());
+        self.dirty.seqs.insert((item.origin, item.user.clone()));
+        let accepted = account.accept_transfers(me).is_some();
+        let seq = self
+            .state
+            .seqs
+            .entry((item.origin, item.user.clone()))
+            .or_insert(0);
+        *seq = (*seq).max(item.seq);
+        self.demand
+            .observe(&item.user, item.origin, after.saturating_sub(before), now);
+        if accepted {
+            self.accepted_at
+                .insert((item.user.clone(), item.origin), now);
+            self.write_own(&item.user);
+        }
+        self.rebalance(&item.user, now);
+    }
+
+    fn send_batch(&mut self) {
+        self.ready_since = None;
+        let (from, to) = (self.state.sent_upto, self.durable_seq);
+        if to <= from {
+            return;
+        }
+        let mut items: Vec<Item> = self
+            .state
+            .own
+            .iter()
+            .filter(|(_, (seq, _))| *seq > from && *seq <= to)
+            .map(|(user, (seq, delta))| Item {
+                origin: self.me(),
+                seq: *seq,
+                user: user.clone(),
+                delta: delta.clone(),
+            })
+            .collect();
+        items.sort_by_key(|i| i.seq);
+        // Split into messages of about `batch_bytes`, each covering its own range.
+        let mut start = from;
+        let mut chunk: Vec<Item> = Vec::new();
+        let mut size = 0usize;
+        let peers: Vec<RegionId> = self.members.iter().copied().collect();
+        let flush = |replica: &mut Replica, start: u64, end: u64, chunk: Vec<Item>| {
+            let message = Message::Deltas {
+                from_seq: start,
+                to_seq: end,
+                items: chunk,
+            };
+            for &peer in &peers {
+                replica.send(peer, &message);
+            }
+        };
+        for item in items {
+            size += item.user.len() + 64;
+            let seq = item.seq;
+            chunk.push(item);
+            if size >= self.config.batch_bytes {
+                flush(self, start, seq, std::mem::take(&mut chunk));
+                start = seq;
+                size = 0;
+            }
+        }
+        flush(self, start, to, chunk);
+        self.state.sent_upto = to;
+    }
+
+    fn answer_digest(&mut self, asker: RegionId, theirs: &[(RegionId, u64)]) {
+        let theirs: BTreeMap<RegionId, u64> = theirs.iter().copied().collect();
+        let me = self.me();
+        let mut items = Vec::new();
+        let mut covered = Vec::new();
+        let budget = self.config.batch_bytes;
+        let mut size = 0usize;
+        // Our own durable entries.
+        let known = theirs.get(&me).copied().unwrap_or(0);
+        if self.durable_seq > known {
+            let mut mine: Vec<Item> = self
+                .state
+                .own
+                .iter()
+                .filter(|(_, (seq, _))| *seq > known)
+                .map(|(user, (seq, delta))| Item {
+                    origin: me,
+                    seq: *seq,
+                    user: user.clone(),
+                    delta: delta.clone(),
+                })
+                .collect();
+            mine.sort_by_key(|i| i.seq);
+            let upto = take_within(&mut mine, budget, &mut size).unwrap_or(self.durable_seq);
+            items.extend(mine);
+            covered.push((me, upto.min(self.durable_seq)));
+        }
+        // Everything we hold of third regions (forwarding).
+        let origins: Vec<(RegionId, u64)> = self
+            .state
+            .watermarks
+            .iter()
+            .map(|(&r, &w)| (r, w))
+            .collect();
+        for (origin, mark) in origins {
+            if origin == asker || origin == me {
+                continue;
+            }
+            let known = theirs.get(&origin).copied().unwrap_or(0);
+            let mut found: Vec<Item> = self
+                .state
+                .seqs
+                .range((origin, String::new())..)
+                .take_while(|((o, _), _)| *o == origin)
+                .filter(|(_, seq)| **seq > known)
+                .map(|((_, user), &seq)| Item {
+                    origin,
+                    seq,
+                    user: user.clone(),
+                    delta: self
+                        .state
+                        .accounts
+                        .get(user)
+                        .map(|a| a.delta_of(origin))
+                        .unwrap_or_default(),
+                })
+                .collect();
+            if found.is_empty() && mark <= known {
+                continue;
+            }
+            found.sort_by_key(|i| i.seq);
+            let upto = take_within(&mut found, budget, &mut size).unwrap_or(mark);
+            items.extend(found);
+            covered.push((origin, upto.min(mark)));
+        }
+        if !items.is_empty() || !covered.is_empty() {
+            self.send(asker, &Message::CatchUp { items, covered });
+        }
+    }
+
+    fn answer_rights_request(&mut self, asker: RegionId, user: &str, amount: u64, now: u64) {
+        if self.config.core.policy != SpendPolicy::Escrow || self.leaving {
+            return;
+        }
+        // Keep what our own demand needs over the horizon; give the asker the rest
+        // it wants (the policy decides how much).
+        let keep =
+            self.demand.milli_rate(user, self.me(), now) * self.config.keep_horizon_ms / 1_000_000;
+        let account = self.state.accounts.get(user).cloned().unwrap_or_default();
+        let give = answer_request(
+            &account,
+            &self.config.core.genesis,
+            self.me(),
+            amount,
+            keep,
+            &self.config.rebalance,
+        );
+        if let Some(give) = give {
+            self.transfer(user, asker, give);
+        }
+    }
+
+    fn ask_for_rights(&mut self, user: &str, amount: u64, now: u64) {
+        if self.config.core.policy != SpendPolicy::Escrow {
+            return;
+        }
+        let last = self.last_request.get(user).copied();
+        if last.is_some_and(|t| now.saturating_sub(t) < self.config.rights_request_every_ms) {
+            return;
+        }
+        self.last_request.insert(user.to_owned(), now);
+        let account = self.state.accounts.get(user).cloned().unwrap_or_default();
+        let holders: Vec<RegionId> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|&r| account.rights(&self.config.core.genesis, r) > 0)
+            .collect();
+        let message = Message::RightsRequest {
+            user: user.to_owned(),
+            amount,
+        };
+        for to in holders {
+            self.send(to, &message);
+        }
+    }
+
+    fn rebalance(&mut self, user: &str, now: u64) {
+        if self.config.core.policy != SpendPolicy::Escrow || self.leaving {
+            return;
+        }
+        let last = self.last_rebalance.get(user).copied();
+        if last.is_some_and(|t| now.saturating_sub(t) < self.config.rebalance_every_ms) {
+            return;
+        }
+        self.last_rebalance.insert(user.to_owned(), now);
+        let me = self.me();
+        let demand: BTreeMap<RegionId, u64> = self
+            .members
+            .iter()
+            .copied()
+            .chain([me])
+            .map(|r| (r, self.demand.milli_rate(user, r, now)))
+            .collect();
+        let account = self.state.accounts.get(user).cloned().unwrap_or_default();
+        let plan = plan_transfers(
+            &account,
+            &self.config.core.genesis,
+            me,
+            &demand,
+            &self.config.rebalance,
+        );
+        for t in plan {
+            let bounced = self
+                .accepted_at
+                .get(&(user.to_owned(), t.to))
+                .is_some_and(|&at| now.saturating_sub(at) < self.config.bounce_cooldown_ms);
+            if !bounced {
+                self.transfer(user, t.to, t.amount);
+            }
+        }
+    }
+}
+
+/// Keeps the longest prefix of `items` (sorted by seq) within `budget` bytes in
+/// total; returns the last kept seq if anything was cut.
+fn take_within(items: &mut Vec<Item>, budget: usize, size: &mut usize) -> Option<u64> {
+    let mut keep = 0;
+    for item in items.iter() {
+        let cost = item.user.len() + 64;
+        if *size + cost > budget && keep > 0 {
+            break;
+        }
+        *size += cost;
+        keep += 1;
+    }
+    if keep < items.len() {
+        items.truncate(keep);
+        items.last().map(|i| i.seq)
+    } else {
+        None
+    }
+}

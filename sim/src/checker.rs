@@ -1,0 +1,153 @@
+//! What really happened, as the clients saw it, and the invariants it implies.
+//!
+//! Every client operation is a *logical operation*: one idempotency key at one
+//! region. Retries at the same region are attempts of the same operation, which
+//! the region must apply at most once. An attempt whose client timed out is
+//! *maybe applied* (as in Jepsen's checkers); an acknowledged one is applied.
+
+use ledger_crdt::{Account, RegionId};
+use std::collections::BTreeMap;
+
+/// The kind of a logical operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Adds tokens.
+    Credit,
+    /// Removes tokens (a memes call or an operator debit).
+    Spend,
+}
+
+/// One logical operation.
+#[derive(Clone, Debug)]
+pub struct Logical {
+    /// Whose tokens.
+    pub user: String,
+    /// The region it was sent to.
+    pub region: RegionId,
+    /// Credit or spend.
+    pub kind: Kind,
+    /// Tokens.
+    pub amount: u64,
+    /// Some attempt was acknowledged.
+    pub acked: bool,
+    /// Some attempt timed out.
+    pub maybe: bool,
+}
+
+/// A broken invariant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Simulated ms at which it was seen.
+    pub at_ms: u64,
+    /// Which invariant.
+    pub invariant: &'static str,
+    /// What exactly.
+    pub detail: String,
+}
+
+/// The clients' record.
+#[derive(Debug, Default)]
+pub struct Truth {
+    /// Logical operations by (key, region).
+    pub ops: BTreeMap<(String, RegionId), Logical>,
+    /// Acknowledged (credited, spent) per user and region.
+    acked_at: BTreeMap<(String, RegionId), (u64, u64)>,
+}
+
+impl Truth {
+    /// An attempt of `key` at `region` was sent.
+    pub fn attempt(&mut self, key: &str, region: RegionId, user: &str, kind: Kind, amount: u64) {
+        self.ops
+            .entry((key.to_owned(), region))
+            .or_insert_with(|| Logical {
+                user: user.to_owned(),
+                region,
+                kind,
+                amount,
+                acked: false,
+                maybe: false,
+            });
+    }
+
+    /// An attempt was acknowledged.
+    pub fn acked(&mut self, key: &str, region: RegionId) {
+        if let Some(op) = self.ops.get_mut(&(key.to_owned(), region))
+            && !op.acked
+        {
+            op.acked = true;
+            let at = self.acked_at.entry((op.user.clone(), region)).or_default();
+            match op.kind {
+                Kind::Credit => at.0 += op.amount,
+                Kind::Spend => at.1 += op.amount,
+            }
+        }
+    }
+
+    /// An attempt's client gave up waiting.
+    pub fn timed_out(&mut self, key: &str, region: RegionId) {
+        if let Some(op) = self.ops.get_mut(&(key.to_owned(), region)) {
+            op.maybe = true;
+        }
+    }
+
+    /// A restarted region must still hold everything it acknowledged.
+    pub fn check_restart(
+        &self,
+        at_ms: u64,
+        region: RegionId,
+        accounts: &BTreeMap<String, Account>,
+    ) -> Result<(), Violation> {
+        for ((user, r), &(credited, spent)) in &self.acked_at {
+            if *r != region {
+                continue;
+            }
+            let entry = accounts.get(user).and_then(|a| a.entry(region));
+            let (have_c, have_s) = entry.map_or((0, 0), |e| (e.credited(), e.spent()));
+            if have_c < credited || have_s < spent {
+                return Err(Violation {
+                    at_ms,
+                    invariant: "acknowledged-write-lost",
+                    detail: format!(
+                        "{region} restarted holding credited {have_c}/spent {have_s} for {user}, but acknowledged {credited}/{spent}"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The range a user's final balance must fall in: (lowest, highest).
+    pub fn expected_range(&self, user: &str, grant: u64) -> (i128, i128) {
+        let (mut lo, mut hi) = (i128::from(grant), i128::from(grant));
+        for op in self.ops.values().filter(|o| o.user == user) {
+            let a = i128::from(op.amount);
+            match (op.kind, op.acked, op.maybe) {
+                (Kind::Credit, true, _) => {
+                    lo += a;
+                    hi += a;
+                }
+                (Kind::Spend, true, _) => {
+                    lo -= a;
+                    hi -= a;
+                }
+                (Kind::Credit, false, true) => hi += a,
+                (Kind::Spend, false, true) => lo -= a,
+                (_, false, false) => {}
+            }
+        }
+        (lo, hi)
+    }
+
+    /// Every user any operation touched.
+    pub fn users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self.ops.values().map(|o| o.user.clone()).collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+}
+
+/// grant + credits − spends of an account, exactly (negative means overspent).
+pub fn exact_balance(account: &Account, grant: u64) -> i128 {
+    i128::from(grant) + account.credited() as i128 - account.spent() as i128
+}

@@ -1,0 +1,766 @@
+//! One simulated run: regions running the real [`Replica`] core, a seeded network,
+//! clients, faults, and the checker, stepped one simulated millisecond at a time.
+
+use crate::checker::{Kind, Truth, Violation, exact_balance};
+use crate::network::{InFlight, Network, NetworkConfig};
+use crate::rng::{Rng, Zipf};
+use ledger_crdt::{Account, Genesis, RegionId};
+use maas_node::core::{Command, CoreConfig, IdempotencyKey, Refusal, SpendPolicy};
+use maas_node::replica::{Durable, Faults, Output, Replica, ReplicaConfig};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The spend policy under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Escrowed rights (production).
+    Escrow,
+    /// Plain async-replicated counters checking the local view (seed 000).
+    Naive,
+}
+
+/// A deliberately broken core, to prove the checker catches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Broken {
+    /// Spends skip the rights check.
+    SkipRightsCheck,
+    /// Merge adds instead of taking the maximum.
+    AdditiveMerge,
+    /// Replies before the write is flushed.
+    AckBeforeFlush,
+}
+
+/// What a run does.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed: everything else random follows from it.
+    pub seed: u64,
+    /// Spend policy.
+    pub policy: Policy,
+    /// A broken core, or none.
+    pub broken: Option<Broken>,
+    /// Simulated ms with faults and load.
+    pub fault_ms: u64,
+    /// Simulated ms allowed for convergence after the faults stop.
+    pub settle_ms: u64,
+    /// Distinct users.
+    pub users: usize,
+}
+
+impl SimConfig {
+    /// The defaults for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            policy: Policy::Escrow,
+            broken: None,
+            fault_ms: 6_000,
+            settle_ms: 8_000,
+            users: 24,
+        }
+    }
+}
+
+/// The figures of one run.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// The first broken invariant, if any.
+    pub violation: Option<Violation>,
+    /// Regions at the start.
+    pub regions: usize,
+    /// Spends acknowledged.
+    pub acked_spends: u64,
+    /// Spends refused.
+    pub refused_spends: u64,
+    /// Spends refused although the cluster as a whole held enough (escrow's cost).
+    pub refused_with_enough: u64,
+    /// Tokens spent beyond what users had, after convergence.
+    pub overspend: u128,
+    /// Simulated ms from the end of faults to convergence.
+    pub converge_ms: Option<u64>,
+    /// Mean simulated ms from a "tokens elsewhere" refusal to the next success.
+    pub rebalance_ms: Option<f64>,
+    /// Peer messages sent.
+    pub messages: u64,
+    /// Peer bytes sent.
+    pub bytes: u64,
+    /// Hash of everything every region output, in order.
+    pub trace_hash: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Up,
+    Paused { until: u64 },
+    Crashed { until: u64 },
+    Waiting { join_at: u64 },
+    Leaving,
+    Gone,
+}
+
+struct Region {
+    id: RegionId,
+    replica: Option<Replica>,
+    disk: Durable,
+    state: State,
+    skew: i64,
+    held: Vec<InFlight>,
+}
+
+struct Pending {
+    key: String,
+    region: RegionId,
+    user: String,
+    spend: Option<u64>,
+    deadline: u64,
+}
+
+/// A simulation run.
+pub struct World {
+    cfg: SimConfig,
+    rng: Rng,
+    now: u64,
+    regions: Vec<Region>,
+    genesis: Genesis,
+    meme_cost: u64,
+    /// Group commit interval of every region, ms.
+    flush_every: u64,
+    net: Network,
+    net_cfg: NetworkConfig,
+    zipf: Zipf,
+    homes: Vec<usize>,
+    truth: Truth,
+    /// The command behind each key, so a retry sends the very same request.
+    commands: BTreeMap<String, Command>,
+    pending: BTreeMap<u64, Pending>,
+    next_request: u64,
+    waiting_since: BTreeMap<(String, RegionId), u64>,
+    rebalance_samples: Vec<u64>,
+    report: Report,
+    trace: u64,
+}
+
+const TIMEOUT_MS: u64 = 1_000;
+
+impl World {
+    /// Sets up a run.
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut rng = Rng::new(cfg.seed);
+        let n = rng.range(3, 5) as usize;
+        let genesis =
+            Genesis::new(rng.range(20, 150), (1..=n as u16).map(RegionId)).expect("genesis");
+        let meme_cost = rng.range(1, 3);
+        let flush_every = rng.range(1, 8);
+        let net_cfg = NetworkConfig {
+            latency_ms: (rng.range(5, 20), rng.range(40, 150)),
+            loss: rng.unit() * 0.05,
+            duplicate: rng.unit() * 0.05,
+        };
+        // One region may join mid-run.
+        let joiner = rng.chance(0.3).then(|| rng.range(500, cfg.fault_ms / 2));
+        let mut regions = Vec::new();
+        for i in 0..n + usize::from(joiner.is_some()) {
+            let id = RegionId(i as u16 + 1);
+            let state = match joiner {
+                Some(at) if i == n => State::Waiting { join_at: at },
+                _ => State::Up,
+            };
+            let skew = rng.range(0, 400) as i64 - 200;
+            regions.push(Region {
+                id,
+                replica: None,
+                disk: Durable::default(),
+                state,
+                skew,
+                held: Vec::new(),
+            });
+        }
+        let homes = (0..cfg.users).map(|_| rng.index(n)).collect();
+        let zipf = Zipf::new(cfg.users, 1.1);
+        let mut world = Self {
+            report: Report {
+                regions: n,
+                ..Report::default()
+            },
+            cfg,
+            rng,
+            now: 0,
+            regions,
+            genesis,
+            meme_cost,
+            flush_every,
+            net: Network::default(),
+            net_cfg,
+            zipf,
+            homes,
+            truth: Truth::default(),
+            commands: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_request: 0,
+            waiting_since: BTreeMap::new(),
+            rebalance_samples: Vec::new(),
+            trace: 0xcbf2_9ce4_8422_2325,
+        };
+        for i in 0..world.regions.len() {
+            if world.regions[i].state == State::Up {
+                world.start(i);
+            }
+        }
+        world
+    }
+
+    fn replica_config(&self, region: RegionId) -> ReplicaConfig {
+        let policy = match (self.cfg.policy, self.cfg.broken) {
+            (_, Some(Broken::SkipRightsCheck)) => SpendPolicy::SkipRightsCheck,
+            (Policy::Naive, _) => SpendPolicy::NaiveLocalView,
+            (Policy::Escrow, _) => SpendPolicy::Escrow,
+        };
+        let mut config = ReplicaConfig::new(CoreConfig {
+            region,
+            genesis: self.genesis.clone(),
+            meme_cost: self.meme_cost,
+            idempotency_ttl_ms: 24 * 3_600_000,
+            policy,
+        });
+        config.faults = Faults {
+            additive_merge: self.cfg.broken == Some(Broken::AdditiveMerge),
+            ack_before_flush: self.cfg.broken == Some(Broken::AckBeforeFlush),
+        };
+        config
+    }
+
+    /// Starts (or restarts) region `i` from its disk, and tells everyone.
+    fn start(&mut self, i: usize) {
+        let id = self.regions[i].id;
+        let mut replica = Replica::restore(self.replica_config(id), self.regions[i].disk.clone());
+        for j in 0..self.regions.len() {
+            if j != i && self.regions[j].replica.is_some() && self.regions[j].state != State::Gone {
+                replica.member_up(self.regions[j].id);
+                if let Some(peer) = self.regions[j].replica.as_mut() {
+                    peer.member_up(id);
+                }
+            }
+        }
+        self.regions[i].replica = Some(replica);
+        self.regions[i].state = State::Up;
+    }
+
+    fn stop(&mut self, i: usize, state: State) {
+        let id = self.regions[i].id;
+        self.regions[i].replica = None;
+        self.regions[i].state = state;
+        self.regions[i].held.clear();
+        for r in &mut self.regions {
+            if let Some(peer) = r.replica.as_mut() {
+                peer.member_down(id);
+            }
+        }
+    }
+
+    fn local_now(&self, i: usize) -> u64 {
+        self.now.saturating_add_signed(self.regions[i].skew)
+    }
+
+    /// Runs to the end; the report says what was seen.
+    pub fn run(mut self) -> Report {
+        let end = self.cfg.fault_ms + self.cfg.settle_ms;
+        while self.now < end {
+            if let Err(v) = self.step() {
+                self.report.violation = Some(v);
+                break;
+            }
+            if self.now > self.cfg.fault_ms && self.report.converge_ms.is_some() {
+                break;
+            }
+            self.now += 1;
+        }
+        if self.report.violation.is_none()
+            && let Err(v) = self.finish()
+        {
+            self.report.violation = Some(v);
+        }
+        self.report.messages = self.net.messages;
+        self.report.bytes = self.net.bytes;
+        self.report.trace_hash = self.trace;
+        if !self.rebalance_samples.is_empty() {
+            let sum: u64 = self.rebalance_samples.iter().sum();
+            self.report.rebalance_ms = Some(sum as f64 / self.rebalance_samples.len() as f64);
+        }
+        self.report
+    }
+
+    fn step(&mut self) -> Result<(), Violation> {
+        let faulty = self.now < self.cfg.fault_ms;
+        if faulty {
+            self.inject_faults()?;
+        } else if self.now == self.cfg.fault_ms {
+            self.heal()?;
+        }
+        self.wake_regions()?;
+        for message in self.net.due(self.now) {
+            self.deliver(message);
+        }
+        if faulty {
+            self.clients();
+        }
+        for i in 0..self.regions.len() {
+            if self.regions[i].replica.is_none()
+                || matches!(self.regions[i].state, State::Paused { .. })
+            {
+                continue;
+            }
+            let now = self.local_now(i);
+            let flush = self.now.is_multiple_of(self.flush_every);
+            let region = &mut self.regions[i];
+            if let Some(replica) = region.replica.as_mut() {
+                if flush {
+                    // Group commit: everything written so far reaches the disk.
+                    let written = replica.written();
+                    replica.flushed(now, written);
+                    replica.persist_into(&mut region.disk);
+                }
+                replica.tick(now);
+            }
+            self.drain(i);
+            self.check_region(i)?;
+            if self.regions[i].state == State::Leaving
+                && self.regions[i]
+                    .replica
+                    .as_ref()
+                    .is_some_and(Replica::drained)
+            {
+                self.stop(i, State::Gone);
+            }
+        }
+        self.timeouts();
+        if !faulty
+            && self.now.is_multiple_of(10)
+            && self.report.converge_ms.is_none()
+            && self.pending.is_empty()
+            && self.converged()
+        {
+            self.report.converge_ms = Some(self.now - self.cfg.fault_ms);
+        }
+        Ok(())
+    }
+
+    fn inject_faults(&mut self) -> Result<(), Violation> {
+        if !self.rng.chance(1.0 / 250.0) {
+            return Ok(());
+        }
+        let live: Vec<usize> = (0..self.regions.len())
+            .filter(|&i| self.regions[i].state == State::Up)
+            .collect();
+        if live.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<RegionId> = self.regions.iter().map(|r| r.id).collect();
+        match self.rng.index(9) {
+            // Symmetric partition into two sides.
+            0 | 1 => {
+                let side: Vec<bool> = ids.iter().map(|_| self.rng.chance(0.5)).collect();
+                for (a, &x) in ids.iter().enumerate() {
+                    for (b, &y) in ids.iter().enumerate() {
+                        if side[a] != side[b] {
+                            self.net.cut(x, y);
+                        }
+                    }
+                }
+            }
+            // Asymmetric: one direction of one link.
+            2 => {
+                let (a, b) = (self.rng.index(ids.len()), self.rng.index(ids.len()));
+                self.net.cut(ids[a], ids[b]);
+            }
+            // Non-transitive: one link both ways.
+            3 => {
+                let (a, b) = (self.rng.index(ids.len()), self.rng.index(ids.len()));
+                self.net.cut(ids[a], ids[b]);
+                self.net.cut(ids[b], ids[a]);
+            }
+            4 => self.net.heal(),
+            // Crash and restart later.
+            5 => {
+                let i = live[self.rng.index(live.len())];
+                let until = self.now + self.rng.range(100, 1_500);
+                self.stop(i, State::Crashed { until });
+            }
+            // Pause.
+            6 => {
+                let i = live[self.rng.index(live.len())];
+                let until = self.now + self.rng.range(50, 800);
+                self.regions[i].state = State::Paused { until };
+            }
+            // Leave gracefully, if the network is whole and enough remain.
+            7 => {
+                if live.len() > 2 && !self.net.partitioned() && self.rng.chance(0.3) {
+                    let i = live[self.rng.index(live.len())];
+                    let now = self.local_now(i);
+                    if let Some(replica) = self.regions[i].replica.as_mut() {
+                        replica.leave(now);
+                    }
+                    self.regions[i].state = State::Leaving;
+                    self.drain(i);
+                }
+            }
+            // Die for good (its disk stays for the final accounting).
+            _ => {
+                if live.len() > 2 && self.rng.chance(0.2) {
+                    let i = live[self.rng.index(live.len())];
+                    self.stop(i, State::Gone);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn heal(&mut self) -> Result<(), Violation> {
+        self.net.heal();
+        for i in 0..self.regions.len() {
+            match self.regions[i].state {
+                State::Crashed { .. } => self.restart(i)?,
+                State::Paused { .. } => self.unpause(i),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn restart(&mut self, i: usize) -> Result<(), Violation> {
+        self.start(i);
+        let id = self.regions[i].id;
+        if let Some(replica) = self.regions[i].replica.as_ref() {
+            self.truth.check_restart(self.now, id, replica.accounts())?;
+        }
+        Ok(())
+    }
+
+    fn unpause(&mut self, i: usize) {
+        self.regions[i].state = State::Up;
+        let held = std::mem::take(&mut self.regions[i].held);
+        for message in held {
+            self.deliver(message);
+        }
+    }
+
+    fn wake_regions(&mut self) -> Result<(), Violation> {
+        for i in 0..self.regions.len() {
+            match self.regions[i].state {
+                State::Crashed { until } if until <= self.now => self.restart(i)?,
+                State::Paused { until } if until <= self.now => self.unpause(i),
+                State::Waiting { join_at } if join_at <= self.now => self.start(i),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, message: InFlight) {
+        let Some(i) = self.regions.iter().position(|r| r.id == message.to) else {
+            return;
+        };
+        match self.regions[i].state {
+            State::Paused { .. } => self.regions[i].held.push(message),
+            State::Up | State::Leaving => {
+                let now = self.local_now(i);
+                if let Some(replica) = self.regions[i].replica.as_mut() {
+                    replica.peer(now, message.from, &message.bytes);
+                }
+                self.drain(i);
+            }
+            _ => {}
+        }
+    }
+
+    /// Collects a region's outputs: replies to clients, bytes to the network.
+    fn drain(&mut self, i: usize) {
+        let from = self.regions[i].id;
+        while let Some(output) = self.regions[i]
+            .replica
+            .as_mut()
+            .and_then(Replica::poll_output)
+        {
+            self.trace_output(from, &output);
+            match output {
+                Output::Send { to, bytes } => {
+                    let message = InFlight { from, to, bytes };
+                    self.net
+                        .send(&mut self.rng, &self.net_cfg, self.now, message);
+                }
+                Output::Reply { request, result } => self.reply(request, result),
+            }
+        }
+    }
+
+    fn trace_output(&mut self, region: RegionId, output: &Output) {
+        let mut mix = |bytes: &[u8]| {
+            for &b in bytes {
+                self.trace ^= u64::from(b);
+                self.trace = self.trace.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        mix(&self.now.to_le_bytes());
+        mix(&region.0.to_le_bytes());
+        match output {
+            Output::Send { to, bytes } => {
+                mix(&to.0.to_le_bytes());
+                mix(bytes);
+            }
+            Output::Reply { request, result } => {
+                mix(&request.to_le_bytes());
+                mix(format!("{result:?}").as_bytes());
+            }
+        }
+    }
+
+    fn reply(&mut self, request: u64, result: Result<maas_node::core::Receipt, Refusal>) {
+        let Some(p) = self.pending.remove(&request) else {
+            return;
+        };
+        let slot = (p.user.clone(), p.region);
+        match result {
+            Ok(_) => {
+                self.truth.acked(&p.key, p.region);
+                if p.spend.is_some() {
+                    self.report.acked_spends += 1;
+                    if let Some(since) = self.waiting_since.remove(&slot) {
+                        self.rebalance_samples.push(self.now - since);
+                    }
+                }
+            }
+            Err(refusal) => {
+                if let Some(amount) = p.spend {
+                    self.report.refused_spends += 1;
+                    if self.cluster_balance(&p.user) >= i128::from(amount) {
+                        self.report.refused_with_enough += 1;
+                    }
+                    if matches!(refusal, Refusal::TokensInOtherRegion { .. }) {
+                        self.waiting_since.entry(slot).or_insert(self.now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The balance the whole cluster holds for `user`: every replica merged.
+    fn cluster_balance(&self, user: &str) -> i128 {
+        let mut merged = Account::new();
+        for r in &self.regions {
+            if let Some(a) = r.replica.as_ref().and_then(|x| x.accounts().get(user)) {
+                merged.merge(a);
+            }
+        }
+        exact_balance(&merged, self.genesis.grant())
+    }
+
+    fn clients(&mut self) {
+        let arrivals = u32::from(self.rng.chance(0.25)) + u32::from(self.rng.chance(0.05));
+        for _ in 0..arrivals {
+            if self.rng.chance(0.05) && !self.truth.ops.is_empty() {
+                self.retry();
+                continue;
+            }
+            let u = self.zipf.sample(&mut self.rng);
+            let user = format!("user-{u}");
+            // Users stay home, and sometimes travel.
+            let home = self.homes[u];
+            let region = if self.rng.chance(0.1) {
+                self.rng.index(self.report.regions)
+            } else {
+                home
+            };
+            let roll = self.rng.unit();
+            let (command, kind, amount) = if roll < 0.9 {
+                (Command::ChargeCall, Kind::Spend, self.meme_cost)
+            } else if roll < 0.95 {
+                let k = self.rng.range(1, 40);
+                (Command::Adjust(k as i64), Kind::Credit, k)
+            } else {
+                let k = self.rng.range(1, 20);
+                (Command::Adjust(-(k as i64)), Kind::Spend, k)
+            };
+            let key = format!("k{}", self.next_request);
+            self.send_request(region, &user, command, kind, amount, key);
+        }
+    }
+
+    /// Retries an earlier operation with the same key: usually at the same region,
+    /// sometimes failing over to another.
+    fn retry(&mut self) {
+        let n = self.truth.ops.len();
+        let Some(((key, region), op)) = self.truth.ops.iter().nth(self.rng.index(n)) else {
+            return;
+        };
+        let (key, op) = (key.clone(), op.clone());
+        let region_index = if self.rng.chance(0.8) {
+            self.regions
+                .iter()
+                .position(|r| r.id == *region)
+                .unwrap_or(0)
+        } else {
+            self.rng.index(self.report.regions)
+        };
+        let Some(&command) = self.commands.get(&key) else {
+            return;
+        };
+        self.send_request(region_index, &op.user, command, op.kind, op.amount, key);
+    }
+
+    fn send_request(
+        &mut self,
+        region: usize,
+        user: &str,
+        command: Command,
+        kind: Kind,
+        amount: u64,
+        key: String,
+    ) {
+        let id = self.next_request;
+        self.next_request += 1;
+        let r = &self.regions[region];
+        if r.state != State::Up && !matches!(r.state, State::Paused { .. }) {
+            return; // The client cannot reach it: nothing happened.
+        }
+        let region_id = r.id;
+        self.truth.attempt(&key, region_id, user, kind, amount);
+        self.commands.insert(key.clone(), command);
+        let fingerprint = format!("{command:?}");
+        let scope = if matches!(command, Command::ChargeCall) {
+            format!("u:{user}")
+        } else {
+            "op".to_owned()
+        };
+        let idempotency = IdempotencyKey {
+            scope,
+            key: key.clone(),
+            fingerprint,
+        };
+        self.pending.insert(
+            id,
+            Pending {
+                key,
+                region: region_id,
+                user: user.to_owned(),
+                spend: (kind == Kind::Spend).then_some(amount),
+                deadline: self.now + TIMEOUT_MS,
+            },
+        );
+        if matches!(r.state, State::Paused { .. }) {
+            return; // It will time out.
+        }
+        let now = self.local_now(region);
+        if let Some(replica) = self.regions[region].replica.as_mut() {
+            replica.client(now, id, user, command, Some(idempotency));
+        }
+        self.drain(region);
+    }
+
+    fn timeouts(&mut self) {
+        let expired: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= self.now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            if let Some(p) = self.pending.remove(&id) {
+                self.truth.timed_out(&p.key, p.region);
+            }
+        }
+    }
+
+    fn check_region(&mut self, i: usize) -> Result<(), Violation> {
+        let Some(replica) = self.regions[i].replica.as_mut() else {
+            return Ok(());
+        };
+        let changed = replica.drain_changed();
+        if self.cfg.policy == Policy::Naive {
+            return Ok(()); // Naive counters break the rights invariant by design.
+        }
+        for user in changed {
+            if let Some(account) = replica.accounts().get(&user)
+                && let Err(e) = account.check_invariants(&self.genesis)
+            {
+                return Err(Violation {
+                    at_ms: self.now,
+                    invariant: "rights-and-balance-non-negative",
+                    detail: format!("{} sees {user}: {e}", self.regions[i].id),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn live(&self) -> Vec<&Replica> {
+        self.regions
+            .iter()
+            .filter(|r| r.state == State::Up)
+            .filter_map(|r| r.replica.as_ref())
+            .collect()
+    }
+
+    fn converged(&self) -> bool {
+        let live = self.live();
+        let Some(first) = live.first() else {
+            return true;
+        };
+        let view = |r: &Replica| -> BTreeMap<String, Vec<u8>> {
+            r.accounts()
+                .iter()
+                .filter(|(_, a)| !a.entries().is_empty())
+                .map(|(u, a)| (u.clone(), a.to_bytes().unwrap_or_default()))
+                .collect()
+        };
+        let reference = view(first);
+        live[1..].iter().all(|r| view(r) == reference)
+    }
+
+    /// After the run: convergence, exact balances, and overspend.
+    fn finish(&mut self) -> Result<(), Violation> {
+        if self.report.converge_ms.is_none() {
+            return Err(Violation {
+                at_ms: self.now,
+                invariant: "convergence",
+                detail: format!(
+                    "live replicas still differ {} ms after the faults stopped",
+                    self.cfg.settle_ms
+                ),
+            });
+        }
+        // The final state: live replicas, plus disks of regions gone for good.
+        let mut users: BTreeSet<String> = self.truth.users().into_iter().collect();
+        let mut merged: BTreeMap<String, Account> = BTreeMap::new();
+        let sources = self.regions.iter().map(|r| match r.replica.as_ref() {
+            Some(replica) => replica.accounts().clone(),
+            None => r.disk.clone().into_accounts(),
+        });
+        for accounts in sources {
+            for (user, account) in accounts {
+                users.insert(user.clone());
+                merged.entry(user).or_default().merge(&account);
+            }
+        }
+        for user in users {
+            let account = merged.get(&user).cloned().unwrap_or_default();
+            let balance = exact_balance(&account, self.genesis.grant());
+            if balance < 0 {
+                self.report.overspend += balance.unsigned_abs();
+            }
+            if self.cfg.policy == Policy::Escrow && balance < 0 {
+                return Err(Violation {
+                    at_ms: self.now,
+                    invariant: "no-overspend",
+                    detail: format!("{user} ended at {balance}"),
+                });
+            }
+            let (lo, hi) = self.truth.expected_range(&user, self.genesis.grant());
+            if !(lo..=hi).contains(&balance) {
+                return Err(Violation {
+                    at_ms: self.now,
+                    invariant: "final-balance",
+                    detail: format!("{user}: balance {balance}, clients saw between {lo} and {hi}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
