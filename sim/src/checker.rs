@@ -6,6 +6,7 @@
 //! *maybe applied* (as in Jepsen's checkers); an acknowledged one is applied.
 
 use ledger_crdt::{Account, RegionId};
+use maas_node::core::Receipt;
 use std::collections::BTreeMap;
 
 /// The kind of a logical operation.
@@ -32,6 +33,9 @@ pub struct Logical {
     pub acked: bool,
     /// Some attempt timed out.
     pub maybe: bool,
+    /// The answer of the first acknowledged attempt; every later acknowledgement
+    /// of the same key at the same region must be a replay of it.
+    pub receipt: Option<Receipt>,
 }
 
 /// A broken invariant.
@@ -66,21 +70,41 @@ impl Truth {
                 amount,
                 acked: false,
                 maybe: false,
+                receipt: None,
             });
     }
 
-    /// An attempt was acknowledged.
-    pub fn acked(&mut self, key: &str, region: RegionId) {
-        if let Some(op) = self.ops.get_mut(&(key.to_owned(), region))
-            && !op.acked
-        {
-            op.acked = true;
-            let at = self.acked_at.entry((op.user.clone(), region)).or_default();
-            match op.kind {
-                Kind::Credit => at.0 += op.amount,
-                Kind::Spend => at.1 += op.amount,
+    /// An attempt was acknowledged with `receipt`. A second acknowledgement of the
+    /// same key at the same region must replay the first answer; a different one
+    /// means the region charged the key twice.
+    pub fn acked(
+        &mut self,
+        at_ms: u64,
+        key: &str,
+        region: RegionId,
+        receipt: Receipt,
+    ) -> Result<(), Violation> {
+        let Some(op) = self.ops.get_mut(&(key.to_owned(), region)) else {
+            return Ok(());
+        };
+        if let Some(first) = op.receipt {
+            if first != receipt {
+                return Err(Violation {
+                    at_ms,
+                    invariant: "idempotency-key-charged-twice",
+                    detail: format!("{key} at {region}: first {first:?}, then {receipt:?}"),
+                });
             }
+            return Ok(());
         }
+        op.receipt = Some(receipt);
+        op.acked = true;
+        let at = self.acked_at.entry((op.user.clone(), region)).or_default();
+        match op.kind {
+            Kind::Credit => at.0 += op.amount,
+            Kind::Spend => at.1 += op.amount,
+        }
+        Ok(())
     }
 
     /// An attempt's client gave up waiting.

@@ -42,6 +42,7 @@ enum BrokenArg {
     SkipRightsCheck,
     AdditiveMerge,
     AckBeforeFlush,
+    ForgetIdempotency,
 }
 
 fn main() -> ExitCode {
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
         BrokenArg::SkipRightsCheck => Broken::SkipRightsCheck,
         BrokenArg::AdditiveMerge => Broken::AdditiveMerge,
         BrokenArg::AckBeforeFlush => Broken::AckBeforeFlush,
+        BrokenArg::ForgetIdempotency => Broken::ForgetIdempotency,
     });
     if let Some(n) = args.sweep {
         let escrow = sweep(args.seed, n, Policy::Escrow, broken);
@@ -120,6 +122,7 @@ fn print_violation(cfg: &SimConfig, v: &maas_sim::checker::Violation) {
         Some(Broken::SkipRightsCheck) => " --broken skip-rights-check",
         Some(Broken::AdditiveMerge) => " --broken additive-merge",
         Some(Broken::AckBeforeFlush) => " --broken ack-before-flush",
+        Some(Broken::ForgetIdempotency) => " --broken forget-idempotency",
         None => "",
     };
     println!(

@@ -27,6 +27,8 @@ pub enum Broken {
     AdditiveMerge,
     /// Replies before the write is flushed.
     AckBeforeFlush,
+    /// Ignores stored idempotency records.
+    ForgetIdempotency,
 }
 
 /// What a run does.
@@ -137,6 +139,8 @@ pub struct World {
     rebalance_samples: Vec<u64>,
     report: Report,
     trace: u64,
+    /// Violations found while collecting outputs, reported at the end of the step.
+    violations: Vec<Violation>,
 }
 
 const TIMEOUT_MS: u64 = 1_000;
@@ -199,6 +203,7 @@ impl World {
             waiting_since: BTreeMap::new(),
             rebalance_samples: Vec::new(),
             trace: 0xcbf2_9ce4_8422_2325,
+            violations: Vec::new(),
         };
         for i in 0..world.regions.len() {
             if world.regions[i].state == State::Up {
@@ -224,6 +229,7 @@ impl World {
         config.faults = Faults {
             additive_merge: self.cfg.broken == Some(Broken::AdditiveMerge),
             ack_before_flush: self.cfg.broken == Some(Broken::AckBeforeFlush),
+            forget_idempotency: self.cfg.broken == Some(Broken::ForgetIdempotency),
         };
         config
     }
@@ -332,6 +338,9 @@ impl World {
             }
         }
         self.timeouts();
+        if let Some(v) = self.violations.pop() {
+            return Err(v);
+        }
         if !faulty
             && self.now.is_multiple_of(10)
             && self.report.converge_ms.is_none()
@@ -518,8 +527,10 @@ impl World {
         };
         let slot = (p.user.clone(), p.region);
         match result {
-            Ok(_) => {
-                self.truth.acked(&p.key, p.region);
+            Ok(receipt) => {
+                if let Err(v) = self.truth.acked(self.now, &p.key, p.region, receipt) {
+                    self.violations.push(v);
+                }
                 if p.spend.is_some() {
                     self.report.acked_spends += 1;
                     if let Some(since) = self.waiting_since.remove(&slot) {

@@ -37,6 +37,14 @@ fn an_acknowledged_write_that_was_not_flushed_is_caught() {
 }
 
 #[test]
+fn a_retry_charged_twice_by_one_region_is_caught() {
+    assert_eq!(
+        first_violation(Broken::ForgetIdempotency),
+        Some("idempotency-key-charged-twice")
+    );
+}
+
+#[test]
 fn a_seed_replays_bit_for_bit() {
     let a = World::new(SimConfig::new(42)).run();
     let b = World::new(SimConfig::new(42)).run();

@@ -96,6 +96,8 @@ pub struct Faults {
     pub additive_merge: bool,
     /// Reply to clients before storage confirmed the write.
     pub ack_before_flush: bool,
+    /// Ignore stored idempotency records, so retries are charged again.
+    pub forget_idempotency: bool,
 }
 
 /// Something the replica wants done.
@@ -334,7 +336,8 @@ impl Replica {
             );
             return;
         }
-        let stored = key.as_ref().and_then(|k| {
+        let forget = self.faults().forget_idempotency;
+        let stored = key.as_ref().filter(|_| !forget).and_then(|k| {
             self.state
                 .records
                 .get(&(k.scope.clone(), k.key.clone()))
