@@ -159,6 +159,58 @@ async fn run(smoke: bool) {
         .map(|s| s.errors)
         .sum();
     println!("errors: {total_errors}");
+    if smoke {
+        smoke_checks(&out, &hello_steps, &node_steps).await;
+    }
+}
+
+/// The CI smoke test of the harness itself: a table with both targets came out,
+/// nothing failed at a low rate, and failures are counted (every request with a
+/// forged token must count as an error).
+async fn smoke_checks(table: &str, hello: &[Step], node: &[Step]) {
+    let mut problems = Vec::new();
+    for (name, steps) in [("hello", hello), ("maas", node)] {
+        match steps.first() {
+            Some(s) if s.sent > 0 && s.errors == 0 => {}
+            other => problems.push(format!("{name}: expected a clean step, got {other:?}")),
+        }
+    }
+    for row in ["| axum hello (ceiling) |", "| maas GET /memes |"] {
+        if !table.contains(row) {
+            problems.push(format!("table lacks row {row}"));
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Server::maas(dir.path()).await;
+    let forged =
+        maas_node::auth::sign_hs256(b"not-the-secret", "user-0", u64::MAX / 2).expect("sign");
+    let bad = open_loop(
+        &node.addr,
+        100,
+        Duration::from_millis(100),
+        Duration::from_secs(1),
+        move |_| {
+            format!("GET /memes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {forged}\r\n\r\n")
+        },
+    )
+    .await;
+    if bad.sent == 0 || bad.errors != bad.sent {
+        problems.push(format!(
+            "forged tokens: {} sent, {} counted as errors",
+            bad.sent, bad.errors
+        ));
+    }
+    if problems.is_empty() {
+        println!(
+            "smoke: ok ({} requests with forged tokens, all counted as errors)",
+            bad.errors
+        );
+    } else {
+        for p in &problems {
+            eprintln!("smoke: {p}");
+        }
+        std::process::exit(1);
+    }
 }
 
 fn steps_json(steps: &[Step]) -> serde_json::Value {
