@@ -14,6 +14,7 @@
 //! `MAAS_BENCH_RATES=4000,6000` runs just those rates.
 
 use hdrhistogram::Histogram;
+use maas_sim::rng::{Rng, Zipf};
 use std::io::Write;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -94,9 +95,13 @@ async fn run(smoke: bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Server::maas(dir.path()).await;
     let tokens: Vec<String> = (0..USERS).map(|i| jwt(&format!("user-{i}"))).collect();
+    // The user of every request, Zipf-distributed, the same sequence every run.
     let zipf = Zipf::new(USERS, 1.0);
+    let mut rng = Rng::new(7);
+    let most = ladder.iter().max().copied().unwrap_or(0) as f64 * (warmup + measure).as_secs_f64();
+    let users: Vec<usize> = (0..=most as usize).map(|_| zipf.sample(&mut rng)).collect();
     let node_steps = ladder_run(&node.addr, &ladder, warmup, measure, move |i| {
-        let user = zipf.sample(i);
+        let user = users[i % users.len()];
         format!(
             "GET /memes?query=cats HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
             tokens[user]
@@ -494,44 +499,8 @@ async fn wait_for(addr: &str) {
 }
 
 fn jwt(user: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    maas_node::auth::sign_hs256(SECRET.as_bytes(), user, exp).expect("sign")
-}
-
-/// Zipf-distributed user choice from a precomputed CDF, driven by a hash of the
-/// request number so every run sends the same sequence.
-#[derive(Clone)]
-struct Zipf {
-    cdf: Arc<Vec<f64>>,
-}
-
-impl Zipf {
-    fn new(n: usize, s: f64) -> Zipf {
-        let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(s)).collect();
-        let total: f64 = weights.iter().sum();
-        let mut acc = 0.0;
-        let cdf = weights
-            .iter()
-            .map(|w| {
-                acc += w / total;
-                acc
-            })
-            .collect();
-        Zipf { cdf: Arc::new(cdf) }
-    }
-
-    fn sample(&self, i: usize) -> usize {
-        // splitmix64 of the request number: uniform in [0, 1).
-        let mut z = (i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        let u = ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64;
-        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
-    }
+    let hour = Duration::from_secs(3600);
+    maas_node::auth::sign_hs256_valid_for(SECRET.as_bytes(), user, hour).expect("sign")
 }
 
 /// The ceiling: a bare axum route, no auth, no storage.

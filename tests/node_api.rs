@@ -73,13 +73,7 @@ async fn operators_top_up_and_debit_but_never_below_zero() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(dir.path(), &[]).await;
 
-    let r = node
-        .post(
-            "/update-token-balance",
-            OPERATOR,
-            r#"{"user_id":"bob","amount":50}"#,
-        )
-        .await;
+    let r = node.adjust("bob", 50).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let j = r.json();
     assert_eq!(j["success"], true);
@@ -93,13 +87,7 @@ async fn operators_top_up_and_debit_but_never_below_zero() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["balance"], 10);
 
-    let r = node
-        .post(
-            "/update-token-balance",
-            OPERATOR,
-            r#"{"user_id":"bob","amount":-11}"#,
-        )
-        .await;
+    let r = node.adjust("bob", -11).await;
     r.assert_problem(402, "insufficient-tokens");
     assert_eq!(r.json()["balance"], 10);
     assert_eq!(
@@ -244,13 +232,7 @@ async fn too_many_requests_are_rate_limited() {
 async fn fifty_clients_spend_the_last_hundred_tokens_exactly_once_each() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(dir.path(), &["--rate-limit", "0"]).await;
-    let r = node
-        .post(
-            "/update-token-balance",
-            OPERATOR,
-            r#"{"user_id":"dave","amount":-50}"#,
-        )
-        .await;
+    let r = node.adjust("dave", -50).await;
     assert_eq!(r.json()["new_balance"], 100);
 
     let addr = node.addr.clone();
@@ -402,13 +384,7 @@ async fn concurrent_retries_of_one_key_charge_once() {
 async fn kill_9_during_spend_load_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(dir.path(), &["--rate-limit", "0"]).await;
-    let r = node
-        .post(
-            "/update-token-balance",
-            OPERATOR,
-            r#"{"user_id":"gus","amount":100000}"#,
-        )
-        .await;
+    let r = node.adjust("gus", 100000).await;
     assert_eq!(r.status, 200);
     let start = 150 + 100_000u64;
 

@@ -125,6 +125,12 @@ impl Node {
         .await
     }
 
+    /// An operator's balance adjustment through the seed API.
+    pub async fn adjust(&self, user: &str, amount: i64) -> Response {
+        let body = format!(r#"{{"user_id":"{user}","amount":{amount}}}"#);
+        self.post("/update-token-balance", OPERATOR, &body).await
+    }
+
     /// The user's balance, as the operator sees it.
     pub async fn balance(&self, user: &str) -> u64 {
         let r = self.get(&format!("/v1/users/{user}"), OPERATOR).await;
@@ -140,12 +146,8 @@ impl Node {
 
 /// A client token for `user`, valid for an hour.
 pub fn token(user: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-        + 3600;
-    maas_node::auth::sign_hs256(SECRET.as_bytes(), user, exp).expect("sign")
+    let hour = Duration::from_secs(3600);
+    maas_node::auth::sign_hs256_valid_for(SECRET.as_bytes(), user, hour).expect("sign")
 }
 
 /// A parsed HTTP response.

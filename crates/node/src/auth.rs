@@ -122,6 +122,18 @@ pub fn sign_hs256(secret: &[u8], user: &str, exp: u64) -> Result<String, NodeErr
     .map_err(|e| NodeError::Config(format!("signing: {e}")))
 }
 
+/// Signs an HS256 client token for `user` that expires `valid_for` from now.
+pub fn sign_hs256_valid_for(
+    secret: &[u8],
+    user: &str,
+    valid_for: std::time::Duration,
+) -> Result<String, NodeError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    sign_hs256(secret, user, now.saturating_add(valid_for.as_secs()))
+}
+
 /// Whether a user id is acceptable in a path or body (same rule as a JWT `sub`).
 pub fn valid_user_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_USER_ID_BYTES && !id.chars().any(char::is_control)

@@ -1,12 +1,12 @@
 //! Startup, the dev banner, background tasks and graceful shutdown.
 
-use crate::auth::{Authenticator, JwtKey, sign_hs256};
+use crate::auth::{Authenticator, JwtKey, sign_hs256_valid_for};
 use crate::catalog::Catalog;
 use crate::config::{Cli, DEV_JWT_SECRET, DEV_OPERATOR_TOKEN, LogFormat, PublicKeyAlgorithm};
 use crate::core::{Core, CoreConfig};
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
-use crate::service::{Service, now_ms};
+use crate::service::Service;
 use crate::store::Store;
 use crate::{NodeError, http};
 use ledger_crdt::{Genesis, RegionId};
@@ -136,8 +136,8 @@ fn banner(cli: &Cli, addr: std::net::SocketAddr, dev_secret: bool) -> Result<(),
     }
     let operator = cli.operator_token.as_deref().unwrap_or(DEV_OPERATOR_TOKEN);
     if dev_secret {
-        let exp = now_ms() / 1000 + 30 * 24 * 3600;
-        let token = sign_hs256(DEV_JWT_SECRET.as_bytes(), "demo-user", exp)?;
+        let month = Duration::from_secs(30 * 24 * 3600);
+        let token = sign_hs256_valid_for(DEV_JWT_SECRET.as_bytes(), "demo-user", month)?;
         writeln!(out, "  demo user:      demo-user")?;
         writeln!(out, "  demo token:     {token}")?;
         writeln!(out, "Try:")?;
