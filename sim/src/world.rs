@@ -320,9 +320,10 @@ impl World {
             if let Some(replica) = region.replica.as_mut() {
                 if flush {
                     // Group commit: everything written so far reaches the disk.
-                    let written = replica.written();
-                    replica.flushed(now, written);
-                    replica.persist_into(&mut region.disk);
+                    // The same order as the node: write, make durable, then release.
+                    let persist = replica.prepare_persist();
+                    region.disk.apply(&persist);
+                    replica.flushed(now, persist.ticket);
                 }
                 replica.tick(now);
             }
@@ -495,7 +496,9 @@ impl World {
                     self.net
                         .send(&mut self.rng, &self.net_cfg, self.now, message);
                 }
-                Output::Reply { request, result } => self.reply(request, result),
+                Output::Reply {
+                    request, result, ..
+                } => self.reply(request, result),
             }
         }
     }
@@ -514,7 +517,9 @@ impl World {
                 mix(&to.0.to_le_bytes());
                 mix(bytes);
             }
-            Output::Reply { request, result } => {
+            Output::Reply {
+                request, result, ..
+            } => {
                 mix(&request.to_le_bytes());
                 mix(format!("{result:?}").as_bytes());
             }

@@ -3,9 +3,9 @@
 
 use crate::auth::{AuthFailure, Principal, valid_user_id};
 use crate::catalog::Position;
-use crate::core::{Command, Executed, IdempotencyKey, Refusal};
+use crate::core::{Command, IdempotencyKey, Refusal};
 use crate::problem::{Problem, ProblemKind};
-use crate::service::{Failure, Service};
+use crate::service::{Answer, Failure, Service};
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
@@ -328,7 +328,7 @@ async fn memes(
     Ok(response)
 }
 
-fn mark_replay(response: &mut Response, executed: &Executed) {
+fn mark_replay(response: &mut Response, executed: &Answer) {
     if executed.replayed {
         response
             .headers_mut()
@@ -422,7 +422,7 @@ async fn adjust_balance(
     headers: &HeaderMap,
     user: &str,
     amount: i64,
-) -> Result<Executed, Problem> {
+) -> Result<Answer, Problem> {
     if !valid_user_id(user) {
         return Err(Problem::new(
             ProblemKind::InvalidBody,
@@ -496,7 +496,7 @@ async fn health() -> Json<serde_json::Value> {
 }
 
 async fn ready(State(service): State<Shared>) -> Result<Json<serde_json::Value>, Problem> {
-    if service.store.writable() {
+    if service.ready() {
         Ok(Json(serde_json::json!({ "status": "ready" })))
     } else {
         Err(Problem::new(

@@ -13,8 +13,9 @@
 //!   - [`demand`]: per-user spend rates observed from deltas.
 //!   - [`message`]: what regions say to each other, and its wire format.
 //! - Shell:
-//!   - [`store`]: sled, and group commit (acknowledge only after `flush_async`).
-//!   - [`service`]: load → core → persist → wait for durability, under one lock.
+//!   - [`service`]: the replica behind one lock; group commit (prepare → write →
+//!     flush → release replies); routing replies to waiting requests.
+//!   - [`store`]: sled: one atomic batch per flush, and loading at startup.
 //!   - [`http`]: axum routes, parsing and responses.
 //!   - [`problem`]: `application/problem+json` errors with stable `type`s.
 //!   - [`auth`]: JWT clients and the operator credential.
@@ -25,11 +26,13 @@
 //!
 //! # A spend, end to end
 //!
-//! `GET /memes` → [`http`] authenticates and validates → [`service`] takes the core
-//! lock, loads the account from sled, lets [`core::Core::execute`] apply the spend
-//! under the escrow rule, writes account and idempotency record in one batch, and
-//! releases the lock → the request waits until a group commit covers its write →
-//! only then is the meme returned.
+//! `GET /memes` → [`http`] authenticates and validates → [`service`] takes the
+//! lock and hands the command to [`replica::Replica::client`], which applies it
+//! under the escrow rule ([`core::Core`]) in memory and holds the reply → the
+//! group-commit thread takes [`replica::Replica::prepare_persist`], writes it to
+//! sled in one batch and flushes, then calls [`replica::Replica::flushed`] → the
+//! reply is released and the meme returned. The simulator (`sim/`) drives the
+//! same replica in the same order.
 
 pub mod auth;
 pub mod catalog;

@@ -36,6 +36,7 @@ use crate::core::{
 };
 use crate::demand::Demand;
 use crate::message::{Item, Message};
+use bincode::{Decode, Encode};
 use ledger_crdt::{Account, Op, RebalanceConfig, RegionId, answer_request, plan_transfers};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -109,6 +110,8 @@ pub enum Output {
         request: u64,
         /// The outcome.
         result: Result<Receipt, Refusal>,
+        /// Whether this answers a retry from its idempotency record.
+        replayed: bool,
     },
     /// Send `bytes` to peer `to`.
     Send {
@@ -136,7 +139,68 @@ pub struct Durable {
     records: BTreeMap<(String, String), IdempotencyRecord>,
 }
 
+/// The scalars of the durable state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct Meta {
+    /// Our last write's sequence number.
+    pub own_seq: u64,
+    /// Our writes up to here were sent.
+    pub sent_upto: u64,
+    /// Per other origin: every write up to here is held.
+    pub watermarks: Vec<(RegionId, u64)>,
+}
+
+/// What one flush writes: the changed parts of [`Durable`], as of `ticket`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persist {
+    /// Everything up to this write ticket is included.
+    pub ticket: u64,
+    /// Changed accounts.
+    pub accounts: Vec<(String, Account)>,
+    /// Changed versions held of other origins' entries.
+    pub seqs: Vec<((RegionId, String), u64)>,
+    /// Our own entries as of their last durable write.
+    pub own: Vec<(String, (u64, Account))>,
+    /// Changed idempotency records; `None` deletes.
+    pub records: Vec<((String, String), Option<IdempotencyRecord>)>,
+    /// The scalars.
+    pub meta: Meta,
+}
+
+impl Persist {
+    /// Whether the persist carries no key at all (only scalars).
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+            && self.seqs.is_empty()
+            && self.own.is_empty()
+            && self.records.is_empty()
+    }
+}
+
 impl Durable {
+    /// Applies one flush's changes: how the simulator's disk and the node's
+    /// startup (which loads everything as one big persist) build the state.
+    pub fn apply(&mut self, persist: &Persist) {
+        for (user, account) in &persist.accounts {
+            self.accounts.insert(user.clone(), account.clone());
+        }
+        for (key, seq) in &persist.seqs {
+            self.seqs.insert(key.clone(), *seq);
+        }
+        for (user, own) in &persist.own {
+            self.own.insert(user.clone(), own.clone());
+        }
+        for (key, record) in &persist.records {
+            match record {
+                Some(r) => self.records.insert(key.clone(), r.clone()),
+                None => self.records.remove(key),
+            };
+        }
+        self.own_seq = persist.meta.own_seq;
+        self.sent_upto = persist.meta.sent_upto;
+        self.watermarks = persist.meta.watermarks.iter().copied().collect();
+    }
+
     /// The accounts this state holds.
     pub fn accounts(&self) -> &BTreeMap<String, Account> {
         &self.accounts
@@ -228,33 +292,75 @@ impl Replica {
         self.config.core.region
     }
 
-    /// Copies into `disk` what changed since the last call: what a storage shell
-    /// writes when a flush covering [`Replica::written`] completes. Call it after
-    /// [`Replica::flushed`], so that `disk` holds exactly the flushed state.
-    pub fn persist_into(&mut self, disk: &mut Durable) {
+    /// What a flush must write now: everything changed since the last call, as of
+    /// ticket [`Replica::written`]. The shell writes it, makes it durable, then
+    /// calls [`Replica::flushed`] with [`Persist::ticket`]; only then do replies
+    /// and our new entries leave the region.
+    pub fn prepare_persist(&mut self) -> Persist {
         let dirty = std::mem::take(&mut self.dirty);
-        for user in dirty.users {
-            match self.state.accounts.get(&user) {
-                Some(a) => disk.accounts.insert(user.clone(), a.clone()),
-                None => disk.accounts.remove(&user),
-            };
-            if let Some(own) = self.state.own.get(&user) {
-                disk.own.insert(user, own.clone());
+        let mut own: BTreeMap<String, (u64, Account)> = BTreeMap::new();
+        for user in &dirty.users {
+            if let Some(entry) = self.state.own.get(user) {
+                own.insert(user.clone(), entry.clone());
             }
         }
-        for key in dirty.seqs {
-            if let Some(&seq) = self.state.seqs.get(&key) {
-                disk.seqs.insert(key, seq);
-            }
+        // Writes not yet flushed become durable with this persist: promote them
+        // on disk now, exactly as `flushed` will in memory.
+        for (seq, user, delta) in &self.pending {
+            own.insert(user.clone(), (*seq, delta.clone()));
         }
-        for key in dirty.records {
-            if let Some(record) = self.state.records.get(&key) {
-                disk.records.insert(key, record.clone());
-            }
+        Persist {
+            ticket: self.state.own_seq,
+            accounts: dirty
+                .users
+                .iter()
+                .filter_map(|u| Some((u.clone(), self.state.accounts.get(u)?.clone())))
+                .collect(),
+            seqs: dirty
+                .seqs
+                .into_iter()
+                .filter_map(|k| {
+                    let seq = *self.state.seqs.get(&k)?;
+                    Some((k, seq))
+                })
+                .collect(),
+            own: own.into_iter().collect(),
+            records: dirty
+                .records
+                .into_iter()
+                .map(|k| {
+                    let record = self.state.records.get(&k).cloned();
+                    (k, record)
+                })
+                .collect(),
+            meta: Meta {
+                own_seq: self.state.own_seq,
+                sent_upto: self.state.sent_upto,
+                watermarks: self
+                    .state
+                    .watermarks
+                    .iter()
+                    .map(|(&r, &w)| (r, w))
+                    .collect(),
+            },
         }
-        disk.watermarks.clone_from(&self.state.watermarks);
-        disk.own_seq = self.state.own_seq;
-        disk.sent_upto = self.state.sent_upto;
+    }
+
+    /// Forgets idempotency records older than the TTL. Returns how many.
+    pub fn expire_records(&mut self, now: u64) -> usize {
+        let ttl = self.config.core.idempotency_ttl_ms;
+        let expired: Vec<(String, String)> = self
+            .state
+            .records
+            .iter()
+            .filter(|(_, r)| now.saturating_sub(r.at_ms) >= ttl)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &expired {
+            self.state.records.remove(key);
+            self.dirty.records.insert(key.clone());
+        }
+        expired.len()
     }
 
     /// Our last write's ticket: a flush covering it makes everything so far durable.
@@ -359,7 +465,11 @@ impl Replica {
                 }
                 self.reply(request, Err(refusal));
             }
-            Ok(done) if done.replayed => self.reply(request, Ok(done.receipt)),
+            Ok(done) if done.replayed => self.outbox.push_back(Output::Reply {
+                request,
+                result: Ok(done.receipt),
+                replayed: true,
+            }),
             Ok(done) => {
                 let spent = self.spent_at(&account, self.me()) - spent_before;
                 self.state.accounts.insert(user.to_owned(), account);
@@ -400,7 +510,6 @@ impl Replica {
             self.pending.drain(..).partition(|(seq, ..)| *seq <= ticket);
         self.pending = later;
         for (seq, user, delta) in done {
-            self.dirty.users.insert(user.clone());
             self.state.own.insert(user, (seq, delta));
         }
         if self.ready_since.is_none() && self.durable_seq > self.state.sent_upto {
@@ -522,7 +631,11 @@ impl Replica {
     }
 
     fn reply(&mut self, request: u64, result: Result<Receipt, Refusal>) {
-        self.outbox.push_back(Output::Reply { request, result });
+        self.outbox.push_back(Output::Reply {
+            request,
+            result,
+            replayed: false,
+        });
     }
 
     fn send(&mut self, to: RegionId, message: &Message) {

@@ -3,9 +3,10 @@
 use crate::auth::{Authenticator, JwtKey, sign_hs256_valid_for};
 use crate::catalog::Catalog;
 use crate::config::{Cli, DEV_JWT_SECRET, DEV_OPERATOR_TOKEN, LogFormat, PublicKeyAlgorithm};
-use crate::core::{Core, CoreConfig};
+use crate::core::CoreConfig;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
+use crate::replica::{Replica, ReplicaConfig};
 use crate::service::Service;
 use crate::store::Store;
 use crate::{NodeError, http};
@@ -78,23 +79,26 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
     let auth = Authenticator::new(&jwt_key, operator_token)?;
 
     let metrics = Arc::new(Metrics::default());
-    let store = Store::open(&cli.data_dir, cli.cache_bytes, metrics.clone())?;
-    store.start_group_commit(std::time::Duration::from_micros(cli.commit_linger_us))?;
-    let core = Core::new(CoreConfig {
+    let store = Store::open(&cli.data_dir, cli.cache_bytes)?;
+    let durable = store.load()?;
+    let core = CoreConfig {
         region,
         genesis,
         meme_cost: cli.meme_cost,
         idempotency_ttl_ms: cli.idempotency_ttl_secs.saturating_mul(1000),
         policy: crate::core::SpendPolicy::Escrow,
-    });
+    };
+    let replica = Replica::restore(ReplicaConfig::new(core), durable);
     let service = Arc::new(Service::new(
-        core,
-        store.clone(),
+        replica,
+        store,
         Catalog::builtin(cli.catalog_seed),
         auth,
         RateLimiter::new(cli.rate_limit),
         metrics,
     ));
+    service.start_group_commit(Duration::from_micros(cli.commit_linger_us))?;
+    tokio::spawn(tick(service.clone()));
     tokio::spawn(sweep_idempotency(service.clone()));
 
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
@@ -102,13 +106,13 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
     banner(&cli, addr, dev_secret)?;
     tracing::info!(%addr, region = %region, data_dir = %cli.data_dir.display(), "serving");
 
-    axum::serve(listener, http::router(service, cli.max_body_bytes))
+    axum::serve(listener, http::router(service.clone(), cli.max_body_bytes))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     // Every acknowledged write already waited for its flush; this one covers
     // writes whose requests were abandoned mid-way.
-    let last = store.clone();
-    tokio::task::spawn_blocking(move || last.flush_once())
+    let last = service.clone();
+    tokio::task::spawn_blocking(move || last.commit())
         .await
         .map_err(|_| NodeError::FlushFailed)?;
     tracing::info!("stopped cleanly");
@@ -157,14 +161,24 @@ fn banner(cli: &Cli, addr: std::net::SocketAddr, dev_secret: bool) -> Result<(),
     Ok(())
 }
 
-async fn sweep_idempotency(service: Arc<Service>) {
-    let mut tick = tokio::time::interval(SWEEP_EVERY);
+/// How often the replica's timers run.
+const TICK_EVERY: Duration = Duration::from_millis(10);
+
+async fn tick(service: Arc<Service>) {
+    let mut every = tokio::time::interval(TICK_EVERY);
     loop {
-        tick.tick().await;
-        match service.sweep_idempotency() {
-            Ok(n) if n > 0 => tracing::info!(removed = n, "swept expired idempotency records"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
+        every.tick().await;
+        service.tick();
+    }
+}
+
+async fn sweep_idempotency(service: Arc<Service>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        let removed = service.expire_records();
+        if removed > 0 {
+            tracing::info!(removed, "expired idempotency records");
         }
     }
 }

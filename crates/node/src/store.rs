@@ -1,216 +1,116 @@
-//! Durable storage in sled, with group commit.
+//! Durable storage of a region's [`Durable`] state in sled.
 //!
-//! Writes go into sled right away (in memory and in its log buffer) but are not
-//! durable until a flush returns. Every write takes a *ticket*; one dedicated
-//! thread flushes whatever has been written so far and then publishes the highest
-//! ticket that flush covered. Requests wait for their ticket before replying, so a
-//! crash never loses an acknowledged write, and many requests share one `fsync`.
+//! The store only moves bytes: [`Store::persist`] writes one flush's
+//! [`Persist`] in a single atomic batch and makes it durable (`flush`), and
+//! [`Store::load`] reads everything back at startup. When to flush is decided by
+//! the group commit in [`crate::service`].
 //!
-//! The flusher is a plain thread calling the blocking `flush`, not `flush_async`:
-//! sled 0.34's `flush_async` hands each flush to its own growing thread pool, and
-//! that extra hop per group commit capped throughput (see the README's benchmark).
-//!
-//! Keys (one sled tree, so that an account and its idempotency record are written
-//! in one atomic batch):
-//! - `a` + user id → encoded [`Account`]
-//! - `i` + scope + `0x00` + key → encoded [`IdempotencyRecord`]
+//! Keys (one sled tree, so that a whole flush is one atomic batch):
+//! - `a` + user → the user's [`Account`]
+//! - `q` + origin (2 bytes, big-endian) + user → version held of origin's entry
+//! - `o` + user → our own entry as of its last durable write, with its sequence
+//! - `i` + scope + `0x00` + key → an idempotency record
+//! - `m` → the [`Meta`] scalars
 
 use crate::NodeError;
 use crate::core::IdempotencyRecord;
-use crate::metrics::Metrics;
-use ledger_crdt::{Account, wire};
+use crate::replica::{Durable, Meta, Persist};
+use ledger_crdt::{Account, RegionId, wire};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
-use tokio::sync::watch;
 
 /// The most bytes of an idempotency record (fingerprint included).
 const MAX_RECORD_BYTES: usize = 4 * 1024;
+/// The most bytes of the meta record.
+const MAX_META_BYTES: usize = 1024 * 1024;
 
-/// How far group commit has come.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Progress {
-    /// Every ticket up to this one is durable.
-    durable: u64,
-    /// Every ticket up to this one was covered by a flush that failed.
-    failed: u64,
-}
-
-/// The node's sled database and its group-commit machinery.
+/// The node's sled database.
 pub struct Store {
     db: sled::Db,
-    written: AtomicU64,
-    /// Set when something was written since the flusher last looked.
-    pending: Mutex<bool>,
-    kick: Condvar,
-    progress: watch::Sender<Progress>,
-    metrics: Arc<Metrics>,
 }
 
 impl Store {
     /// Opens (or creates) the database in `dir`.
-    pub fn open(
-        dir: &Path,
-        cache_bytes: u64,
-        metrics: Arc<Metrics>,
-    ) -> Result<Arc<Self>, NodeError> {
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, NodeError> {
         let db = sled::Config::new()
             .path(dir)
             .cache_capacity(cache_bytes)
-            // Our group commit flushes; sled's own 500 ms flusher would only
+            // The group commit flushes; sled's own 500 ms flusher would only
             // compete with it for the log.
             .flush_every_ms(None)
             .open()?;
-        Ok(Arc::new(Self {
-            db,
-            written: AtomicU64::new(0),
-            pending: Mutex::new(false),
-            kick: Condvar::new(),
-            progress: watch::Sender::new(Progress::default()),
-            metrics,
-        }))
+        Ok(Self { db })
     }
 
-    /// Loads a user's account; a user never written has only the welcome grant.
-    pub fn account(&self, user: &str) -> Result<Account, NodeError> {
-        match self.db.get(account_key(user))? {
-            Some(bytes) => Ok(Account::from_bytes(&bytes)?),
-            None => Ok(Account::new()),
-        }
-    }
-
-    /// Loads the idempotency record under `scope`/`key`, if any.
-    pub fn record(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, NodeError> {
-        match self.db.get(record_key(scope, key))? {
-            Some(bytes) => Ok(Some(wire::decode::<_, MAX_RECORD_BYTES>(&bytes)?)),
-            None => Ok(None),
-        }
-    }
-
-    /// Writes an account and, atomically with it, an idempotency record. Returns
-    /// the ticket to wait for. Callers serialise writes per account.
-    pub fn write(
-        &self,
-        user: &str,
-        account: &Account,
-        record: Option<(&str, &str, &IdempotencyRecord)>,
-    ) -> Result<u64, NodeError> {
+    /// Writes one flush's changes atomically and makes them durable. Blocking.
+    pub fn persist(&self, persist: &Persist) -> Result<(), NodeError> {
         let mut batch = sled::Batch::default();
-        batch.insert(account_key(user), account.to_bytes()?);
-        if let Some((scope, key, record)) = record {
-            batch.insert(record_key(scope, key), wire::encode(record)?);
+        for (user, account) in &persist.accounts {
+            batch.insert(key(b'a', user.as_bytes()), account.to_bytes()?);
         }
+        for ((origin, user), seq) in &persist.seqs {
+            batch.insert(seq_key(*origin, user), &seq.to_be_bytes()[..]);
+        }
+        for (user, own) in &persist.own {
+            batch.insert(key(b'o', user.as_bytes()), wire::encode(own)?);
+        }
+        for ((scope, k), record) in &persist.records {
+            let id = record_key(scope, k);
+            match record {
+                Some(r) => batch.insert(id, wire::encode(r)?),
+                None => batch.remove(id),
+            }
+        }
+        batch.insert(&b"m"[..], wire::encode(&persist.meta)?);
         self.db.apply_batch(batch)?;
-        let ticket = self.written.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        // Only the first write since the last flush needs to wake the flusher; the
-        // rest ride along, saving a futex syscall per request.
-        if !std::mem::replace(&mut *pending, true) {
-            self.kick.notify_one();
-        }
-        Ok(ticket)
-    }
-
-    /// The ticket covering everything written so far: wait for it before showing
-    /// state that might include writes not yet durable.
-    pub fn current_ticket(&self) -> u64 {
-        self.written.load(Ordering::SeqCst)
-    }
-
-    /// Waits until `ticket` is durable.
-    pub async fn durable(&self, ticket: u64) -> Result<(), NodeError> {
-        let mut rx = self.progress.subscribe();
-        let progress = rx
-            .wait_for(|p| p.durable >= ticket || p.failed >= ticket)
-            .await
-            .map_err(|_| NodeError::FlushFailed)?;
-        if progress.durable >= ticket {
-            Ok(())
-        } else {
-            Err(NodeError::FlushFailed)
-        }
-    }
-
-    /// Starts the group-commit thread: wait for a write, flush everything
-    /// written so far, publish how far it got; for the life of the process.
-    ///
-    /// `linger` is how long the flusher waits after the first write before
-    /// flushing, so that more writes share one flush: each sled flush costs a
-    /// buffer seal, a thread hop and an fsync, so fewer, larger flushes save CPU at
-    /// the price of at most `linger` added latency.
-    pub fn start_group_commit(
-        self: &Arc<Self>,
-        linger: std::time::Duration,
-    ) -> Result<(), NodeError> {
-        let store = self.clone();
-        std::thread::Builder::new()
-            .name("group-commit".into())
-            .spawn(move || {
-                loop {
-                    let mut pending = store.pending.lock().unwrap_or_else(|p| p.into_inner());
-                    while !*pending {
-                        pending = store.kick.wait(pending).unwrap_or_else(|p| p.into_inner());
-                    }
-                    drop(pending);
-                    if !linger.is_zero() {
-                        std::thread::sleep(linger);
-                    }
-                    // Cleared only now: writes during the linger ride this flush
-                    // without waking anyone.
-                    *store.pending.lock().unwrap_or_else(|p| p.into_inner()) = false;
-                    store.flush_once();
-                }
-            })?;
+        self.db.flush()?;
         Ok(())
     }
 
-    /// One group commit: flushes everything written before it started. Blocking.
-    pub fn flush_once(&self) {
-        let target = self.written.load(Ordering::SeqCst);
-        if target <= self.progress.borrow().durable {
-            return;
+    /// Reads the whole durable state back.
+    pub fn load(&self) -> Result<Durable, NodeError> {
+        let mut all = Persist::default();
+        for item in self.db.scan_prefix(b"a") {
+            let (k, v) = item?;
+            all.accounts
+                .push((text(&k[1..])?, Account::from_bytes(&v)?));
         }
-        let started = Instant::now();
-        let result = self.db.flush();
-        self.metrics.observe_flush(started.elapsed());
-        self.progress.send_modify(|p| match result {
-            Ok(_) => p.durable = p.durable.max(target),
-            Err(ref e) => {
-                tracing::error!(error = %e, "group commit failed");
-                p.failed = p.failed.max(target);
-            }
-        });
+        for item in self.db.scan_prefix(b"q") {
+            let (k, v) = item?;
+            let (origin, user) = k[1..]
+                .split_at_checked(2)
+                .ok_or_else(|| corrupt("seq key"))?;
+            let origin = RegionId(u16::from_be_bytes([origin[0], origin[1]]));
+            let seq: [u8; 8] = v.as_ref().try_into().map_err(|_| corrupt("seq value"))?;
+            all.seqs
+                .push(((origin, text(user)?), u64::from_be_bytes(seq)));
+        }
+        for item in self.db.scan_prefix(b"o") {
+            let (k, v) = item?;
+            let own: (u64, Account) = wire::decode::<_, { wire::MAX_ACCOUNT_BYTES + 16 }>(&v)?;
+            all.own.push((text(&k[1..])?, own));
+        }
+        for item in self.db.scan_prefix(b"i") {
+            let (k, v) = item?;
+            let rest = &k[1..];
+            let zero = rest
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or_else(|| corrupt("record key"))?;
+            let (scope, key) = (&rest[..zero], &rest[zero + 1..]);
+            let record: IdempotencyRecord = wire::decode::<_, MAX_RECORD_BYTES>(&v)?;
+            all.records.push(((text(scope)?, text(key)?), Some(record)));
+        }
+        if let Some(meta) = self.db.get(b"m")? {
+            all.meta = wire::decode::<Meta, MAX_META_BYTES>(&meta)?;
+        }
+        let mut durable = Durable::default();
+        durable.apply(&all);
+        Ok(durable)
     }
 
     /// Whether storage accepts a write right now (for `/ready`).
     pub fn writable(&self) -> bool {
         self.db.insert(b"~ready", &b"1"[..]).is_ok()
-            && self.progress.borrow().failed <= self.progress.borrow().durable
-    }
-
-    /// Deletes idempotency records for which `expired` says so. A record rewritten
-    /// meanwhile is left alone. Returns how many were removed.
-    pub fn sweep_records(
-        &self,
-        expired: impl Fn(&IdempotencyRecord) -> bool,
-    ) -> Result<usize, NodeError> {
-        let mut removed = 0;
-        for item in self.db.scan_prefix(b"i") {
-            let (key, bytes) = item?;
-            let Ok(record) = wire::decode::<IdempotencyRecord, MAX_RECORD_BYTES>(&bytes) else {
-                continue;
-            };
-            if expired(&record)
-                && self
-                    .db
-                    .compare_and_swap(&key, Some(&bytes), None as Option<&[u8]>)?
-                    .is_ok()
-            {
-                removed += 1;
-            }
-        }
-        Ok(removed)
     }
 
     /// Bytes sled uses on disk.
@@ -219,18 +119,30 @@ impl Store {
     }
 }
 
-fn account_key(user: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + user.len());
-    key.push(b'a');
-    key.extend_from_slice(user.as_bytes());
-    key
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+fn seq_key(origin: RegionId, user: &str) -> Vec<u8> {
+    let mut k = key(b'q', &origin.0.to_be_bytes());
+    k.extend_from_slice(user.as_bytes());
+    k
 }
 
 fn record_key(scope: &str, idempotency_key: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(2 + scope.len() + idempotency_key.len());
-    key.push(b'i');
-    key.extend_from_slice(scope.as_bytes());
-    key.push(0);
-    key.extend_from_slice(idempotency_key.as_bytes());
-    key
+    let mut k = key(b'i', scope.as_bytes());
+    k.push(0);
+    k.extend_from_slice(idempotency_key.as_bytes());
+    k
+}
+
+fn text(bytes: &[u8]) -> Result<String, NodeError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| corrupt("non-UTF-8 key"))
+}
+
+fn corrupt(what: &str) -> NodeError {
+    NodeError::Corrupt(ledger_crdt::Error::Decode(what.to_owned()))
 }
