@@ -67,6 +67,9 @@ pub struct Service {
     next_request: AtomicU64,
     pending: Mutex<bool>,
     kick: Condvar,
+    /// Held for a whole commit: two commits in flight at once could release the
+    /// replies of the first before its batch is durable.
+    committing: Mutex<()>,
     progress: watch::Sender<Progress>,
     /// Durable storage.
     pub store: Store,
@@ -100,6 +103,7 @@ impl Service {
             next_request: AtomicU64::new(0),
             pending: Mutex::new(false),
             kick: Condvar::new(),
+            committing: Mutex::new(()),
             progress: watch::Sender::new(Progress {
                 durable,
                 failing: false,
@@ -239,6 +243,7 @@ impl Service {
     /// One group commit: write what changed, make it durable, release replies.
     /// Blocking; also used once at shutdown.
     pub fn commit(&self) {
+        let _one_at_a_time = self.committing.lock().unwrap_or_else(|p| p.into_inner());
         let (retry, persist) = {
             let mut inner = self.lock();
             (inner.retry.take(), inner.replica.prepare_persist())
