@@ -32,6 +32,12 @@ fn main() {
     if let Ok(addr) = std::env::var("MAAS_BENCH_HELLO_SERVER") {
         return hello_server(&addr);
     }
+    if let (Ok(addr), Ok(redis)) = (
+        std::env::var("MAAS_BENCH_SEED_SERVER"),
+        std::env::var("MAAS_BENCH_REDIS"),
+    ) {
+        return seed_server(&addr, &redis);
+    }
     let smoke = std::env::var("MAAS_BENCH_SMOKE").is_ok();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -100,16 +106,30 @@ async fn run(smoke: bool) {
     let mut rng = Rng::new(7);
     let most = ladder.iter().max().copied().unwrap_or(0) as f64 * (warmup + measure).as_secs_f64();
     let users: Vec<usize> = (0..=most as usize).map(|_| zipf.sample(&mut rng)).collect();
-    let node_steps = ladder_run(&node.addr, &ladder, warmup, measure, move |i| {
+    let (tokens, users) = (Arc::new(tokens), Arc::new(users));
+    let memes_request = move |i: usize| {
         let user = users[i % users.len()];
         format!(
             "GET /memes?query=cats HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
             tokens[user]
         )
-    })
-    .await;
+    };
+    let node_steps = ladder_run(&node.addr, &ladder, warmup, measure, memes_request.clone()).await;
     let node_usage = node.usage();
     drop(node);
+
+    // The seed design: the same API and JWT check, the balance in Redis with one
+    // atomic check-and-decrement script per request, fsynced like our spends.
+    let seed = match Server::seed_with_redis().await {
+        Some(seed) => {
+            let steps = ladder_run(&seed.addr, &ladder, warmup, measure, memes_request).await;
+            Some((steps, seed.usage()))
+        }
+        None => {
+            println!("seed design skipped: no redis-server (apt-get install redis-server)");
+            None
+        }
+    };
 
     let best = |steps: &[Step]| {
         steps
@@ -121,10 +141,14 @@ async fn run(smoke: bool) {
     let mut out = String::new();
     out.push_str("| target | highest rate at p99 ≤ 5 ms, 0 errors | p50 | p95 | p99 | p99.9 | max | mean | peak RSS | CPU s / 1k req |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
-    for (name, steps, usage) in [
+    let mut rows = vec![
         ("axum hello (ceiling)", &hello_steps, hello_usage),
         ("maas GET /memes", &node_steps, node_usage),
-    ] {
+    ];
+    if let Some((steps, usage)) = &seed {
+        rows.push(("seed design: axum + Redis script", steps, *usage));
+    }
+    for (name, steps, usage) in rows {
         let sent: u64 = steps.iter().map(|s| s.sent).sum();
         let cpu_per_k = usage.cpu_secs / (sent.max(1) as f64 / 1000.0);
         match best(steps) {
@@ -141,6 +165,15 @@ async fn run(smoke: bool) {
             n.rate as f64 / h.rate as f64
         ));
     }
+    if let (Some((steps, _)), Some(n)) = (&seed, best(&node_steps)) {
+        match best(steps) {
+            Some(r) => out.push_str(&format!(
+                "maas / seed design: {:.2}\n",
+                n.rate as f64 / r.rate as f64
+            )),
+            None => out.push_str("seed design: no rate held p99 ≤ 5 ms\n"),
+        }
+    }
     out.push_str("\nEvery step (rate: sent, errors, p99 µs):\n");
     for (name, steps) in [("hello", &hello_steps), ("maas", &node_steps)] {
         let line: Vec<String> = steps
@@ -153,6 +186,7 @@ async fn run(smoke: bool) {
     let json = serde_json::json!({
         "hello": steps_json(&hello_steps),
         "maas_memes": steps_json(&node_steps),
+        "seed_redis": seed.as_ref().map(|(steps, _)| steps_json(steps)),
     });
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("http_load.json");
     if std::fs::write(&path, serde_json::to_vec_pretty(&json).expect("json")).is_ok() {
@@ -393,7 +427,8 @@ impl Conn {
 
 /// A server process under test.
 struct Server {
-    child: std::process::Child,
+    /// The processes that make up the target (a server, and Redis for the seed).
+    children: Vec<std::process::Child>,
     addr: String,
 }
 
@@ -414,7 +449,10 @@ impl Server {
             .spawn()
             .expect("spawn hello server");
         wait_for(&addr).await;
-        Server { child, addr }
+        Server {
+            children: vec![child],
+            addr,
+        }
     }
 
     async fn maas(dir: &std::path::Path) -> Server {
@@ -443,41 +481,95 @@ impl Server {
             .spawn()
             .expect("spawn maas");
         wait_for(&addr).await;
-        Server { child, addr }
+        Server {
+            children: vec![child],
+            addr,
+        }
     }
 
-    /// Peak RSS and CPU seconds so far, from /proc.
+    /// Peak RSS and CPU seconds so far of all its processes, from /proc.
     fn usage(&self) -> Usage {
-        let pid = self.child.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let peak_rss_kib = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the command name, which is in parentheses: utime is the 14th
-        // field overall, stime the 15th; both in clock ticks (100 per second here).
-        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
+        let mut total = Usage {
+            peak_rss_kib: 0,
+            cpu_secs: 0.0,
         };
-        Usage {
-            peak_rss_kib,
-            cpu_secs: (ticks(11) + ticks(12)) as f64 / 100.0,
+        for child in &self.children {
+            let one = process_usage(child.id());
+            total.peak_rss_kib += one.peak_rss_kib;
+            total.cpu_secs += one.cpu_secs;
         }
+        total
+    }
+
+    /// Redis (durable: `appendfsync always`, like our acknowledged spends) and the
+    /// seed design's server in front of it; `None` if Redis is not installed.
+    async fn seed_with_redis() -> Option<Server> {
+        let dir = std::env::temp_dir().join(format!("maas-bench-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let redis_port = free_port();
+        let redis = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &redis_port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .ok()?;
+        let redis_addr = format!("127.0.0.1:{redis_port}");
+        wait_for(&redis_addr).await;
+        let addr = format!("127.0.0.1:{}", free_port());
+        let seed = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .env("MAAS_BENCH_SEED_SERVER", &addr)
+            .env("MAAS_BENCH_REDIS", &redis_addr)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn seed server");
+        wait_for(&addr).await;
+        Some(Server {
+            children: vec![seed, redis],
+            addr,
+        })
+    }
+}
+
+fn process_usage(pid: u32) -> Usage {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak_rss_kib = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses: utime is the 14th
+    // field overall, stime the 15th; both in clock ticks (100 per second here).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Usage {
+        peak_rss_kib,
+        cpu_secs: (ticks(11) + ticks(12)) as f64 / 100.0,
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -515,4 +607,144 @@ fn hello_server(addr: &str) {
         let _ = std::io::stdout().flush();
         axum::serve(listener, app).await.expect("serve");
     });
+}
+
+/// The seed design (seed 000's answer): the same route and JWT check as maas, with
+/// each user's balance in Redis and one atomic check-and-decrement Lua script per
+/// request. New users start with the same grant as the bench's maas node.
+fn seed_server(addr: &str, redis: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let pool = RedisPool::new(redis.to_owned());
+        let sha = pool
+            .command(&[b"SCRIPT", b"LOAD", SPEND_SCRIPT.as_bytes()])
+            .await
+            .expect("load the script");
+        let RespValue::Bulk(sha) = sha else {
+            panic!("SCRIPT LOAD answered {sha:?}")
+        };
+        let key = maas_node::auth::JwtKey::Secret(SECRET.as_bytes().to_vec());
+        let auth = maas_node::auth::Authenticator::new(&key, OPERATOR).expect("auth");
+        let state = Arc::new(SeedState {
+            pool,
+            sha,
+            auth,
+            catalog: maas_node::catalog::Catalog::builtin(0),
+        });
+        let app = axum::Router::new()
+            .route("/memes", axum::routing::get(seed_memes))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        axum::serve(listener, app).await.expect("serve");
+    });
+}
+
+/// Check-and-decrement in one atomic step: -1 if the balance does not cover it.
+const SPEND_SCRIPT: &str = "local b = redis.call('GET', KEYS[1]) \
+    if not b then b = tonumber(ARGV[2]) else b = tonumber(b) end \
+    if b < tonumber(ARGV[1]) then return -1 end \
+    b = b - tonumber(ARGV[1]) redis.call('SET', KEYS[1], b) return b";
+
+struct SeedState {
+    pool: RedisPool,
+    sha: Vec<u8>,
+    auth: maas_node::auth::Authenticator,
+    catalog: maas_node::catalog::Catalog,
+}
+
+async fn seed_memes(
+    axum::extract::State(state): axum::extract::State<Arc<SeedState>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let header = headers.get("authorization").map(|v| v.as_bytes());
+    let Ok(maas_node::auth::Principal::User(user)) = state.auth.identify(header) else {
+        return axum::http::StatusCode::UNAUTHORIZED.into_response();
+    };
+    let key = format!("balance:{user}");
+    let reply = state
+        .pool
+        .command(&[
+            b"EVALSHA",
+            &state.sha,
+            b"1",
+            key.as_bytes(),
+            b"1",
+            b"1000000000",
+        ])
+        .await;
+    match reply {
+        Ok(RespValue::Integer(balance)) if balance >= 0 => {
+            let meme = state.catalog.choose("cats", None);
+            axum::Json(serde_json::json!({
+                "id": meme.id, "title": meme.title, "image": meme.image,
+                "source": meme.source, "balance": balance,
+            }))
+            .into_response()
+        }
+        Ok(RespValue::Integer(_)) => axum::http::StatusCode::PAYMENT_REQUIRED.into_response(),
+        _ => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+/// A RESP reply.
+#[derive(Debug)]
+enum RespValue {
+    Integer(i64),
+    Bulk(Vec<u8>),
+    Other,
+}
+
+/// A minimal pool of Redis connections speaking RESP 2.
+struct RedisPool {
+    addr: String,
+    idle: tokio::sync::Mutex<Vec<BufReader<TcpStream>>>,
+}
+
+impl RedisPool {
+    fn new(addr: String) -> Self {
+        Self {
+            addr,
+            idle: tokio::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn command(&self, args: &[&[u8]]) -> std::io::Result<RespValue> {
+        let taken = self.idle.lock().await.pop();
+        let mut conn = match taken {
+            Some(c) => c,
+            None => {
+                let stream = TcpStream::connect(&self.addr).await?;
+                stream.set_nodelay(true)?;
+                BufReader::new(stream)
+            }
+        };
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg);
+            request.extend_from_slice(b"\r\n");
+        }
+        conn.get_mut().write_all(&request).await?;
+        let mut line = String::new();
+        conn.read_line(&mut line).await?;
+        let value = match line.as_bytes().first() {
+            Some(b':') => {
+                RespValue::Integer(line[1..].trim().parse().map_err(std::io::Error::other)?)
+            }
+            Some(b'$') => {
+                let len: usize = line[1..].trim().parse().map_err(std::io::Error::other)?;
+                let mut body = vec![0; len + 2];
+                conn.read_exact(&mut body).await?;
+                body.truncate(len);
+                RespValue::Bulk(body)
+            }
+            _ => RespValue::Other,
+        };
+        self.idle.lock().await.push(conn);
+        Ok(value)
+    }
 }
