@@ -430,6 +430,8 @@ struct Server {
     /// The processes that make up the target (a server, and Redis for the seed).
     children: Vec<std::process::Child>,
     addr: String,
+    /// Scratch directory removed with the server (Redis's append-only file).
+    _scratch: Option<tempfile::TempDir>,
 }
 
 /// What a server process used.
@@ -452,6 +454,7 @@ impl Server {
         Server {
             children: vec![child],
             addr,
+            _scratch: None,
         }
     }
 
@@ -484,6 +487,7 @@ impl Server {
         Server {
             children: vec![child],
             addr,
+            _scratch: None,
         }
     }
 
@@ -504,8 +508,7 @@ impl Server {
     /// Redis (durable: `appendfsync always`, like our acknowledged spends) and the
     /// seed design's server in front of it; `None` if Redis is not installed.
     async fn seed_with_redis() -> Option<Server> {
-        let dir = std::env::temp_dir().join(format!("maas-bench-redis-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
+        let scratch = tempfile::tempdir().ok()?;
         let redis_port = free_port();
         let redis = std::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &redis_port.to_string()])
@@ -518,7 +521,7 @@ impl Server {
                 "always",
             ])
             .arg("--dir")
-            .arg(&dir)
+            .arg(scratch.path())
             .stdout(Stdio::null())
             .spawn()
             .ok()?;
@@ -535,6 +538,7 @@ impl Server {
         Some(Server {
             children: vec![seed, redis],
             addr,
+            _scratch: Some(scratch),
         })
     }
 }
