@@ -245,7 +245,7 @@ pub struct Replica {
     outbox: VecDeque<Output>,
     /// Users whose account changed since [`Replica::drain_changed`].
     changed: BTreeSet<String>,
-    /// What changed since the last [`Replica::persist_into`].
+    /// What changed since the last [`Replica::prepare_persist`].
     dirty: Dirty,
     /// Peer messages that did not decode.
     pub rejected_messages: u64,
