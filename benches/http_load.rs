@@ -11,7 +11,9 @@
 //! the machine's cores, so read the ratio, not the absolute figures.
 //!
 //! `MAAS_BENCH_SMOKE=1` runs two seconds at a low rate (CI runs that);
-//! `MAAS_BENCH_RATES=4000,6000` runs just those rates.
+//! `MAAS_BENCH_RATES=4000,6000` runs just those rates; `MAAS_BENCH_SCALE=1000000` runs
+//! the scale scenario instead (that many distinct users spend once each, at
+//! `MAAS_BENCH_SCALE_RATE` per second, then RAM and disk per user).
 
 use hdrhistogram::Histogram;
 use maas_sim::rng::{Rng, Zipf};
@@ -43,6 +45,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if let Some(users) = std::env::var("MAAS_BENCH_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tokio::task::LocalSet::new().block_on(&rt, scale(users));
+        return;
+    }
     // Lanes share one thread: the generator leaves the other core to the server.
     tokio::task::LocalSet::new().block_on(&rt, run(smoke));
 }
@@ -201,6 +210,75 @@ async fn run(smoke: bool) {
     if smoke {
         smoke_checks(&out, &hello_steps, &node_steps).await;
     }
+}
+
+/// The scale scenario: `users` distinct users each spend once, at a constant rate;
+/// then the node's RSS and sled's size on disk, per user, against the same node
+/// idle before the load.
+async fn scale(users: usize) {
+    let rate: u64 = std::env::var("MAAS_BENCH_SCALE_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Server::maas(dir.path()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = process_rss_kib(node.children[0].id());
+    let idle_disk = dir_bytes(dir.path());
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (0..users)
+            .map(|i| jwt(&format!("scale-user-{i}")))
+            .collect(),
+    );
+    let measure = Duration::from_secs_f64(users as f64 / rate as f64);
+    let step = open_loop(&node.addr, rate, Duration::ZERO, measure, move |i| {
+        format!(
+            "GET /memes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+            tokens[i % tokens.len()]
+        )
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss = process_rss_kib(node.children[0].id());
+    let disk = dir_bytes(dir.path());
+    let per_user = |total: u64, idle: u64| total.saturating_sub(idle) as f64 / users as f64;
+    println!(
+        "| users | spends sent | errors | p99 | RSS idle → loaded | RAM per user | sled on disk | disk per user |\n|---|---|---|---|---|---|---|---|\n| {users} | {} | {} | {} µs | {} → {} MiB | {:.0} B | {} MiB | {:.0} B |",
+        step.sent,
+        step.errors,
+        step.p99,
+        idle_rss / 1024,
+        rss / 1024,
+        per_user(rss * 1024, idle_rss * 1024),
+        disk / (1024 * 1024),
+        per_user(disk, idle_disk),
+    );
+}
+
+/// Current resident set of a process, KiB.
+fn process_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes of all files under `dir`.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// The CI smoke test of the harness itself: a table with both targets came out,
