@@ -223,7 +223,7 @@ async fn scale(users: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Server::maas(dir.path()).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = process_rss_kib(node.children[0].id());
+    let idle_rss = status_kib(node.children[0].id(), "VmRSS:");
     let idle_disk = dir_bytes(dir.path());
     let tokens: Arc<Vec<String>> = Arc::new(
         (0..users)
@@ -239,7 +239,7 @@ async fn scale(users: usize) {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss = process_rss_kib(node.children[0].id());
+    let rss = status_kib(node.children[0].id(), "VmRSS:");
     let disk = dir_bytes(dir.path());
     let per_user = |total: u64, idle: u64| total.saturating_sub(idle) as f64 / users as f64;
     println!(
@@ -255,12 +255,12 @@ async fn scale(users: usize) {
     );
 }
 
-/// Current resident set of a process, KiB.
-fn process_rss_kib(pid: u32) -> u64 {
+/// A KiB figure (`VmRSS`, `VmHWM`, ...) from a process's /proc status.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -622,13 +622,7 @@ impl Server {
 }
 
 fn process_usage(pid: u32) -> Usage {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let peak_rss_kib = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let peak_rss_kib = status_kib(pid, "VmHWM:");
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which is in parentheses: utime is the 14th
     // field overall, stime the 15th; both in clock ticks (100 per second here).

@@ -226,6 +226,7 @@ impl World {
             idempotency_ttl_ms: 24 * 3_600_000,
             policy,
         });
+        config.track_changes = true;
         config.faults = Faults {
             additive_merge: self.cfg.broken == Some(Broken::AdditiveMerge),
             ack_before_flush: self.cfg.broken == Some(Broken::AckBeforeFlush),

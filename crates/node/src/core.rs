@@ -140,11 +140,6 @@ impl Core {
         }
     }
 
-    /// The rules in force.
-    pub fn config(&self) -> &CoreConfig {
-        &self.config
-    }
-
     /// The receipt for an account as it stands.
     pub fn receipt(&self, account: &Account) -> Receipt {
         Receipt {

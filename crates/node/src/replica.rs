@@ -66,6 +66,9 @@ pub struct ReplicaConfig {
     /// views of demand disagree would otherwise bounce rights forever. Explicit
     /// rights requests are not damped.
     pub bounce_cooldown_ms: u64,
+    /// Record which users changed, for [`Replica::drain_changed`] (the
+    /// simulator checks exactly those accounts after every step).
+    pub track_changes: bool,
     /// Deliberate bugs, for proving the simulator's checker can fail.
     pub faults: Faults,
 }
@@ -84,6 +87,7 @@ impl ReplicaConfig {
             rights_request_every_ms: 100,
             keep_horizon_ms: 2_000,
             bounce_cooldown_ms: 1_000,
+            track_changes: false,
             faults: Faults::default(),
         }
     }
@@ -201,11 +205,6 @@ impl Durable {
         self.watermarks = persist.meta.watermarks.iter().copied().collect();
     }
 
-    /// The accounts this state holds.
-    pub fn accounts(&self) -> &BTreeMap<String, Account> {
-        &self.accounts
-    }
-
     /// The accounts this state holds, by value.
     pub fn into_accounts(self) -> BTreeMap<String, Account> {
         self.accounts
@@ -243,12 +242,12 @@ pub struct Replica {
     anti_entropy_cursor: usize,
     leaving: bool,
     outbox: VecDeque<Output>,
-    /// Users whose account changed since [`Replica::drain_changed`].
+    /// Users whose account changed since [`Replica::drain_changed`]; recorded
+    /// only with [`ReplicaConfig::track_changes`], so nothing accumulates when
+    /// no one drains it.
     changed: BTreeSet<String>,
     /// What changed since the last [`Replica::prepare_persist`].
     dirty: Dirty,
-    /// Peer messages that did not decode.
-    pub rejected_messages: u64,
 }
 
 impl Replica {
@@ -279,13 +278,7 @@ impl Replica {
             outbox: VecDeque::new(),
             changed: BTreeSet::new(),
             dirty: Dirty::default(),
-            rejected_messages: 0,
         }
-    }
-
-    /// This region.
-    pub fn region(&self) -> RegionId {
-        self.config.core.region
     }
 
     fn me(&self) -> RegionId {
@@ -371,32 +364,6 @@ impl Replica {
     /// Every account this replica knows.
     pub fn accounts(&self) -> &BTreeMap<String, Account> {
         &self.state.accounts
-    }
-
-    /// Per origin, every write up to this sequence number is held here (our own:
-    /// everything durable). The difference between two regions' watermarks of an
-    /// origin is their replication lag in writes.
-    pub fn watermarks(&self) -> BTreeMap<RegionId, u64> {
-        let mut marks = self.state.watermarks.clone();
-        marks.insert(self.me(), self.durable_seq);
-        marks
-    }
-
-    /// The sequence number of the version of `origin`'s entry for `user` held here.
-    pub fn version_of(&self, origin: RegionId, user: &str) -> u64 {
-        if origin == self.me() {
-            return self.state.own.get(user).map_or(0, |(seq, _)| *seq);
-        }
-        self.state
-            .seqs
-            .get(&(origin, user.to_owned()))
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Live peers.
-    pub fn members(&self) -> &BTreeSet<RegionId> {
-        &self.members
     }
 
     /// Users whose account changed since the last call.
@@ -586,8 +553,8 @@ impl Replica {
 
     /// Bytes from a peer.
     pub fn peer(&mut self, now: u64, from: RegionId, bytes: &[u8]) {
+        // Undecodable bytes are dropped: anti-entropy resends whatever mattered.
         let Ok(message) = Message::decode(bytes) else {
-            self.rejected_messages += 1;
             return;
         };
         match message {
@@ -659,7 +626,9 @@ impl Replica {
             .unwrap_or_default();
         self.pending
             .push((self.state.own_seq, user.to_owned(), delta));
-        self.changed.insert(user.to_owned());
+        if self.config.track_changes {
+            self.changed.insert(user.to_owned());
+        }
         self.dirty.users.insert(user.to_owned());
         self.state.own_seq
     }
@@ -694,7 +663,9 @@ impl Replica {
             account.merge(&item.delta);
         }
         let after = account.entry(item.origin).map_or(0, |e| e.spent());
-        self.changed.insert(item.user.clone());
+        if self.config.track_changes {
+            self.changed.insert(item.user.clone());
+        }
         self.dirty.users.insert(item.user.clone());
         self.dirty.seqs.insert((item.origin, item.user.clone()));
         let accepted = account.accept_transfers(me).is_some();

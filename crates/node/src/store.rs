@@ -112,11 +112,6 @@ impl Store {
     pub fn writable(&self) -> bool {
         self.db.insert(b"~ready", &b"1"[..]).is_ok()
     }
-
-    /// Bytes sled uses on disk.
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
-    }
 }
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
