@@ -24,6 +24,8 @@ pub struct InFlight {
     pub to: RegionId,
     /// The bytes.
     pub bytes: Vec<u8>,
+    /// Whether this is a membership packet (else a replication message).
+    pub gossip: bool,
 }
 
 /// Links and messages in flight, ordered by delivery time (ties by send order).

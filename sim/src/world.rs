@@ -8,6 +8,7 @@ use ledger_crdt::{Account, Genesis, RegionId};
 use maas_node::core::{Command, CoreConfig, IdempotencyKey, Refusal, SpendPolicy};
 use maas_node::replica::{Durable, Faults, Output, Replica, ReplicaConfig};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 
 /// The spend policy under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,32 +236,35 @@ impl World {
         config
     }
 
-    /// Starts (or restarts) region `i` from its disk, and tells everyone.
+    /// Starts (or restarts) region `i` from its disk. It joins through every
+    /// other region's address, as a node started with all of them in `--join`;
+    /// who is up is then the membership protocol's business, not the world's.
     fn start(&mut self, i: usize) {
         let id = self.regions[i].id;
-        let mut replica = Replica::restore(self.replica_config(id), self.regions[i].disk.clone());
-        for j in 0..self.regions.len() {
-            if j != i && self.regions[j].replica.is_some() && self.regions[j].state != State::Gone {
-                replica.member_up(self.regions[j].id);
-                if let Some(peer) = self.regions[j].replica.as_mut() {
-                    peer.member_up(id);
-                }
-            }
-        }
+        let now = self.local_now(i);
+        let mut config = self.replica_config(id);
+        config.addr = address_of(id);
+        // A new life wins over the old one at the same address.
+        config.generation = now + 1;
+        config.seed = self.rng.next_u64();
+        let mut replica = Replica::restore(config, self.regions[i].disk.clone());
+        let seeds: Vec<SocketAddr> = self
+            .regions
+            .iter()
+            .filter(|r| r.id != id)
+            .map(|r| address_of(r.id))
+            .collect();
+        replica.join(now, &seeds);
         self.regions[i].replica = Some(replica);
         self.regions[i].state = State::Up;
+        self.drain(i);
     }
 
+    /// Stops region `i` without telling anyone: peers find out by probing.
     fn stop(&mut self, i: usize, state: State) {
-        let id = self.regions[i].id;
         self.regions[i].replica = None;
         self.regions[i].state = state;
         self.regions[i].held.clear();
-        for r in &mut self.regions {
-            if let Some(peer) = r.replica.as_mut() {
-                peer.member_down(id);
-            }
-        }
     }
 
     fn local_now(&self, i: usize) -> u64 {
@@ -334,7 +338,7 @@ impl World {
                 && self.regions[i]
                     .replica
                     .as_ref()
-                    .is_some_and(Replica::drained)
+                    .is_some_and(Replica::left)
             {
                 self.stop(i, State::Gone);
             }
@@ -474,7 +478,11 @@ impl World {
             State::Up | State::Leaving => {
                 let now = self.local_now(i);
                 if let Some(replica) = self.regions[i].replica.as_mut() {
-                    replica.peer(now, message.from, &message.bytes);
+                    if message.gossip {
+                        replica.gossip(now, &message.bytes);
+                    } else {
+                        replica.peer(now, message.from, &message.bytes);
+                    }
                 }
                 self.drain(i);
             }
@@ -492,8 +500,24 @@ impl World {
         {
             self.trace_output(from, &output);
             match output {
-                Output::Send { to, bytes } => {
-                    let message = InFlight { from, to, bytes };
+                Output::Send { to, bytes, .. } => {
+                    let message = InFlight {
+                        from,
+                        to,
+                        bytes,
+                        gossip: false,
+                    };
+                    self.net
+                        .send(&mut self.rng, &self.net_cfg, self.now, message);
+                }
+                Output::Gossip { to, bytes } => {
+                    let Some(to) = region_at(to) else { continue };
+                    let message = InFlight {
+                        from,
+                        to,
+                        bytes,
+                        gossip: true,
+                    };
                     self.net
                         .send(&mut self.rng, &self.net_cfg, self.now, message);
                 }
@@ -514,8 +538,12 @@ impl World {
         mix(&self.now.to_le_bytes());
         mix(&region.0.to_le_bytes());
         match output {
-            Output::Send { to, bytes } => {
+            Output::Send { to, bytes, .. } => {
                 mix(&to.0.to_le_bytes());
+                mix(bytes);
+            }
+            Output::Gossip { to, bytes } => {
+                mix(to.to_string().as_bytes());
                 mix(bytes);
             }
             Output::Reply {
@@ -779,5 +807,22 @@ impl World {
             }
         }
         Ok(())
+    }
+}
+
+/// Region `r`'s simulated address.
+fn address_of(r: RegionId) -> SocketAddr {
+    let [hi, lo] = r.0.to_be_bytes();
+    SocketAddr::from(([10, 0, hi, lo], 7000))
+}
+
+/// The region at a simulated address.
+fn region_at(addr: SocketAddr) -> Option<RegionId> {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let [_, _, hi, lo] = v4.ip().octets();
+            Some(RegionId(u16::from_be_bytes([hi, lo])))
+        }
+        SocketAddr::V6(_) => None,
     }
 }

@@ -19,6 +19,12 @@ pub enum NodeError {
     /// A group commit failed, so the writes it covered were not acknowledged.
     #[error("flush failed; the write was not made durable")]
     FlushFailed,
+    /// Bytes from a peer did not decode (or a packet to a peer did not fit).
+    #[error("peer bytes: {0}")]
+    PeerBytes(String),
+    /// The cluster transport (QUIC, TLS, certificates) failed.
+    #[error("cluster transport: {0}")]
+    Transport(String),
     /// Binding or serving the HTTP listener failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

@@ -10,6 +10,8 @@
 //!   - [`catalog`]: the built-in memes and the deterministic choice of one.
 //!   - [`replica`]: one region's replicated ledger: batches, watermarks,
 //!     anti-entropy, rebalancing, rights requests, graceful leave.
+//!   - [`membership`]: who is up: SWIM (foca) with our identity, codec and
+//!     timer queue.
 //!   - [`demand`]: per-user spend rates observed from deltas.
 //!   - [`message`]: what regions say to each other, and its wire format.
 //! - Shell:
@@ -41,6 +43,7 @@ pub mod core;
 pub mod demand;
 pub mod error;
 pub mod http;
+pub mod membership;
 pub mod message;
 pub mod metrics;
 pub mod problem;

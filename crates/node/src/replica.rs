@@ -35,16 +35,26 @@ use crate::core::{
     Command, Core, CoreConfig, IdempotencyKey, IdempotencyRecord, Receipt, Refusal, SpendPolicy,
 };
 use crate::demand::Demand;
+use crate::membership::{MemberEvent, MemberView, Membership, MembershipConfig, NodeIdentity};
 use crate::message::{Item, Message};
 use bincode::{Decode, Encode};
 use ledger_crdt::{Account, Op, RebalanceConfig, RegionId, answer_request, plan_transfers};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
 
 /// Tuning of a replica.
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
     /// The ledger rules of this region.
     pub core: CoreConfig,
+    /// Where this node's peer endpoint listens, as peers should reach it.
+    pub addr: SocketAddr,
+    /// This life of the node: its start time in ms (see [`NodeIdentity`]).
+    pub generation: u64,
+    /// Seeds the membership protocol's random choices.
+    pub seed: u64,
+    /// Timing of the membership protocol.
+    pub membership: MembershipConfig,
     /// The rebalancing policy's tuning.
     pub rebalance: RebalanceConfig,
     /// A batch of deltas closes when its oldest write is this old.
@@ -77,6 +87,10 @@ impl ReplicaConfig {
     /// Defaults around `core`.
     pub fn new(core: CoreConfig) -> Self {
         Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            generation: 0,
+            seed: u64::from(core.region.0),
+            membership: MembershipConfig::default(),
             core,
             rebalance: RebalanceConfig::default(),
             batch_age_ms: 10,
@@ -117,11 +131,20 @@ pub enum Output {
         /// Whether this answers a retry from its idempotency record.
         replayed: bool,
     },
-    /// Send `bytes` to peer `to`.
+    /// Send `bytes` to peer `to`, reliably and in order (a QUIC stream).
     Send {
         /// The peer.
         to: RegionId,
+        /// Where it listens.
+        addr: SocketAddr,
         /// An encoded [`Message`].
+        bytes: Vec<u8>,
+    },
+    /// Send a membership packet to `to`; loss is fine (a QUIC datagram).
+    Gossip {
+        /// The address.
+        to: SocketAddr,
+        /// A foca packet, at most [`crate::membership::MAX_GOSSIP_PACKET`] bytes.
         bytes: Vec<u8>,
     },
 }
@@ -232,7 +255,11 @@ pub struct Replica {
     durable_seq: u64,
     /// When the oldest durable-but-unsent write became durable.
     ready_since: Option<u64>,
-    members: BTreeSet<RegionId>,
+    /// Peers up, by membership, and where they listen.
+    members: BTreeMap<RegionId, SocketAddr>,
+    membership: Membership,
+    /// Left the membership after a graceful leave drained.
+    left: bool,
     demand: Demand,
     last_rebalance: BTreeMap<String, u64>,
     last_request: BTreeMap<String, u64>,
@@ -259,6 +286,12 @@ impl Replica {
     /// A replica restarting from what survived.
     pub fn restore(config: ReplicaConfig, state: Durable) -> Self {
         let demand = Demand::new(config.demand_half_life_ms);
+        let identity = NodeIdentity {
+            region: config.core.region,
+            addr: config.addr,
+            generation: config.generation,
+        };
+        let membership = Membership::new(identity, &config.membership, config.seed);
         Self {
             core: Core::new(config.core.clone()),
             durable_seq: state.own_seq,
@@ -267,7 +300,9 @@ impl Replica {
             pending: Vec::new(),
             awaiting: Vec::new(),
             ready_since: None,
-            members: BTreeSet::new(),
+            members: BTreeMap::new(),
+            membership,
+            left: false,
             demand,
             last_rebalance: BTreeMap::new(),
             last_request: BTreeMap::new(),
@@ -376,16 +411,61 @@ impl Replica {
         self.outbox.pop_front()
     }
 
-    /// A peer is alive (joined, or came back).
-    pub fn member_up(&mut self, region: RegionId) {
-        if region != self.me() {
-            self.members.insert(region);
+    /// Joins the cluster through these seed addresses (any member will do).
+    /// Harmless to repeat; the shell repeats it until a peer is up.
+    pub fn join(&mut self, now: u64, seeds: &[SocketAddr]) {
+        self.membership.join(now, seeds);
+        self.pump_membership();
+    }
+
+    /// A membership packet from the network.
+    pub fn gossip(&mut self, now: u64, bytes: &[u8]) {
+        self.membership.handle_data(now, bytes);
+        self.pump_membership();
+    }
+
+    /// Every other region this node has seen, and whether it is up.
+    pub fn members(&self) -> &BTreeMap<RegionId, MemberView> {
+        self.membership.regions()
+    }
+
+    /// Whether a graceful leave has finished: rights handed over, everything
+    /// sent, and the membership told.
+    pub fn left(&self) -> bool {
+        self.left
+    }
+
+    fn pump_membership(&mut self) {
+        while let Some((to, bytes)) = self.membership.poll_send() {
+            self.outbox.push_back(Output::Gossip { to, bytes });
+        }
+        while let Some(event) = self.membership.poll_event() {
+            match event {
+                MemberEvent::Up(region, addr) => {
+                    self.members.insert(region, addr);
+                    // Catch up with it at once (a new node pulls its snapshot
+                    // this way) rather than at its anti-entropy turn.
+                    if !self.leaving {
+                        let digest = self.digest();
+                        self.send(region, &digest);
+                    }
+                }
+                MemberEvent::Down(region) => {
+                    self.members.remove(&region);
+                }
+            }
         }
     }
 
-    /// A peer is considered dead.
-    pub fn member_down(&mut self, region: RegionId) {
-        self.members.remove(&region);
+    fn digest(&self) -> Message {
+        let mut watermarks: Vec<(RegionId, u64)> = self
+            .state
+            .watermarks
+            .iter()
+            .map(|(&r, &w)| (r, w))
+            .collect();
+        watermarks.push((self.me(), self.durable_seq));
+        Message::Digest { watermarks }
     }
 
     /// A client command. The reply comes out of [`Replica::poll_output`], after
@@ -504,20 +584,22 @@ impl Replica {
         }
         if now >= self.next_anti_entropy {
             self.next_anti_entropy = now + self.config.anti_entropy_ms;
-            let peers: Vec<RegionId> = self.members.iter().copied().collect();
+            let peers: Vec<RegionId> = self.members.keys().copied().collect();
             if !peers.is_empty() {
                 let to = peers[self.anti_entropy_cursor % peers.len()];
                 self.anti_entropy_cursor = self.anti_entropy_cursor.wrapping_add(1);
-                let mut watermarks: Vec<(RegionId, u64)> = self
-                    .state
-                    .watermarks
-                    .iter()
-                    .map(|(&r, &w)| (r, w))
-                    .collect();
-                watermarks.push((self.me(), self.durable_seq));
-                self.send(to, &Message::Digest { watermarks });
+                let digest = self.digest();
+                self.send(to, &digest);
             }
         }
+        self.membership.tick(now);
+        // A graceful leave ends by telling the membership, once every handed-over
+        // right has been made durable and sent.
+        if self.leaving && !self.left && self.drained() {
+            self.membership.leave(now);
+            self.left = true;
+        }
+        self.pump_membership();
     }
 
     /// Leave gracefully: hand every right this region holds to live peers, so
@@ -534,7 +616,7 @@ impl Replica {
             // The busiest live peer for this user, lowest id among equals.
             let Some(to) = self
                 .members
-                .iter()
+                .keys()
                 .copied()
                 .max_by_key(|&r| (self.demand.milli_rate(&user, r, now), std::cmp::Reverse(r)))
             else {
@@ -606,8 +688,12 @@ impl Replica {
     }
 
     fn send(&mut self, to: RegionId, message: &Message) {
-        if let Ok(bytes) = message.encode() {
-            self.outbox.push_back(Output::Send { to, bytes });
+        // Only members that are up have an address; others catch up later by
+        // anti-entropy.
+        if let Some(&addr) = self.members.get(&to)
+            && let Ok(bytes) = message.encode()
+        {
+            self.outbox.push_back(Output::Send { to, addr, bytes });
         }
     }
 
@@ -708,7 +794,7 @@ impl Replica {
         let mut start = from;
         let mut chunk: Vec<Item> = Vec::new();
         let mut size = 0usize;
-        let peers: Vec<RegionId> = self.members.iter().copied().collect();
+        let peers: Vec<RegionId> = self.members.keys().copied().collect();
         let flush = |replica: &mut Replica, start: u64, end: u64, chunk: Vec<Item>| {
             let message = Message::Deltas {
                 from_seq: start,
@@ -837,7 +923,7 @@ impl Replica {
         let account = self.state.accounts.get(user).cloned().unwrap_or_default();
         let holders: Vec<RegionId> = self
             .members
-            .iter()
+            .keys()
             .copied()
             .filter(|&r| account.rights(&self.config.core.genesis, r) > 0)
             .collect();
@@ -862,7 +948,7 @@ impl Replica {
         let me = self.me();
         let demand: BTreeMap<RegionId, u64> = self
             .members
-            .iter()
+            .keys()
             .copied()
             .chain([me])
             .map(|r| (r, self.demand.milli_rate(user, r, now)))

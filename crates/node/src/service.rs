@@ -309,6 +309,9 @@ fn route(inner: &mut Inner) {
             Output::Send { to, .. } => {
                 tracing::debug!(%to, "no cluster transport yet; peer message dropped");
             }
+            Output::Gossip { to, .. } => {
+                tracing::debug!(%to, "no cluster transport yet; gossip dropped");
+            }
         }
     }
 }
