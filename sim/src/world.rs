@@ -335,10 +335,7 @@ impl World {
             self.drain(i);
             self.check_region(i)?;
             if self.regions[i].state == State::Leaving
-                && self.regions[i]
-                    .replica
-                    .as_ref()
-                    .is_some_and(Replica::left)
+                && self.regions[i].replica.as_ref().is_some_and(Replica::left)
             {
                 self.stop(i, State::Gone);
             }

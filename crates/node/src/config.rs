@@ -14,8 +14,12 @@ pub const DEV_OPERATOR_TOKEN: &str = "maas-DEV-ONLY-operator-token";
 /// With no flags it runs a single-region node on 127.0.0.1:8080 with an embedded
 /// sled directory, the built-in meme catalog and dev-only credentials.
 #[derive(Debug, Parser)]
-#[command(name = "maas", version)]
+#[command(name = "maas", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// Something other than running a node.
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+
     /// Address the HTTP API listens on (port 0 picks a free port).
     #[arg(long, env = "MAAS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -91,6 +95,66 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, env = "MAAS_LOG_LEVEL", default_value = "info")]
     pub log_level: tracing::Level,
+
+    /// UDP address of the QUIC endpoint peers talk to (gossip and replication).
+    /// Without it and without --join the node runs alone.
+    #[arg(long, env = "MAAS_PEER_LISTEN")]
+    pub peer_listen: Option<SocketAddr>,
+
+    /// The peer address other regions should use, if not --peer-listen's.
+    #[arg(long, env = "MAAS_ADVERTISE")]
+    pub advertise: Option<SocketAddr>,
+
+    /// Peer addresses of cluster members to join through, comma-separated.
+    #[arg(long, env = "MAAS_JOIN", value_delimiter = ',')]
+    pub join: Vec<SocketAddr>,
+
+    /// The cluster CA certificate (PEM). Without the three --tls-* flags a
+    /// dev-only CA and certificate are generated under the data directory.
+    #[arg(long, env = "MAAS_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+
+    /// This node's certificate (PEM), signed by the cluster CA (`maas certs`).
+    #[arg(long, env = "MAAS_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+
+    /// This node's private key (PEM).
+    #[arg(long, env = "MAAS_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
+
+    /// On SIGTERM, stay a member holding its rights instead of handing them to
+    /// live peers (for a quick restart; the default is a graceful leave).
+    #[arg(long, env = "MAAS_STAY_ON_SHUTDOWN")]
+    pub stay_on_shutdown: bool,
+}
+
+/// The subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Create the cluster CA (if missing) and node certificates signed by it.
+    Certs {
+        /// Directory for ca.pem, ca.key and <name>.pem/<name>.key.
+        #[arg(long, default_value = "maas-certs")]
+        dir: PathBuf,
+        /// A node certificate to issue; repeat for several.
+        #[arg(long = "name", default_value = "node-1")]
+        names: Vec<String>,
+    },
+    /// Run several regions on loopback, one process each, for a demo.
+    Dev {
+        /// How many regions.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
+        regions: u16,
+        /// HTTP port of region 1; region N listens on this + N - 1.
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// QUIC port of region 1; region N listens on this + N - 1.
+        #[arg(long, default_value_t = 7001)]
+        peer_port: u16,
+        /// Directory for every region's data and the dev CA.
+        #[arg(long, default_value = "maas-dev")]
+        dir: PathBuf,
+    },
 }
 
 /// Algorithms for public-key JWT verification.

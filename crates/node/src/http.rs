@@ -16,7 +16,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The longest `Idempotency-Key` accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -41,6 +41,7 @@ pub fn router(service: Shared, max_body_bytes: usize) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .route("/v1/cluster", get(cluster))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(service.clone(), observe))
@@ -235,16 +236,23 @@ struct MemeResponse<'a> {
 struct MemeQuery {
     position: Option<Position>,
     query: String,
+    /// How long the client lets us wait for rights held in another region.
+    wait: Duration,
 }
+
+/// The longest `wait` a client may ask for: the one place a request waits on
+/// another region, so it stays short and opt-in.
+const MAX_WAIT_MS: u64 = 500;
 
 fn parse_meme_query(pairs: Vec<(String, String)>) -> Result<MemeQuery, Problem> {
     let bad = |detail: String| Problem::new(ProblemKind::InvalidRequest, detail);
-    let (mut lat, mut lon, mut query) = (None, None, None);
+    let (mut lat, mut lon, mut query, mut wait) = (None, None, None, None);
     for (name, value) in pairs {
         let slot = match name.as_str() {
             "lat" => &mut lat,
             "lon" => &mut lon,
             "query" => &mut query,
+            "wait" => &mut wait,
             other => {
                 return Err(bad(format!(
                     "unknown query parameter `{}`",
@@ -278,13 +286,28 @@ fn parse_meme_query(pairs: Vec<(String, String)>) -> Result<MemeQuery, Problem> 
             ));
         }
     };
+    let wait = match wait {
+        None => Duration::ZERO,
+        Some(ms) => match ms.trim().parse::<u64>() {
+            Ok(ms) if ms <= MAX_WAIT_MS => Duration::from_millis(ms),
+            _ => {
+                return Err(bad(format!(
+                    "`wait` must be whole milliseconds from 0 to {MAX_WAIT_MS}"
+                )));
+            }
+        },
+    };
     let query = query.unwrap_or_default();
     if query.chars().count() > MAX_QUERY_CHARS {
         return Err(bad(format!(
             "`query` is longer than {MAX_QUERY_CHARS} characters"
         )));
     }
-    Ok(MemeQuery { position, query })
+    Ok(MemeQuery {
+        position,
+        query,
+        wait,
+    })
 }
 
 fn truncate(s: &str) -> String {
@@ -306,10 +329,22 @@ async fn memes(
         request.query
     );
     let key = idempotency_key(&headers, format!("u:{user}"), fingerprint)?;
-    let executed = service
-        .execute(&user, Command::ChargeCall, key)
-        .await
-        .map_err(|f| failure(&service, f))?;
+    // The refusal already asked the regions holding rights for some; with
+    // `wait`, retry while they arrive.
+    let deadline = Instant::now() + request.wait;
+    let executed = loop {
+        match service
+            .execute(&user, Command::ChargeCall, key.clone())
+            .await
+        {
+            Err(Failure::Refused(Refusal::TokensInOtherRegion { .. }))
+                if Instant::now() + WAIT_STEP <= deadline =>
+            {
+                tokio::time::sleep(WAIT_STEP).await;
+            }
+            other => break other.map_err(|f| failure(&service, f))?,
+        }
+    };
     let meme = service.catalog.choose(&request.query, request.position);
     let body = MemeResponse {
         id: meme.id,
@@ -489,6 +524,65 @@ async fn adjust(
     .into_response();
     mark_replay(&mut response, &executed);
     Ok(response)
+}
+
+/// How often a waiting request retries.
+const WAIT_STEP: Duration = Duration::from_millis(20);
+
+/// One region, as `GET /v1/cluster` shows it.
+#[derive(Serialize)]
+struct ClusterMember {
+    region: u16,
+    addr: String,
+    state: &'static str,
+    since_ms: u64,
+    /// Replication lag of this peer behind our writes (peers that are up).
+    lag_entries: Option<u64>,
+    lag_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ClusterBody {
+    region: u16,
+    addr: String,
+    generation: u64,
+    members: Vec<ClusterMember>,
+    transfers: u64,
+    tokens_moved: u64,
+    rights_requests: u64,
+}
+
+/// `GET /v1/cluster`: members, their state and replication lag. Operator only.
+async fn cluster(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<ClusterBody>, Problem> {
+    operator(&service, &headers)?;
+    let view = service.cluster();
+    let members = view
+        .members
+        .iter()
+        .map(|(region, m)| {
+            let lag = view.lag.get(region);
+            ClusterMember {
+                region: region.0,
+                addr: m.identity.addr.to_string(),
+                state: if m.up { "up" } else { "down" },
+                since_ms: m.since_ms,
+                lag_entries: lag.map(|l| l.entries),
+                lag_ms: lag.map(|l| l.ms),
+            }
+        })
+        .collect();
+    Ok(Json(ClusterBody {
+        region: view.identity.region.0,
+        addr: view.identity.addr.to_string(),
+        generation: view.identity.generation,
+        members,
+        transfers: view.escrow.transfers,
+        tokens_moved: view.escrow.tokens_moved,
+        rights_requests: view.escrow.rights_requests,
+    }))
 }
 
 async fn health() -> Json<serde_json::Value> {

@@ -17,12 +17,16 @@
 //! - Shell:
 //!   - [`service`]: the replica behind one lock; group commit (prepare → write →
 //!     flush → release replies); routing replies to waiting requests.
+//!   - [`transport`]: QUIC between regions (quinn, mutual TLS): datagrams for
+//!     membership, one stream per replication message, one connection per peer.
+//!   - [`certs`]: the cluster CA and node certificates (`maas certs`).
 //!   - [`store`]: sled: one atomic batch per flush, and loading at startup.
 //!   - [`http`]: axum routes, parsing and responses.
 //!   - [`problem`]: `application/problem+json` errors with stable `type`s.
 //!   - [`auth`]: JWT clients and the operator credential.
 //!   - [`metrics`]: Prometheus text.
 //!   - [`config`]: flags and environment variables.
+//!   - [`dev`]: `maas dev --regions N`, a loopback cluster for demos.
 //!   - [`server`]: startup, the dev banner, background tasks, graceful shutdown.
 //! - [`error`]: [`NodeError`], this crate's one error type.
 //!
@@ -38,9 +42,11 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod certs;
 pub mod config;
 pub mod core;
 pub mod demand;
+pub mod dev;
 pub mod error;
 pub mod http;
 pub mod membership;
@@ -52,5 +58,6 @@ pub mod replica;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod transport;
 
 pub use error::NodeError;

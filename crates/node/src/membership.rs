@@ -384,8 +384,8 @@ struct WireMember {
 }
 
 fn put(item: &impl Encode, mut buf: impl BufMut) -> Result<(), NodeError> {
-    let bytes = bincode::encode_to_vec(item, CODEC)
-        .map_err(|e| NodeError::PeerBytes(e.to_string()))?;
+    let bytes =
+        bincode::encode_to_vec(item, CODEC).map_err(|e| NodeError::PeerBytes(e.to_string()))?;
     // foca requires that a full buffer is left untouched.
     if buf.remaining_mut() < bytes.len() {
         return Err(NodeError::PeerBytes("membership packet full".into()));

@@ -62,6 +62,7 @@ pub struct Metrics {
     flush: Mutex<Histogram>,
     spends: AtomicU64,
     credits: AtomicU64,
+    peer_drops: AtomicU64,
 }
 
 impl Metrics {
@@ -98,6 +99,11 @@ impl Metrics {
         }
     }
 
+    /// Counts a message to a peer dropped (queue full, peer unreachable).
+    pub fn peer_message_dropped(&self) {
+        self.peer_drops.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -126,6 +132,12 @@ impl Metrics {
                 let _ = writeln!(out, "maas_refusals_total{{reason=\"{reason}\"}} {n}");
             }
         }
+        out.push_str("# TYPE maas_peer_messages_dropped_total counter\n");
+        let _ = writeln!(
+            out,
+            "maas_peer_messages_dropped_total {}",
+            self.peer_drops.load(Ordering::Relaxed)
+        );
         out.push_str("# TYPE maas_storage_flush_duration_seconds histogram\n");
         if let Ok(h) = self.flush.lock() {
             h.render(&mut out, "maas_storage_flush_duration_seconds", "");

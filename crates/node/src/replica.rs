@@ -234,6 +234,28 @@ impl Durable {
     }
 }
 
+/// How far one peer has caught up with our writes, from its latest digest.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerLag {
+    /// Our durable writes the peer has not confirmed holding.
+    pub entries: u64,
+    /// Age of the oldest of those writes, ms (0 if none).
+    pub ms: u64,
+    /// When the peer's latest digest arrived, ms.
+    pub heard_ms: u64,
+}
+
+/// Counters of escrow traffic since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EscrowStats {
+    /// Transfers of rights this region made (rebalancing, answers, leaving).
+    pub transfers: u64,
+    /// Tokens of rights those transfers moved.
+    pub tokens_moved: u64,
+    /// Rights requests this region sent after refusing a spend.
+    pub rights_requests: u64,
+}
+
 /// Keys changed since the state was last persisted.
 #[derive(Debug, Default)]
 struct Dirty {
@@ -275,7 +297,15 @@ pub struct Replica {
     changed: BTreeSet<String>,
     /// What changed since the last [`Replica::prepare_persist`].
     dirty: Dirty,
+    /// When each recent durable write of ours became durable: (seq, ms).
+    write_times: VecDeque<(u64, u64)>,
+    /// Per peer: (its watermark of us, when heard).
+    acked_by: BTreeMap<RegionId, (u64, u64)>,
+    stats: EscrowStats,
 }
+
+/// At most this many write times are kept for lag reporting.
+const WRITE_TIMES_KEPT: usize = 100_000;
 
 impl Replica {
     /// A replica starting from nothing.
@@ -313,6 +343,9 @@ impl Replica {
             outbox: VecDeque::new(),
             changed: BTreeSet::new(),
             dirty: Dirty::default(),
+            write_times: VecDeque::new(),
+            acked_by: BTreeMap::new(),
+            stats: EscrowStats::default(),
         }
     }
 
@@ -435,6 +468,38 @@ impl Replica {
         self.left
     }
 
+    /// Replication lag of each peer that is up, at `now`.
+    pub fn lag(&self, now: u64) -> BTreeMap<RegionId, PeerLag> {
+        self.members
+            .keys()
+            .map(|&peer| {
+                let (mark, heard_ms) = self.acked_by.get(&peer).copied().unwrap_or((0, 0));
+                let entries = self.durable_seq.saturating_sub(mark);
+                let ms = self
+                    .write_times
+                    .iter()
+                    .find(|(seq, _)| *seq > mark)
+                    .map_or(0, |(_, at)| now.saturating_sub(*at));
+                let lag = PeerLag {
+                    entries,
+                    ms: if entries == 0 { 0 } else { ms },
+                    heard_ms,
+                };
+                (peer, lag)
+            })
+            .collect()
+    }
+
+    /// Escrow counters since start.
+    pub fn stats(&self) -> EscrowStats {
+        self.stats
+    }
+
+    /// This node's current membership identity.
+    pub fn identity(&self) -> NodeIdentity {
+        self.membership.identity()
+    }
+
     fn pump_membership(&mut self) {
         while let Some((to, bytes)) = self.membership.poll_send() {
             self.outbox.push_back(Output::Gossip { to, bytes });
@@ -553,6 +618,10 @@ impl Replica {
             return;
         }
         self.durable_seq = ticket;
+        self.write_times.push_back((ticket, now));
+        if self.write_times.len() > WRITE_TIMES_KEPT {
+            self.write_times.pop_front();
+        }
         let (done, later): (Vec<_>, Vec<_>) =
             self.pending.drain(..).partition(|(seq, ..)| *seq <= ticket);
         self.pending = later;
@@ -653,7 +722,27 @@ impl Replica {
                     *w = (*w).max(to_seq);
                 }
             }
-            Message::Digest { watermarks } => self.answer_digest(from, &watermarks),
+            Message::Digest { watermarks } => {
+                let me = self.me();
+                if let Some(&(_, mark)) = watermarks.iter().find(|(r, _)| *r == me) {
+                    self.acked_by.insert(from, (mark, now));
+                    // Forget write times every peer has confirmed.
+                    let lowest = self
+                        .members
+                        .keys()
+                        .map(|p| self.acked_by.get(p).map_or(0, |a| a.0))
+                        .min()
+                        .unwrap_or(mark);
+                    while self
+                        .write_times
+                        .front()
+                        .is_some_and(|(seq, _)| *seq <= lowest)
+                    {
+                        self.write_times.pop_front();
+                    }
+                }
+                self.answer_digest(from, &watermarks)
+            }
             Message::CatchUp { items, covered } => {
                 for item in items {
                     self.merge_item(item, now);
@@ -730,6 +819,8 @@ impl Replica {
         }
         self.state.accounts.insert(user.to_owned(), account);
         self.write_own(user);
+        self.stats.transfers += 1;
+        self.stats.tokens_moved += amount;
         true
     }
 
@@ -931,6 +1022,9 @@ impl Replica {
             user: user.to_owned(),
             amount,
         };
+        if !holders.is_empty() {
+            self.stats.rights_requests += 1;
+        }
         for to in holders {
             self.send(to, &message);
         }

@@ -2,13 +2,17 @@
 
 use crate::auth::{Authenticator, JwtKey, sign_hs256_valid_for};
 use crate::catalog::Catalog;
-use crate::config::{Cli, DEV_JWT_SECRET, DEV_OPERATOR_TOKEN, LogFormat, PublicKeyAlgorithm};
+use crate::certs::TlsFiles;
+use crate::config::{
+    Cli, DEV_JWT_SECRET, DEV_OPERATOR_TOKEN, LogFormat, PublicKeyAlgorithm, Subcommand,
+};
 use crate::core::CoreConfig;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::replica::{Replica, ReplicaConfig};
 use crate::service::Service;
 use crate::store::Store;
+use crate::transport::Transport;
 use crate::{NodeError, http};
 use ledger_crdt::{Genesis, RegionId};
 use std::io::Write;
@@ -21,6 +25,16 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// Parses the command line, runs the node, and returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = <Cli as clap::Parser>::parse();
+    match &cli.command {
+        Some(Subcommand::Certs { dir, names }) => return certs_command(dir, names),
+        Some(Subcommand::Dev {
+            regions,
+            http_port,
+            peer_port,
+            dir,
+        }) => return crate::dev::run(*regions, *http_port, *peer_port, dir),
+        None => {}
+    }
     init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -88,7 +102,23 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         idempotency_ttl_ms: cli.idempotency_ttl_secs.saturating_mul(1000),
         policy: crate::core::SpendPolicy::Escrow,
     };
-    let replica = Replica::restore(ReplicaConfig::new(core), durable);
+    let mut config = ReplicaConfig::new(core);
+    // The peer socket is bound first: its address is part of our identity.
+    let clustered = cli.peer_listen.is_some() || !cli.join.is_empty();
+    let peer_socket = if clustered {
+        let bind = cli
+            .peer_listen
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        let socket = std::net::UdpSocket::bind(bind)?;
+        config.addr = cli.advertise.unwrap_or(socket.local_addr()?);
+        Some(socket)
+    } else {
+        None
+    };
+    // A new life of this node wins over its older self in the membership.
+    config.generation = crate::service::now_ms();
+    config.seed = config.generation ^ u64::from(region.0);
+    let replica = Replica::restore(config, durable);
     let service = Arc::new(Service::new(
         replica,
         store,
@@ -100,15 +130,32 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
     service.start_group_commit(Duration::from_micros(cli.commit_linger_us))?;
     tokio::spawn(tick(service.clone()));
     tokio::spawn(sweep_idempotency(service.clone()));
+    let transport = match peer_socket {
+        Some(socket) => {
+            let tls = tls_files(&cli)?;
+            let peer_addr = socket.local_addr()?;
+            let transport = Transport::start(socket, &tls, region, service.clone())?;
+            service.join(&cli.join);
+            tracing::info!(%peer_addr, seeds = ?cli.join, "cluster transport up");
+            Some((transport, peer_addr))
+        }
+        None => None,
+    };
 
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     let addr = listener.local_addr()?;
-    banner(&cli, addr, dev_secret)?;
+    banner(&cli, addr, transport.as_ref().map(|t| t.1), dev_secret)?;
     tracing::info!(%addr, region = %region, data_dir = %cli.data_dir.display(), "serving");
 
     axum::serve(listener, http::router(service.clone(), cli.max_body_bytes))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    if let Some((transport, _)) = transport {
+        if !cli.stay_on_shutdown {
+            leave(&service).await;
+        }
+        transport.close(Duration::from_secs(2)).await;
+    }
     // Every acknowledged write already waited for its flush; this one covers
     // writes whose requests were abandoned mid-way.
     let last = service.clone();
@@ -119,15 +166,74 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// Hands every right this region holds to live peers, then leaves the
+/// membership; gives up after 10 s (the rights stay ours, safely, until we
+/// return).
+async fn leave(service: &Service) {
+    service.leave();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !service.left() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if service.left() {
+        tracing::info!("left the cluster; rights handed to live peers");
+    } else {
+        tracing::warn!("graceful leave did not finish; this region keeps its rights");
+    }
+}
+
+/// The TLS files to use: the flags', or a dev CA under the data directory.
+fn tls_files(cli: &Cli) -> Result<TlsFiles, NodeError> {
+    match (&cli.tls_ca, &cli.tls_cert, &cli.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => Ok(TlsFiles {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => {
+            let dir = cli.data_dir.join("tls");
+            tracing::warn!(dir = %dir.display(), "DEV ONLY: using a generated cluster CA; peers need certificates from it (see `maas certs`)");
+            crate::certs::ensure_node(&dir, &format!("region-{}", cli.region))
+        }
+    }
+}
+
+/// `maas certs`: creates the CA and the named node certificates.
+fn certs_command(dir: &std::path::Path, names: &[String]) -> std::process::ExitCode {
+    for name in names {
+        match crate::certs::ensure_node(dir, name) {
+            Ok(files) => println!(
+                "{name}: --tls-ca {} --tls-cert {} --tls-key {}",
+                files.ca.display(),
+                files.cert.display(),
+                files.key.display()
+            ),
+            Err(e) => {
+                eprintln!("maas certs: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
+    std::process::ExitCode::SUCCESS
+}
+
 /// Prints where the node listens and, in dev mode, working credentials and curl
-/// lines. The first line is stable: tests read the address from it.
-fn banner(cli: &Cli, addr: std::net::SocketAddr, dev_secret: bool) -> Result<(), NodeError> {
+/// lines. The first lines are stable: tests read the addresses from them.
+fn banner(
+    cli: &Cli,
+    addr: std::net::SocketAddr,
+    peer_addr: Option<std::net::SocketAddr>,
+    dev_secret: bool,
+) -> Result<(), NodeError> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "maas listening on http://{addr} (region {})",
         cli.region
     )?;
+    if let Some(peer) = peer_addr {
+        writeln!(out, "maas peers on quic://{peer}")?;
+    }
     if dev_secret || cli.operator_token.is_none() {
         writeln!(
             out,

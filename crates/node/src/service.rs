@@ -11,15 +11,20 @@ use crate::NodeError;
 use crate::auth::Authenticator;
 use crate::catalog::Catalog;
 use crate::core::{Command, IdempotencyKey, Receipt, Refusal};
+use crate::membership::MemberView;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
+use crate::replica::{EscrowStats, PeerLag};
 use crate::replica::{Output, Persist, Replica};
 use crate::store::Store;
+use ledger_crdt::RegionId;
+use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Why the service could not complete a request.
 #[derive(Debug)]
@@ -47,6 +52,8 @@ enum Outcome {
 
 struct Inner {
     replica: Replica,
+    /// Where peer-bound outputs go: the cluster transport, once started.
+    outbound: Option<mpsc::UnboundedSender<Output>>,
     waiting: HashMap<u64, oneshot::Sender<Outcome>>,
     /// A persist whose write failed, retried before the next one.
     retry: Option<Persist>,
@@ -97,6 +104,7 @@ impl Service {
         Self {
             inner: Mutex::new(Inner {
                 replica,
+                outbound: None,
                 waiting: HashMap::new(),
                 retry: None,
             }),
@@ -186,11 +194,72 @@ impl Service {
         self.store.writable() && !self.progress.borrow().failing
     }
 
-    /// Time passes for the replica (batches, anti-entropy).
+    /// Time passes for the replica (batches, anti-entropy, membership timers).
     pub fn tick(&self) {
         let mut inner = self.lock();
         inner.replica.tick(now_ms());
-        route(&mut inner);
+        self.after_input(&mut inner);
+    }
+
+    /// Routes what an input produced; wakes group commit if it wrote (accepted
+    /// transfers, rebalancing), since those writes leave only once durable.
+    fn after_input(&self, inner: &mut Inner) {
+        route(inner);
+        if inner.replica.written() > self.progress.borrow().durable {
+            self.wake_group_commit();
+        }
+    }
+
+    /// Sends peer-bound outputs to the transport from now on.
+    pub fn set_outbound(&self, tx: mpsc::UnboundedSender<Output>) {
+        self.lock().outbound = Some(tx);
+    }
+
+    /// A replication message from peer region `from`.
+    pub fn peer(&self, from: RegionId, bytes: &[u8]) {
+        let mut inner = self.lock();
+        inner.replica.peer(now_ms(), from, bytes);
+        self.after_input(&mut inner);
+    }
+
+    /// A membership packet from the network.
+    pub fn gossip(&self, bytes: &[u8]) {
+        let mut inner = self.lock();
+        inner.replica.gossip(now_ms(), bytes);
+        self.after_input(&mut inner);
+    }
+
+    /// Joins the cluster through these seed addresses.
+    pub fn join(&self, seeds: &[SocketAddr]) {
+        let mut inner = self.lock();
+        inner.replica.join(now_ms(), seeds);
+        self.after_input(&mut inner);
+    }
+
+    /// Starts a graceful leave: every right this region holds goes to live
+    /// peers. Poll [`Service::left`] (ticking continues) until it is done.
+    pub fn leave(&self) {
+        let mut inner = self.lock();
+        inner.replica.leave(now_ms());
+        self.after_input(&mut inner);
+    }
+
+    /// Whether a graceful leave has finished.
+    pub fn left(&self) -> bool {
+        self.lock().replica.left()
+    }
+
+    /// What this node knows of the cluster, for `GET /v1/cluster`.
+    pub fn cluster(&self) -> ClusterView {
+        let now = now_ms();
+        let inner = self.lock();
+        ClusterView {
+            identity: inner.replica.identity(),
+            members: inner.replica.members().clone(),
+            lag: inner.replica.lag(now),
+            escrow: inner.replica.stats(),
+            now_ms: now,
+        }
     }
 
     /// Forgets expired idempotency records (persisted by the next flush).
@@ -291,9 +360,23 @@ impl Service {
     }
 }
 
-/// Hands the replica's outputs on: replies to their waiting requests. (Peer
-/// bytes go to the cluster transport once there is one; a single region has no
-/// peers, so there are none.)
+/// A snapshot of the cluster as this node sees it.
+#[derive(Clone, Debug)]
+pub struct ClusterView {
+    /// This node's identity.
+    pub identity: crate::membership::NodeIdentity,
+    /// Every other region seen.
+    pub members: BTreeMap<RegionId, MemberView>,
+    /// Replication lag of peers that are up.
+    pub lag: BTreeMap<RegionId, PeerLag>,
+    /// Escrow counters.
+    pub escrow: EscrowStats,
+    /// When the snapshot was taken, ms.
+    pub now_ms: u64,
+}
+
+/// Hands the replica's outputs on: replies to their waiting requests, peer
+/// bytes to the transport (dropped when there is none: a lone region).
 fn route(inner: &mut Inner) {
     while let Some(output) = inner.replica.poll_output() {
         match output {
@@ -306,11 +389,10 @@ fn route(inner: &mut Inner) {
                     let _ = tx.send(Outcome::Replied(result, replayed));
                 }
             }
-            Output::Send { to, .. } => {
-                tracing::debug!(%to, "no cluster transport yet; peer message dropped");
-            }
-            Output::Gossip { to, .. } => {
-                tracing::debug!(%to, "no cluster transport yet; gossip dropped");
+            peer_bound => {
+                if let Some(tx) = &inner.outbound {
+                    let _ = tx.send(peer_bound);
+                }
             }
         }
     }
