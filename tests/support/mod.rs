@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,6 +22,8 @@ pub struct Node {
     child: Child,
     /// `127.0.0.1:port`.
     pub addr: String,
+    /// Where its QUIC endpoint really listens, if it runs one.
+    pub peer: Option<std::net::SocketAddr>,
     dir: PathBuf,
 }
 
@@ -57,11 +61,25 @@ impl Node {
             .and_then(|rest| rest.split_whitespace().next())
             .expect("address in the first line")
             .to_owned();
+        let mut peer = None;
+        if extra.contains(&"--peer-listen") {
+            let second = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("maas printed its peer address in time")
+                .expect("read stdout")
+                .expect("a second line");
+            peer = second
+                .split("quic://")
+                .nth(1)
+                .and_then(|a| a.trim().parse().ok());
+            assert!(peer.is_some(), "peer address in {second:?}");
+        }
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Node {
             child,
             addr,
+            peer,
             dir: dir.to_owned(),
         }
     }

@@ -1,0 +1,394 @@
+//! Several real `maas` processes on loopback, talking QUIC with mutual TLS
+//! through UDP fault proxies (`support/proxy.rs`), each with its own sled
+//! directory. Every test uses its own `127.0.T.x` addresses.
+
+mod support;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::proxy::{Links, Proxy, node_ip};
+use support::{Node, OPERATOR, token};
+use tempfile::TempDir;
+
+const GRANT: u64 = 150;
+
+/// A test cluster: nodes `1..=n`, each behind its proxy.
+struct Cluster {
+    t: u8,
+    links: Links,
+    proxies: Vec<Proxy>,
+    nodes: Vec<Option<Node>>,
+    dirs: Vec<TempDir>,
+    certs: PathBuf,
+    _certs_dir: TempDir,
+}
+
+/// Issues `region-1..=region-n` under one fresh CA in `dir`.
+fn issue_certs(dir: &Path, n: u8) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_maas"));
+    command.arg("certs").arg("--dir").arg(dir);
+    for i in 1..=n {
+        command.arg("--name").arg(format!("region-{i}"));
+    }
+    let out = command.output().expect("run maas certs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Cluster {
+    /// Starts `n` regions (up to `capacity` may exist later) in cluster `t`.
+    async fn start(t: u8, n: u8, capacity: u8) -> Cluster {
+        let certs_dir = tempfile::tempdir().expect("tempdir");
+        issue_certs(certs_dir.path(), capacity);
+        let links = Links::default();
+        let mut proxies = Vec::new();
+        let mut dirs = Vec::new();
+        for i in 1..=capacity {
+            proxies.push(Proxy::bind(t, i, links.clone()).await);
+            dirs.push(tempfile::tempdir().expect("tempdir"));
+        }
+        let mut cluster = Cluster {
+            t,
+            links,
+            proxies,
+            nodes: (0..capacity).map(|_| None).collect(),
+            dirs,
+            certs: certs_dir.path().to_owned(),
+            _certs_dir: certs_dir,
+        };
+        for i in 1..=n {
+            cluster.start_node(i).await;
+        }
+        cluster
+    }
+
+    /// Starts (or restarts) node `i` on its data directory.
+    async fn start_node(&mut self, i: u8) {
+        let idx = usize::from(i - 1);
+        let join: Vec<String> = (1..=self.proxies.len() as u8)
+            .filter(|&j| j != i)
+            .map(|j| self.proxies[usize::from(j - 1)].addr.to_string())
+            .collect();
+        let file = |ext: &str| {
+            self.certs
+                .join(format!("region-{i}.{ext}"))
+                .display()
+                .to_string()
+        };
+        let args: Vec<String> = vec![
+            "--region".into(),
+            i.to_string(),
+            "--genesis-regions".into(),
+            "1,2,3".into(),
+            "--peer-listen".into(),
+            format!("{}:0", node_ip(self.t, i)),
+            "--advertise".into(),
+            self.proxies[idx].addr.to_string(),
+            "--join".into(),
+            join.join(","),
+            "--tls-ca".into(),
+            self.certs.join("ca.pem").display().to_string(),
+            "--tls-cert".into(),
+            file("pem"),
+            "--tls-key".into(),
+            file("key"),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let node = Node::start(self.dirs[idx].path(), &args).await;
+        self.proxies[idx].set_target(node.peer.expect("peer address"));
+        self.nodes[idx] = Some(node);
+    }
+
+    fn node(&self, i: u8) -> &Node {
+        self.nodes[usize::from(i - 1)]
+            .as_ref()
+            .expect("node running")
+    }
+
+    fn take(&mut self, i: u8) -> Node {
+        self.nodes[usize::from(i - 1)].take().expect("node running")
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().flatten()
+    }
+
+    /// Waits until every live node sees every other live node up.
+    async fn wait_all_up(&self, within: Duration) {
+        let want = self.live().count() - 1;
+        eventually(within, "every member up everywhere", || async {
+            for node in self.live() {
+                if up_members(node).await.len() != want {
+                    return false;
+                }
+            }
+            true
+        })
+        .await;
+    }
+
+    /// Waits until every live node reports `balance` for `user`; returns how
+    /// long that took.
+    async fn wait_balance(&self, user: &str, balance: u64, within: Duration) -> Duration {
+        eventually(
+            within,
+            &format!("{user} at {balance} everywhere"),
+            || async {
+                for node in self.live() {
+                    if node.balance(user).await != balance {
+                        return false;
+                    }
+                }
+                true
+            },
+        )
+        .await
+    }
+}
+
+/// Regions a node sees up.
+async fn up_members(node: &Node) -> Vec<u64> {
+    let r = node.get("/v1/cluster", OPERATOR).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter(|m| m["state"] == "up")
+        .filter_map(|m| m["region"].as_u64())
+        .collect()
+}
+
+/// Polls `check` every 50 ms until it holds; panics after `within`.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One spend; true if acknowledged, false on 402. Anything else fails the test.
+async fn spend(node: &Node, user: &str) -> bool {
+    let r = node.get("/memes?query=cats", &token(user)).await;
+    match r.status {
+        200 => true,
+        402 => false,
+        other => panic!("spend at {}: {other} {}", node.addr, r.body),
+    }
+}
+
+/// What a node says `user` may spend there.
+async fn spendable_here(node: &Node, user: &str) -> u64 {
+    let r = node.get(&format!("/v1/users/{user}"), OPERATOR).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["spendable_here"].as_u64().expect("spendable_here")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rights_follow_demand_at_100ms_rtt_and_every_region_converges() {
+    let cluster = Cluster::start(1, 3, 3).await;
+    cluster.links.set_delay(Duration::from_millis(50));
+    cluster.wait_all_up(Duration::from_secs(20)).await;
+
+    // A traveller spends only in region 2, which holds a third of the grant:
+    // the rest must arrive from regions 1 and 3 before region 2 runs dry.
+    let b = cluster.node(2);
+    let started = Instant::now();
+    let mut refused = 0;
+    for n in 0..120u32 {
+        // Open loop at 25 spends/s.
+        let due = started + Duration::from_millis(40) * n;
+        tokio::time::sleep_until(due.into()).await;
+        if !spend(b, "traveller").await {
+            refused += 1;
+        }
+    }
+    let rate = 120.0 / started.elapsed().as_secs_f64();
+    assert!(rate >= 20.0, "spent at only {rate:.1}/s");
+    assert_eq!(refused, 0, "the traveller was refused {refused} times");
+
+    // Spends and a credit in every region converge to the same balances.
+    for _ in 0..10 {
+        assert!(spend(cluster.node(1), "alice").await);
+        assert!(spend(cluster.node(3), "carol").await);
+    }
+    assert_eq!(cluster.node(2).adjust("bob", 5).await.status, 200);
+    cluster
+        .wait_balance("traveller", GRANT - 120, Duration::from_secs(10))
+        .await;
+    cluster
+        .wait_balance("alice", GRANT - 10, Duration::from_secs(10))
+        .await;
+    cluster
+        .wait_balance("carol", GRANT - 10, Duration::from_secs(10))
+        .await;
+    cluster
+        .wait_balance("bob", GRANT + 5, Duration::from_secs(10))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_keep_both_sides_serving_and_heal_to_the_exact_total() {
+    let cluster = Cluster::start(2, 3, 3).await;
+    cluster.wait_all_up(Duration::from_secs(20)).await;
+
+    // {1} | {2, 3}: both sides spend what they hold, and no more.
+    cluster.links.cut(1, 2);
+    cluster.links.cut(1, 3);
+    let mut acked = 0u64;
+    let (mut a_ok, mut b_ok) = (true, true);
+    for _ in 0..200 {
+        if a_ok {
+            a_ok = spend(cluster.node(1), "payer").await;
+            acked += u64::from(a_ok);
+        }
+        if b_ok {
+            b_ok = spend(cluster.node(2), "payer").await;
+            acked += u64::from(b_ok);
+        }
+        if !a_ok && !b_ok {
+            break;
+        }
+    }
+    assert!(!a_ok && !b_ok, "both sides ran out of their own rights");
+    assert!(acked > 0 && acked <= GRANT, "acked {acked} of {GRANT}");
+
+    cluster.links.heal();
+    let took = cluster
+        .wait_balance("payer", GRANT - acked, Duration::from_secs(10))
+        .await;
+    eprintln!("converged {took:?} after the heal ({acked} spends acked)");
+
+    // Non-transitive: 1–3 cut, 2 in the middle still carries 1's and 3's writes.
+    cluster.links.cut(1, 3);
+    for _ in 0..5 {
+        assert!(spend(cluster.node(1), "middle").await);
+        assert!(spend(cluster.node(3), "middle").await);
+    }
+    cluster
+        .wait_balance("middle", GRANT - 10, Duration::from_secs(10))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_region_restarts_catches_up_and_loses_no_acknowledged_spend() {
+    let mut cluster = Cluster::start(3, 3, 3).await;
+    cluster.wait_all_up(Duration::from_secs(20)).await;
+
+    for _ in 0..30 {
+        assert!(spend(cluster.node(2), "kim").await);
+    }
+    cluster.take(2).kill9().await;
+    // Region 1 serves from what it still holds (region 2 drew rights towards
+    // itself while it was busy; those wait for its return).
+    let mut acked = 0;
+    for _ in 0..10 {
+        acked += u64::from(spend(cluster.node(1), "kim").await);
+        assert!(spend(cluster.node(1), "lee").await);
+    }
+    cluster.start_node(2).await;
+    cluster.wait_all_up(Duration::from_secs(20)).await;
+    cluster
+        .wait_balance("kim", GRANT - 30 - acked, Duration::from_secs(10))
+        .await;
+    cluster
+        .wait_balance("lee", GRANT - 10, Duration::from_secs(10))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_region_joins_and_serves_and_a_leaving_region_hands_over_its_rights() {
+    let mut cluster = Cluster::start(4, 3, 4).await;
+    cluster.wait_all_up(Duration::from_secs(20)).await;
+
+    // Region 4 starts with no rights and earns them: with `wait`, a spend there
+    // waits for the rights it asked for.
+    cluster.start_node(4).await;
+    cluster.wait_all_up(Duration::from_secs(20)).await;
+    let d = cluster.node(4);
+    for _ in 0..10 {
+        let r = d.get("/memes?wait=500", &token("joiner")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    cluster
+        .wait_balance("joiner", GRANT - 10, Duration::from_secs(10))
+        .await;
+
+    // Region 3 holds rights for "holder", then leaves gracefully.
+    assert_eq!(cluster.node(3).adjust("holder", 30).await.status, 200);
+    cluster
+        .wait_balance("holder", GRANT + 30, Duration::from_secs(10))
+        .await;
+    assert!(spendable_here(cluster.node(3), "holder").await > 0);
+    let status = cluster.take(3).terminate().await;
+    assert!(status.success(), "{status:?}");
+
+    // Nothing is stranded: the live regions together hold every token.
+    eventually(
+        Duration::from_secs(10),
+        "holder's rights all live",
+        || async {
+            let mut total = 0;
+            for i in [1, 2, 4] {
+                total += spendable_here(cluster.node(i), "holder").await;
+            }
+            total == GRANT + 30
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_a_certificate_from_another_ca_is_refused() {
+    let cluster = Cluster::start(5, 2, 2).await;
+    cluster.wait_all_up(Duration::from_secs(20)).await;
+
+    // Same flags, but a certificate from a CA of its own.
+    let rogue_certs = tempfile::tempdir().expect("tempdir");
+    issue_certs(rogue_certs.path(), 3);
+    let rogue_dir = tempfile::tempdir().expect("tempdir");
+    let file = |name: &str| rogue_certs.path().join(name).display().to_string();
+    let join = format!("{},{}", cluster.proxies[0].addr, cluster.proxies[1].addr);
+    let peer_listen = format!("{}:0", node_ip(5, 3));
+    let rogue = Node::start(
+        rogue_dir.path(),
+        &[
+            "--region",
+            "3",
+            "--genesis-regions",
+            "1,2,3",
+            "--peer-listen",
+            &peer_listen,
+            "--join",
+            &join,
+            "--tls-ca",
+            &file("ca.pem"),
+            "--tls-cert",
+            &file("region-3.pem"),
+            "--tls-key",
+            &file("region-3.key"),
+        ],
+    )
+    .await;
+    // It spends from its genesis share, hoping to spread the delta.
+    assert!(spend(&rogue, "victim").await);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    assert!(up_members(&rogue).await.is_empty(), "the rogue joined");
+    for node in cluster.live() {
+        assert_eq!(up_members(node).await.len(), 1, "only the real peer is up");
+        assert_eq!(node.balance("victim").await, GRANT, "a delta got in");
+    }
+}
