@@ -237,6 +237,32 @@ async fn rights_follow_demand_at_100ms_rtt_and_every_region_converges() {
     cluster
         .wait_balance("bob", GRANT + 5, Duration::from_secs(10))
         .await;
+
+    // Idempotency across regions: once the first region's record has
+    // replicated, a retry that fails over to another region replays it.
+    let auth = format!("Bearer {}", token("retrier"));
+    let headers = [
+        ("authorization", auth.as_str()),
+        ("idempotency-key", "order-7"),
+    ];
+    let first = cluster
+        .node(1)
+        .send("GET", "/memes?query=cats", &headers, "")
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    cluster
+        .wait_balance("retrier", GRANT - 1, Duration::from_secs(10))
+        .await;
+    let retry = cluster
+        .node(3)
+        .send("GET", "/memes?query=cats", &headers, "")
+        .await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retry.json()["id"], first.json()["id"]);
+    cluster
+        .wait_balance("retrier", GRANT - 1, Duration::from_secs(10))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,12 +77,19 @@ impl Truth {
     /// An attempt was acknowledged with `receipt`. A second acknowledgement of the
     /// same key at the same region must replay the first answer; a different one
     /// means the region charged the key twice.
+    ///
+    /// A first acknowledgement that is already a replay answers from a record:
+    /// either this region's own (an earlier attempt here timed out, so the
+    /// operation stays maybe-applied here) or one replicated from the region
+    /// that charged the key, in which case nothing was applied here. Either way
+    /// it adds nothing this region must hold.
     pub fn acked(
         &mut self,
         at_ms: u64,
         key: &str,
         region: RegionId,
         receipt: Receipt,
+        replayed: bool,
     ) -> Result<(), Violation> {
         let Some(op) = self.ops.get_mut(&(key.to_owned(), region)) else {
             return Ok(());
@@ -98,6 +105,9 @@ impl Truth {
             return Ok(());
         }
         op.receipt = Some(receipt);
+        if replayed {
+            return Ok(());
+        }
         op.acked = true;
         let at = self.acked_at.entry((op.user.clone(), region)).or_default();
         match op.kind {

@@ -519,8 +519,10 @@ impl World {
                         .send(&mut self.rng, &self.net_cfg, self.now, message);
                 }
                 Output::Reply {
-                    request, result, ..
-                } => self.reply(request, result),
+                    request,
+                    result,
+                    replayed,
+                } => self.reply(request, result, replayed),
             }
         }
     }
@@ -552,14 +554,22 @@ impl World {
         }
     }
 
-    fn reply(&mut self, request: u64, result: Result<maas_node::core::Receipt, Refusal>) {
+    fn reply(
+        &mut self,
+        request: u64,
+        result: Result<maas_node::core::Receipt, Refusal>,
+        replayed: bool,
+    ) {
         let Some(p) = self.pending.remove(&request) else {
             return;
         };
         let slot = (p.user.clone(), p.region);
         match result {
             Ok(receipt) => {
-                if let Err(v) = self.truth.acked(self.now, &p.key, p.region, receipt) {
+                if let Err(v) = self
+                    .truth
+                    .acked(self.now, &p.key, p.region, receipt, replayed)
+                {
                     self.violations.push(v);
                 }
                 if p.spend.is_some() {

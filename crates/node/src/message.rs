@@ -3,6 +3,7 @@
 //! Every message is encoded with the ledger's versioned, size-limited bincode
 //! format, so bytes from a peer are decoded with a limit and never panic.
 
+use crate::core::IdempotencyRecord;
 use bincode::{Decode, Encode};
 use ledger_crdt::{Account, RegionId, wire};
 
@@ -34,6 +35,10 @@ pub enum Message {
         to_seq: u64,
         /// The entries.
         items: Vec<Item>,
+        /// Idempotency records of writes in the range, `(scope, key, record)`:
+        /// a retry that fails over to another region after this arrived is
+        /// answered from the record instead of charged again.
+        records: Vec<(String, String, IdempotencyRecord)>,
     },
     /// Anti-entropy: "of each origin, I hold every write up to this sequence".
     Digest {

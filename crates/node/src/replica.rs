@@ -299,10 +299,17 @@ pub struct Replica {
     dirty: Dirty,
     /// When each recent durable write of ours became durable: (seq, ms).
     write_times: VecDeque<(u64, u64)>,
+    /// Idempotency records made here, with the write that made them, not yet
+    /// sent to peers.
+    unsent_records: Vec<(u64, (String, String))>,
     /// Per peer: (its watermark of us, when heard).
     acked_by: BTreeMap<RegionId, (u64, u64)>,
     stats: EscrowStats,
 }
+
+/// Idempotency records per message: with keys and fingerprints of a few
+/// hundred bytes, well under [`crate::message::MAX_MESSAGE_BYTES`].
+const RECORDS_PER_MESSAGE: usize = 1024;
 
 /// At most this many write times are kept for lag reporting.
 const WRITE_TIMES_KEPT: usize = 100_000;
@@ -344,6 +351,7 @@ impl Replica {
             changed: BTreeSet::new(),
             dirty: Dirty::default(),
             write_times: VecDeque::new(),
+            unsent_records: Vec::new(),
             acked_by: BTreeMap::new(),
             stats: EscrowStats::default(),
         }
@@ -585,12 +593,16 @@ impl Replica {
             Ok(done) => {
                 let spent = self.spent_at(&account, self.me()) - spent_before;
                 self.state.accounts.insert(user.to_owned(), account);
-                if let (Some(record), Some(k)) = (done.record, &key) {
-                    let id = (k.scope.clone(), k.key.clone());
-                    self.dirty.records.insert(id.clone());
-                    self.state.records.insert(id, record);
-                }
+                let record = done
+                    .record
+                    .zip(key.as_ref())
+                    .map(|(record, k)| ((k.scope.clone(), k.key.clone()), record));
                 let seq = self.write_own(user);
+                if let Some((id, record)) = record {
+                    self.dirty.records.insert(id.clone());
+                    self.state.records.insert(id.clone(), record);
+                    self.unsent_records.push((seq, id));
+                }
                 self.demand.observe(user, self.me(), spent, now);
                 if self.faults().ack_before_flush {
                     self.reply(request, Ok(done.receipt));
@@ -713,7 +725,16 @@ impl Replica {
                 from_seq,
                 to_seq,
                 items,
+                records,
             } => {
+                for (scope, key, record) in records {
+                    // The first answer stands; a record we hold is never replaced.
+                    let id = (scope, key);
+                    if !self.state.records.contains_key(&id) {
+                        self.dirty.records.insert(id.clone());
+                        self.state.records.insert(id, record);
+                    }
+                }
                 for item in items.into_iter().filter(|i| i.origin == from) {
                     self.merge_item(item, now);
                 }
@@ -886,11 +907,16 @@ impl Replica {
         let mut chunk: Vec<Item> = Vec::new();
         let mut size = 0usize;
         let peers: Vec<RegionId> = self.members.keys().copied().collect();
-        let flush = |replica: &mut Replica, start: u64, end: u64, chunk: Vec<Item>| {
+        let flush = |replica: &mut Replica,
+                     start: u64,
+                     end: u64,
+                     chunk: Vec<Item>,
+                     records: Vec<(String, String, IdempotencyRecord)>| {
             let message = Message::Deltas {
                 from_seq: start,
                 to_seq: end,
                 items: chunk,
+                records,
             };
             for &peer in &peers {
                 replica.send(peer, &message);
@@ -901,13 +927,35 @@ impl Replica {
             let seq = item.seq;
             chunk.push(item);
             if size >= self.config.batch_bytes {
-                flush(self, start, seq, std::mem::take(&mut chunk));
+                flush(self, start, seq, std::mem::take(&mut chunk), Vec::new());
                 start = seq;
                 size = 0;
             }
         }
-        flush(self, start, to, chunk);
+        // The records ride with the last message, which completes the range;
+        // beyond a few thousand (under the message limit) in messages of their own.
+        let mut records = self.take_records(to);
+        let rest = records.split_off(records.len().min(RECORDS_PER_MESSAGE));
+        flush(self, start, to, chunk, records);
+        for more in rest.chunks(RECORDS_PER_MESSAGE) {
+            flush(self, to, to, Vec::new(), more.to_vec());
+        }
         self.state.sent_upto = to;
+    }
+
+    /// The idempotency records of our writes up to `durable`, not sent before.
+    fn take_records(&mut self, durable: u64) -> Vec<(String, String, IdempotencyRecord)> {
+        let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsent_records)
+            .into_iter()
+            .partition(|(seq, _)| *seq <= durable);
+        self.unsent_records = later;
+        ready
+            .into_iter()
+            .filter_map(|(_, id)| {
+                let record = self.state.records.get(&id)?.clone();
+                Some((id.0, id.1, record))
+            })
+            .collect()
     }
 
     fn answer_digest(&mut self, asker: RegionId, theirs: &[(RegionId, u64)]) {
