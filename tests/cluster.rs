@@ -218,6 +218,25 @@ async fn rights_follow_demand_at_100ms_rtt_and_every_region_converges() {
     let rate = 120.0 / started.elapsed().as_secs_f64();
     assert!(rate >= 20.0, "spent at only {rate:.1}/s");
     assert_eq!(refused, 0, "the traveller was refused {refused} times");
+    // Regions 1 and 3 moved rights to region 2, and their metrics say so.
+    let mut moved = 0;
+    for i in [1, 3] {
+        let text = cluster.node(i).send("GET", "/metrics", &[], "").await.body;
+        assert!(
+            text.contains("maas_cluster_member_up{region=\"2\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("maas_replication_lag_entries{peer=\"2\"}"),
+            "{text}"
+        );
+        moved += text
+            .lines()
+            .find_map(|l| l.strip_prefix("maas_rights_tokens_moved_total "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .expect("tokens moved counter");
+    }
+    assert!(moved >= 70, "only {moved} tokens moved to region 2");
 
     // Spends and a credit in every region converge to the same balances.
     for _ in 0..10 {
