@@ -526,45 +526,6 @@ async fn adjust(
     Ok(response)
 }
 
-/// The cluster's gauges and escrow counters, in Prometheus text.
-fn cluster_metrics(view: &crate::service::ClusterView, out: &mut String) {
-    use std::fmt::Write;
-    out.push_str("# TYPE maas_cluster_member_up gauge\n");
-    for (region, m) in &view.members {
-        let _ = writeln!(
-            out,
-            "maas_cluster_member_up{{region=\"{}\"}} {}",
-            region.0,
-            u8::from(m.up)
-        );
-    }
-    out.push_str("# TYPE maas_replication_lag_entries gauge\n");
-    for (region, lag) in &view.lag {
-        let _ = writeln!(
-            out,
-            "maas_replication_lag_entries{{peer=\"{}\"}} {}",
-            region.0, lag.entries
-        );
-    }
-    out.push_str("# TYPE maas_replication_lag_seconds gauge\n");
-    for (region, lag) in &view.lag {
-        let _ = writeln!(
-            out,
-            "maas_replication_lag_seconds{{peer=\"{}\"}} {}",
-            region.0,
-            lag.ms as f64 / 1000.0
-        );
-    }
-    let counters = [
-        ("maas_rights_transfers_total", view.escrow.transfers),
-        ("maas_rights_tokens_moved_total", view.escrow.tokens_moved),
-        ("maas_rights_requests_total", view.escrow.rights_requests),
-    ];
-    for (name, value) in counters {
-        let _ = writeln!(out, "# TYPE {name} counter\n{name} {value}");
-    }
-}
-
 /// How often a waiting request retries.
 const WAIT_STEP: Duration = Duration::from_millis(20);
 
@@ -641,7 +602,7 @@ async fn ready(State(service): State<Shared>) -> Result<Json<serde_json::Value>,
 
 async fn metrics(State(service): State<Shared>) -> Response {
     let mut text = service.metrics.render();
-    cluster_metrics(&service.cluster(), &mut text);
+    crate::metrics::render_cluster(&service.cluster(), &mut text);
     let mut response = Body::from(text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

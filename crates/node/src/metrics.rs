@@ -1,5 +1,6 @@
 //! Prometheus metrics, rendered as text by `GET /metrics`.
 
+use crate::service::ClusterView;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -114,34 +115,64 @@ impl Metrics {
                 h.render(&mut out, "maas_http_request_duration_seconds", &labels);
             }
         }
-        out.push_str("# TYPE maas_spends_total counter\n");
-        let _ = writeln!(
-            out,
-            "maas_spends_total {}",
-            self.spends.load(Ordering::Relaxed)
-        );
-        out.push_str("# TYPE maas_credits_total counter\n");
-        let _ = writeln!(
-            out,
-            "maas_credits_total {}",
-            self.credits.load(Ordering::Relaxed)
-        );
+        counter(&mut out, "maas_spends_total", &self.spends);
+        counter(&mut out, "maas_credits_total", &self.credits);
         out.push_str("# TYPE maas_refusals_total counter\n");
         if let Ok(map) = self.refusals.lock() {
             for (reason, n) in map.iter() {
                 let _ = writeln!(out, "maas_refusals_total{{reason=\"{reason}\"}} {n}");
             }
         }
-        out.push_str("# TYPE maas_peer_messages_dropped_total counter\n");
-        let _ = writeln!(
-            out,
-            "maas_peer_messages_dropped_total {}",
-            self.peer_drops.load(Ordering::Relaxed)
+        counter(
+            &mut out,
+            "maas_peer_messages_dropped_total",
+            &self.peer_drops,
         );
         out.push_str("# TYPE maas_storage_flush_duration_seconds histogram\n");
         if let Ok(h) = self.flush.lock() {
             h.render(&mut out, "maas_storage_flush_duration_seconds", "");
         }
         out
+    }
+}
+
+fn counter(out: &mut String, name: &str, value: &AtomicU64) {
+    let _ = writeln!(
+        out,
+        "# TYPE {name} counter\n{name} {}",
+        value.load(Ordering::Relaxed)
+    );
+}
+
+/// Appends the cluster's gauges (members up, replication lag per peer) and
+/// escrow counters, from a [`ClusterView`], in Prometheus text.
+pub fn render_cluster(view: &ClusterView, out: &mut String) {
+    out.push_str("# TYPE maas_cluster_member_up gauge\n");
+    for (region, m) in &view.members {
+        let _ = writeln!(
+            out,
+            "maas_cluster_member_up{{region=\"{}\"}} {}",
+            region.0,
+            u8::from(m.up)
+        );
+    }
+    out.push_str("# TYPE maas_replication_lag_entries gauge\n");
+    out.push_str("# TYPE maas_replication_lag_seconds gauge\n");
+    for (region, lag) in &view.lag {
+        let peer = region.0;
+        let _ = writeln!(
+            out,
+            "maas_replication_lag_entries{{peer=\"{peer}\"}} {}\nmaas_replication_lag_seconds{{peer=\"{peer}\"}} {}",
+            lag.entries,
+            lag.ms as f64 / 1000.0
+        );
+    }
+    let escrow = [
+        ("maas_rights_transfers_total", view.escrow.transfers),
+        ("maas_rights_tokens_moved_total", view.escrow.tokens_moved),
+        ("maas_rights_requests_total", view.escrow.rights_requests),
+    ];
+    for (name, value) in escrow {
+        let _ = writeln!(out, "# TYPE {name} counter\n{name} {value}");
     }
 }

@@ -241,8 +241,6 @@ pub struct PeerLag {
     pub entries: u64,
     /// Age of the oldest of those writes, ms (0 if none).
     pub ms: u64,
-    /// When the peer's latest digest arrived, ms.
-    pub heard_ms: u64,
 }
 
 /// Counters of escrow traffic since start.
@@ -277,8 +275,7 @@ pub struct Replica {
     durable_seq: u64,
     /// When the oldest durable-but-unsent write became durable.
     ready_since: Option<u64>,
-    /// Peers up, by membership, and where they listen.
-    members: BTreeMap<RegionId, SocketAddr>,
+    /// Who is up, and where they listen.
     membership: Membership,
     /// Left the membership after a graceful leave drained.
     left: bool,
@@ -302,8 +299,8 @@ pub struct Replica {
     /// Idempotency records made here, with the write that made them, not yet
     /// sent to peers.
     unsent_records: Vec<(u64, (String, String))>,
-    /// Per peer: (its watermark of us, when heard).
-    acked_by: BTreeMap<RegionId, (u64, u64)>,
+    /// Per peer: its watermark of us, from its latest digest.
+    acked_by: BTreeMap<RegionId, u64>,
     stats: EscrowStats,
 }
 
@@ -337,7 +334,6 @@ impl Replica {
             pending: Vec::new(),
             awaiting: Vec::new(),
             ready_since: None,
-            members: BTreeMap::new(),
             membership,
             left: false,
             demand,
@@ -478,24 +474,28 @@ impl Replica {
 
     /// Replication lag of each peer that is up, at `now`.
     pub fn lag(&self, now: u64) -> BTreeMap<RegionId, PeerLag> {
-        self.members
-            .keys()
-            .map(|&peer| {
-                let (mark, heard_ms) = self.acked_by.get(&peer).copied().unwrap_or((0, 0));
+        self.peers()
+            .map(|peer| {
+                let mark = self.acked_by.get(&peer).copied().unwrap_or(0);
                 let entries = self.durable_seq.saturating_sub(mark);
-                let ms = self
-                    .write_times
-                    .iter()
-                    .find(|(seq, _)| *seq > mark)
-                    .map_or(0, |(_, at)| now.saturating_sub(*at));
-                let lag = PeerLag {
-                    entries,
-                    ms: if entries == 0 { 0 } else { ms },
-                    heard_ms,
+                // Write times are in seq order: the oldest write the peer lacks.
+                let first = self.write_times.partition_point(|(seq, _)| *seq <= mark);
+                let ms = match self.write_times.get(first) {
+                    Some((_, at)) if entries > 0 => now.saturating_sub(*at),
+                    _ => 0,
                 };
-                (peer, lag)
+                (peer, PeerLag { entries, ms })
             })
             .collect()
+    }
+
+    /// Peers that are up, by the membership.
+    fn peers(&self) -> impl Iterator<Item = RegionId> + '_ {
+        self.membership
+            .regions()
+            .iter()
+            .filter(|(_, v)| v.up)
+            .map(|(&r, _)| r)
     }
 
     /// Escrow counters since start.
@@ -513,19 +513,13 @@ impl Replica {
             self.outbox.push_back(Output::Gossip { to, bytes });
         }
         while let Some(event) = self.membership.poll_event() {
-            match event {
-                MemberEvent::Up(region, addr) => {
-                    self.members.insert(region, addr);
-                    // Catch up with it at once (a new node pulls its snapshot
-                    // this way) rather than at its anti-entropy turn.
-                    if !self.leaving {
-                        let digest = self.digest();
-                        self.send(region, &digest);
-                    }
-                }
-                MemberEvent::Down(region) => {
-                    self.members.remove(&region);
-                }
+            // Catch up with a peer that comes up at once (a new node pulls its
+            // snapshot this way) rather than at its anti-entropy turn.
+            if let MemberEvent::Up(region, _) = event
+                && !self.leaving
+            {
+                let digest = self.digest();
+                self.send(region, &digest);
             }
         }
     }
@@ -665,7 +659,7 @@ impl Replica {
         }
         if now >= self.next_anti_entropy {
             self.next_anti_entropy = now + self.config.anti_entropy_ms;
-            let peers: Vec<RegionId> = self.members.keys().copied().collect();
+            let peers: Vec<RegionId> = self.peers().collect();
             if !peers.is_empty() {
                 let to = peers[self.anti_entropy_cursor % peers.len()];
                 self.anti_entropy_cursor = self.anti_entropy_cursor.wrapping_add(1);
@@ -696,9 +690,7 @@ impl Replica {
             let rights = account.rights(&self.config.core.genesis, me);
             // The busiest live peer for this user, lowest id among equals.
             let Some(to) = self
-                .members
-                .keys()
-                .copied()
+                .peers()
                 .max_by_key(|&r| (self.demand.milli_rate(&user, r, now), std::cmp::Reverse(r)))
             else {
                 return;
@@ -746,12 +738,11 @@ impl Replica {
             Message::Digest { watermarks } => {
                 let me = self.me();
                 if let Some(&(_, mark)) = watermarks.iter().find(|(r, _)| *r == me) {
-                    self.acked_by.insert(from, (mark, now));
+                    self.acked_by.insert(from, mark);
                     // Forget write times every peer has confirmed.
                     let lowest = self
-                        .members
-                        .keys()
-                        .map(|p| self.acked_by.get(p).map_or(0, |a| a.0))
+                        .peers()
+                        .map(|p| self.acked_by.get(&p).copied().unwrap_or(0))
                         .min()
                         .unwrap_or(mark);
                     while self
@@ -798,11 +789,13 @@ impl Replica {
     }
 
     fn send(&mut self, to: RegionId, message: &Message) {
-        // Only members that are up have an address; others catch up later by
+        // Only members that are up are sent to; others catch up later by
         // anti-entropy.
-        if let Some(&addr) = self.members.get(&to)
+        if let Some(view) = self.membership.regions().get(&to)
+            && view.up
             && let Ok(bytes) = message.encode()
         {
+            let addr = view.identity.addr;
             self.outbox.push_back(Output::Send { to, addr, bytes });
         }
     }
@@ -906,7 +899,7 @@ impl Replica {
         let mut start = from;
         let mut chunk: Vec<Item> = Vec::new();
         let mut size = 0usize;
-        let peers: Vec<RegionId> = self.members.keys().copied().collect();
+        let peers: Vec<RegionId> = self.peers().collect();
         let flush = |replica: &mut Replica,
                      start: u64,
                      end: u64,
@@ -1061,9 +1054,7 @@ impl Replica {
         self.last_request.insert(user.to_owned(), now);
         let account = self.state.accounts.get(user).cloned().unwrap_or_default();
         let holders: Vec<RegionId> = self
-            .members
-            .keys()
-            .copied()
+            .peers()
             .filter(|&r| account.rights(&self.config.core.genesis, r) > 0)
             .collect();
         let message = Message::RightsRequest {
@@ -1089,9 +1080,7 @@ impl Replica {
         self.last_rebalance.insert(user.to_owned(), now);
         let me = self.me();
         let demand: BTreeMap<RegionId, u64> = self
-            .members
-            .keys()
-            .copied()
+            .peers()
             .chain([me])
             .map(|r| (r, self.demand.milli_rate(user, r, now)))
             .collect();
