@@ -1,9 +1,8 @@
 //! A user's token account: the escrowed, replicated PN-counter.
 
-use crate::{Error, Genesis, Op, RegionEntry, RegionId, Subscription};
+use crate::{Error, Genesis, Op, RegionEntry, RegionId, SmallMap, Subscription};
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// One user's tokens, as one replica knows them.
 ///
@@ -13,7 +12,7 @@ use std::collections::BTreeMap;
 /// all merge the same way.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 pub struct Account {
-    entries: BTreeMap<RegionId, RegionEntry>,
+    entries: SmallMap<RegionId, RegionEntry>,
     subscription: Option<Subscription>,
 }
 
@@ -33,7 +32,7 @@ impl Account {
     }
 
     /// Every region's entry.
-    pub fn entries(&self) -> &BTreeMap<RegionId, RegionEntry> {
+    pub fn entries(&self) -> &SmallMap<RegionId, RegionEntry> {
         &self.entries
     }
 
@@ -50,7 +49,7 @@ impl Account {
             if theirs.is_empty() {
                 continue;
             }
-            changed |= self.entries.entry(region).or_default().join(theirs);
+            changed |= self.entries.get_or_default(region).join(theirs);
         }
         changed |= Subscription::join(&mut self.subscription, other.subscription);
         changed
@@ -250,7 +249,7 @@ impl Account {
     #[cfg(feature = "simulation")]
     pub fn merge_additive(&mut self, other: &Account) {
         for (&region, theirs) in &other.entries {
-            self.entries.entry(region).or_default().add_all(theirs);
+            self.entries.get_or_default(region).add_all(theirs);
         }
     }
 

@@ -1,9 +1,8 @@
 //! One region's grow-only counters within an account.
 
-use crate::RegionId;
+use crate::{RegionId, SmallMap};
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Everything one region has ever done to one account, as grow-only counters.
 ///
@@ -18,8 +17,8 @@ pub struct RegionEntry {
     credited: u64,
     spent: u64,
     calls: u64,
-    sent: BTreeMap<RegionId, u64>,
-    received: BTreeMap<RegionId, u64>,
+    sent: SmallMap<RegionId, u64>,
+    received: SmallMap<RegionId, u64>,
 }
 
 impl RegionEntry {
@@ -49,12 +48,12 @@ impl RegionEntry {
     }
 
     /// Every transfer out of this region, by destination.
-    pub fn sent(&self) -> &BTreeMap<RegionId, u64> {
+    pub fn sent(&self) -> &SmallMap<RegionId, u64> {
         &self.sent
     }
 
     /// Every transfer accepted by this region, by source.
-    pub fn received(&self) -> &BTreeMap<RegionId, u64> {
+    pub fn received(&self) -> &SmallMap<RegionId, u64> {
         &self.received
     }
 
@@ -109,11 +108,11 @@ impl RegionEntry {
         self.spent = self.spent.saturating_add(other.spent);
         self.calls = self.calls.saturating_add(other.calls);
         for (&k, &v) in &other.sent {
-            let e = self.sent.entry(k).or_insert(0);
+            let e = self.sent.get_or_default(k);
             *e = e.saturating_add(v);
         }
         for (&k, &v) in &other.received {
-            let e = self.received.entry(k).or_insert(0);
+            let e = self.received.get_or_default(k);
             *e = e.saturating_add(v);
         }
     }
@@ -158,11 +157,11 @@ fn raise(mine: &mut u64, theirs: u64) -> bool {
     }
 }
 
-fn join_map(mine: &mut BTreeMap<RegionId, u64>, theirs: &BTreeMap<RegionId, u64>) -> bool {
+fn join_map(mine: &mut SmallMap<RegionId, u64>, theirs: &SmallMap<RegionId, u64>) -> bool {
     let mut grew = false;
     for (&k, &v) in theirs {
         if v > 0 {
-            grew |= raise(mine.entry(k).or_insert(0), v);
+            grew |= raise(mine.get_or_default(k), v);
         }
     }
     grew

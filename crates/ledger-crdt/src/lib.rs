@@ -14,6 +14,8 @@
 //!   balance and the invariant check.
 //! - [`subscription`]: [`Subscription`], the premium tier's last-writer-wins register.
 //! - [`rebalance`]: the pure policy that moves rights toward demand.
+//! - [`small_map`]: [`SmallMap`], the sorted-vector map accounts and entries use,
+//!   so a user costs bytes, not kilobytes, of RAM.
 //! - [`wire`]: the versioned, size-limited bincode format.
 //! - [`error`]: [`Error`], the crate's one error type.
 //!
@@ -72,6 +74,7 @@ pub mod genesis;
 pub mod op;
 pub mod rebalance;
 pub mod region;
+pub mod small_map;
 pub mod subscription;
 pub mod wire;
 
@@ -82,4 +85,5 @@ pub use genesis::{DEFAULT_WELCOME_GRANT, Genesis};
 pub use op::Op;
 pub use rebalance::{RebalanceConfig, Transfer, answer_request, plan_transfers};
 pub use region::RegionId;
+pub use small_map::SmallMap;
 pub use subscription::{Stamp, Subscription};
