@@ -441,7 +441,8 @@ impl World {
         self.start(i);
         let id = self.regions[i].id;
         if let Some(replica) = self.regions[i].replica.as_ref() {
-            self.truth.check_restart(self.now, id, replica.accounts())?;
+            self.truth
+                .check_restart(self.now, id, &replica.accounts())?;
         }
         Ok(())
     }
@@ -597,8 +598,8 @@ impl World {
     fn cluster_balance(&self, user: &str) -> i128 {
         let mut merged = Account::new();
         for r in &self.regions {
-            if let Some(a) = r.replica.as_ref().and_then(|x| x.accounts().get(user)) {
-                merged.merge(a);
+            if let Some(a) = r.replica.as_ref().and_then(|x| x.account(user)) {
+                merged.merge(&a);
             }
         }
         exact_balance(&merged, self.genesis.grant())
@@ -729,7 +730,7 @@ impl World {
             return Ok(()); // Naive counters break the rights invariant by design.
         }
         for user in changed {
-            if let Some(account) = replica.accounts().get(&user)
+            if let Some(account) = replica.account(&user)
                 && let Err(e) = account.check_invariants(&self.genesis)
             {
                 return Err(Violation {
@@ -782,7 +783,7 @@ impl World {
         let mut users: BTreeSet<String> = self.truth.users().into_iter().collect();
         let mut merged: BTreeMap<String, Account> = BTreeMap::new();
         let sources = self.regions.iter().map(|r| match r.replica.as_ref() {
-            Some(replica) => replica.accounts().clone(),
+            Some(replica) => replica.accounts(),
             None => r.disk.clone().into_accounts(),
         });
         for accounts in sources {

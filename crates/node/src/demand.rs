@@ -8,6 +8,14 @@
 use ledger_crdt::RegionId;
 use std::collections::HashMap;
 
+/// Rates under this many thousandths of a token per second count as no demand.
+const NO_DEMAND_MILLI: u64 = 10;
+
+fn decayed(half_life_ms: u64, rate: Rate, now_ms: u64) -> f64 {
+    let dt = now_ms.saturating_sub(rate.at_ms) as f64;
+    rate.per_sec * 0.5f64.powf(dt / half_life_ms as f64)
+}
+
 /// Per (user, region) spend rate, decaying with a half-life.
 #[derive(Debug, Default, Clone)]
 pub struct Demand {
@@ -32,8 +40,25 @@ impl Demand {
     }
 
     fn decay(&self, rate: Rate, now_ms: u64) -> f64 {
-        let dt = now_ms.saturating_sub(rate.at_ms) as f64;
-        rate.per_sec * 0.5f64.powf(dt / self.half_life_ms as f64)
+        decayed(self.half_life_ms, rate, now_ms)
+    }
+
+    /// Forgets every rate that has decayed below the no-demand threshold: without
+    /// this, every user who ever spent would keep an entry for the node's lifetime.
+    pub fn prune(&mut self, now_ms: u64) {
+        let half_life_ms = self.half_life_ms;
+        self.rates
+            .retain(|_, r| decayed(half_life_ms, *r, now_ms) * 1000.0 >= NO_DEMAND_MILLI as f64);
+    }
+
+    /// How many (user, region) rates are remembered.
+    pub fn len(&self) -> usize {
+        self.rates.len()
+    }
+
+    /// Whether no rate is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.rates.is_empty()
     }
 
     /// Records `amount` tokens spent by `user` at `region`.
@@ -64,7 +89,7 @@ impl Demand {
             .rates
             .get(&(user.to_owned(), region))
             .map_or(0, |r| (self.decay(*r, now_ms) * 1000.0) as u64);
-        if milli < 10 { 0 } else { milli }
+        if milli < NO_DEMAND_MILLI { 0 } else { milli }
     }
 }
 
@@ -83,5 +108,18 @@ mod tests {
         assert!((80_000..=120_000).contains(&rate), "{rate}");
         assert!(d.milli_rate("u", RegionId(2), 14_900) < rate / 500);
         assert_eq!(d.milli_rate("u", RegionId(1), 4_900), 0);
+    }
+
+    #[test]
+    fn pruning_forgets_only_rates_that_no_longer_count() {
+        let mut d = Demand::new(1_000);
+        d.observe("idle", RegionId(1), 1, 0);
+        d.observe("busy", RegionId(1), 1, 0);
+        d.observe("busy", RegionId(1), 1, 20_000);
+        d.prune(20_000);
+        assert_eq!(d.len(), 1);
+        assert!(d.milli_rate("busy", RegionId(1), 20_000) > 0);
+        d.prune(60_000);
+        assert!(d.is_empty());
     }
 }

@@ -14,6 +14,7 @@
 //!     timer queue.
 //!   - [`demand`]: per-user spend rates observed from deltas.
 //!   - [`message`]: what regions say to each other, and its wire format.
+//!   - [`packed`]: accounts held in memory as their bytes (a million users fit).
 //! - Shell:
 //!   - [`service`]: the replica behind one lock; group commit (prepare → write →
 //!     flush → release replies); routing replies to waiting requests.
@@ -52,6 +53,7 @@ pub mod http;
 pub mod membership;
 pub mod message;
 pub mod metrics;
+pub mod packed;
 pub mod problem;
 pub mod rate_limit;
 pub mod replica;

@@ -37,6 +37,7 @@ use crate::core::{
 use crate::demand::Demand;
 use crate::membership::{MemberEvent, MemberView, Membership, MembershipConfig, NodeIdentity};
 use crate::message::{Item, Message};
+use crate::packed::Packed;
 use bincode::{Decode, Encode};
 use ledger_crdt::{Account, Op, RebalanceConfig, RegionId, answer_request, plan_transfers};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -152,7 +153,7 @@ pub enum Output {
 /// What must survive a crash: the state as of the last confirmed flush.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Durable {
-    accounts: BTreeMap<String, Account>,
+    accounts: BTreeMap<Box<str>, Packed<Account>>,
     /// For other origins: the sequence number of the version held, per user.
     seqs: BTreeMap<(RegionId, String), u64>,
     /// Per other origin: every write up to here is held.
@@ -160,7 +161,7 @@ pub struct Durable {
     /// Our own last sequence number.
     own_seq: u64,
     /// Our own entries as of their last durable write: all we ever send of us.
-    own: BTreeMap<String, (u64, Account)>,
+    own: BTreeMap<Box<str>, (u64, Packed<Account>)>,
     /// Our writes up to here have been sent in batches.
     sent_upto: u64,
     records: BTreeMap<(String, String), IdempotencyRecord>,
@@ -209,13 +210,15 @@ impl Durable {
     /// startup (which loads everything as one big persist) build the state.
     pub fn apply(&mut self, persist: &Persist) {
         for (user, account) in &persist.accounts {
-            self.accounts.insert(user.clone(), account.clone());
+            self.accounts
+                .insert(user.as_str().into(), Packed::pack(account));
         }
         for (key, seq) in &persist.seqs {
             self.seqs.insert(key.clone(), *seq);
         }
-        for (user, own) in &persist.own {
-            self.own.insert(user.clone(), own.clone());
+        for (user, (seq, own)) in &persist.own {
+            self.own
+                .insert(user.as_str().into(), (*seq, Packed::pack(own)));
         }
         for (key, record) in &persist.records {
             match record {
@@ -230,7 +233,18 @@ impl Durable {
 
     /// The accounts this state holds, by value.
     pub fn into_accounts(self) -> BTreeMap<String, Account> {
+        unpack_all(&self.accounts)
+    }
+
+    fn account(&self, user: &str) -> Account {
         self.accounts
+            .get(user)
+            .map(Packed::unpack)
+            .unwrap_or_default()
+    }
+
+    fn set_account(&mut self, user: &str, account: &Account) {
+        self.accounts.insert(user.into(), Packed::pack(account));
     }
 }
 
@@ -285,6 +299,7 @@ pub struct Replica {
     /// When we last accepted rights for a user from a region.
     accepted_at: BTreeMap<(String, RegionId), u64>,
     next_anti_entropy: u64,
+    next_prune: u64,
     anti_entropy_cursor: usize,
     leaving: bool,
     outbox: VecDeque<Output>,
@@ -307,6 +322,9 @@ pub struct Replica {
 /// Idempotency records per message: with keys and fingerprints of a few
 /// hundred bytes, well under [`crate::message::MAX_MESSAGE_BYTES`].
 const RECORDS_PER_MESSAGE: usize = 1024;
+
+/// How often per-user timing state is pruned.
+const PRUNE_EVERY_MS: u64 = 10_000;
 
 /// At most this many write times are kept for lag reporting.
 const WRITE_TIMES_KEPT: usize = 100_000;
@@ -341,6 +359,7 @@ impl Replica {
             last_request: BTreeMap::new(),
             accepted_at: BTreeMap::new(),
             next_anti_entropy: 0,
+            next_prune: 0,
             anti_entropy_cursor: 0,
             leaving: false,
             outbox: VecDeque::new(),
@@ -365,8 +384,8 @@ impl Replica {
         let dirty = std::mem::take(&mut self.dirty);
         let mut own: BTreeMap<String, (u64, Account)> = BTreeMap::new();
         for user in &dirty.users {
-            if let Some(entry) = self.state.own.get(user) {
-                own.insert(user.clone(), entry.clone());
+            if let Some((seq, entry)) = self.state.own.get(user.as_str()) {
+                own.insert(user.clone(), (*seq, entry.unpack()));
             }
         }
         // Writes not yet flushed become durable with this persist: promote them
@@ -379,7 +398,7 @@ impl Replica {
             accounts: dirty
                 .users
                 .iter()
-                .filter_map(|u| Some((u.clone(), self.state.accounts.get(u)?.clone())))
+                .filter_map(|u| Some((u.clone(), self.state.accounts.get(u.as_str())?.unpack())))
                 .collect(),
             seqs: dirty
                 .seqs
@@ -434,8 +453,13 @@ impl Replica {
     }
 
     /// Every account this replica knows.
-    pub fn accounts(&self) -> &BTreeMap<String, Account> {
-        &self.state.accounts
+    pub fn accounts(&self) -> BTreeMap<String, Account> {
+        unpack_all(&self.state.accounts)
+    }
+
+    /// One user's account as this replica knows it, if it knows the user.
+    pub fn account(&self, user: &str) -> Option<Account> {
+        self.state.accounts.get(user).map(Packed::unpack)
     }
 
     /// Users whose account changed since the last call.
@@ -563,7 +587,7 @@ impl Replica {
                 .get(&(k.scope.clone(), k.key.clone()))
                 .cloned()
         });
-        let mut account = self.state.accounts.get(user).cloned().unwrap_or_default();
+        let mut account = self.state.account(user);
         let spent_before = self.spent_at(&account, self.me());
         match self
             .core
@@ -586,7 +610,7 @@ impl Replica {
             }),
             Ok(done) => {
                 let spent = self.spent_at(&account, self.me()) - spent_before;
-                self.state.accounts.insert(user.to_owned(), account);
+                self.state.set_account(user, &account);
                 let record = done
                     .record
                     .zip(key.as_ref())
@@ -613,7 +637,7 @@ impl Replica {
 
     /// The user's standing as this replica sees it.
     pub fn receipt(&self, user: &str) -> Receipt {
-        let account = self.state.accounts.get(user).cloned().unwrap_or_default();
+        let account = self.state.account(user);
         self.core.receipt(&account)
     }
 
@@ -632,7 +656,9 @@ impl Replica {
             self.pending.drain(..).partition(|(seq, ..)| *seq <= ticket);
         self.pending = later;
         for (seq, user, delta) in done {
-            self.state.own.insert(user, (seq, delta));
+            self.state
+                .own
+                .insert(user.into_boxed_str(), (seq, Packed::pack(&delta)));
         }
         if self.ready_since.is_none() && self.durable_seq > self.state.sent_upto {
             self.ready_since = Some(now);
@@ -667,6 +693,10 @@ impl Replica {
                 self.send(to, &digest);
             }
         }
+        if now >= self.next_prune {
+            self.next_prune = now + PRUNE_EVERY_MS;
+            self.prune(now);
+        }
         self.membership.tick(now);
         // A graceful leave ends by telling the membership, once every handed-over
         // right has been made durable and sent.
@@ -677,14 +707,28 @@ impl Replica {
         self.pump_membership();
     }
 
+    /// Forgets per-user timing state that can no longer change a decision, so
+    /// memory follows the users active in the last seconds, not every user ever.
+    fn prune(&mut self, now: u64) {
+        self.demand.prune(now);
+        let config = &self.config;
+        let recent = |since: u64, window: u64| now.saturating_sub(since) < window;
+        self.last_rebalance
+            .retain(|_, &mut t| recent(t, config.rebalance_every_ms));
+        self.last_request
+            .retain(|_, &mut t| recent(t, config.rights_request_every_ms));
+        self.accepted_at
+            .retain(|_, &mut t| recent(t, config.bounce_cooldown_ms));
+    }
+
     /// Leave gracefully: hand every right this region holds to live peers, so
     /// nothing is stranded. Keep ticking and flushing until [`Replica::drained`].
     pub fn leave(&mut self, now: u64) {
         self.leaving = true;
         let me = self.me();
-        let users: Vec<String> = self.state.accounts.keys().cloned().collect();
+        let users: Vec<String> = self.state.accounts.keys().map(|u| u.to_string()).collect();
         for user in users {
-            let Some(account) = self.state.accounts.get(&user) else {
+            let Some(account) = self.account(&user) else {
                 continue;
             };
             let rights = account.rights(&self.config.core.genesis, me);
@@ -807,12 +851,7 @@ impl Replica {
     /// Records that our entry for `user` changed; returns the write's ticket.
     fn write_own(&mut self, user: &str) -> u64 {
         self.state.own_seq += 1;
-        let delta = self
-            .state
-            .accounts
-            .get(user)
-            .map(|a| a.delta_of(self.me()))
-            .unwrap_or_default();
+        let delta = self.state.account(user).delta_of(self.me());
         self.pending
             .push((self.state.own_seq, user.to_owned(), delta));
         if self.config.track_changes {
@@ -823,7 +862,7 @@ impl Replica {
     }
 
     fn transfer(&mut self, user: &str, to: RegionId, amount: u64) -> bool {
-        let mut account = self.state.accounts.get(user).cloned().unwrap_or_default();
+        let mut account = self.state.account(user);
         if self
             .core
             .apply(&mut account, Op::Transfer { to, amount })
@@ -831,7 +870,7 @@ impl Replica {
         {
             return false;
         }
-        self.state.accounts.insert(user.to_owned(), account);
+        self.state.set_account(user, &account);
         self.write_own(user);
         self.stats.transfers += 1;
         self.stats.tokens_moved += amount;
@@ -845,7 +884,8 @@ impl Replica {
             return;
         }
         let additive = self.faults().additive_merge;
-        let account = self.state.accounts.entry(item.user.clone()).or_default();
+        let mut account = self.state.account(&item.user);
+        let account = &mut account;
         let before = account.entry(item.origin).map_or(0, |e| e.spent());
         if additive {
             #[cfg(feature = "simulation")]
@@ -860,6 +900,7 @@ impl Replica {
         self.dirty.users.insert(item.user.clone());
         self.dirty.seqs.insert((item.origin, item.user.clone()));
         let accepted = account.accept_transfers(me).is_some();
+        self.state.set_account(&item.user, account);
         let seq = self
             .state
             .seqs
@@ -890,8 +931,8 @@ impl Replica {
             .map(|(user, (seq, delta))| Item {
                 origin: self.me(),
                 seq: *seq,
-                user: user.clone(),
-                delta: delta.clone(),
+                user: user.to_string(),
+                delta: delta.unpack(),
             })
             .collect();
         items.sort_by_key(|i| i.seq);
@@ -969,8 +1010,8 @@ impl Replica {
                 .map(|(user, (seq, delta))| Item {
                     origin: me,
                     seq: *seq,
-                    user: user.clone(),
-                    delta: delta.clone(),
+                    user: user.to_string(),
+                    delta: delta.unpack(),
                 })
                 .collect();
             mine.sort_by_key(|i| i.seq);
@@ -1000,12 +1041,7 @@ impl Replica {
                     origin,
                     seq,
                     user: user.clone(),
-                    delta: self
-                        .state
-                        .accounts
-                        .get(user)
-                        .map(|a| a.delta_of(origin))
-                        .unwrap_or_default(),
+                    delta: self.state.account(user).delta_of(origin),
                 })
                 .collect();
             if found.is_empty() && mark <= known {
@@ -1029,7 +1065,7 @@ impl Replica {
         // it wants (the policy decides how much).
         let keep =
             self.demand.milli_rate(user, self.me(), now) * self.config.keep_horizon_ms / 1_000_000;
-        let account = self.state.accounts.get(user).cloned().unwrap_or_default();
+        let account = self.state.account(user);
         let give = answer_request(
             &account,
             &self.config.core.genesis,
@@ -1052,7 +1088,7 @@ impl Replica {
             return;
         }
         self.last_request.insert(user.to_owned(), now);
-        let account = self.state.accounts.get(user).cloned().unwrap_or_default();
+        let account = self.state.account(user);
         let holders: Vec<RegionId> = self
             .peers()
             .filter(|&r| account.rights(&self.config.core.genesis, r) > 0)
@@ -1084,7 +1120,7 @@ impl Replica {
             .chain([me])
             .map(|r| (r, self.demand.milli_rate(user, r, now)))
             .collect();
-        let account = self.state.accounts.get(user).cloned().unwrap_or_default();
+        let account = self.state.account(user);
         let plan = plan_transfers(
             &account,
             &self.config.core.genesis,
@@ -1122,4 +1158,11 @@ fn take_within(items: &mut Vec<Item>, budget: usize, size: &mut usize) -> Option
     } else {
         None
     }
+}
+
+fn unpack_all(packed: &BTreeMap<Box<str>, Packed<Account>>) -> BTreeMap<String, Account> {
+    packed
+        .iter()
+        .map(|(user, account)| (user.to_string(), account.unpack()))
+        .collect()
 }
