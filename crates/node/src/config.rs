@@ -126,6 +126,13 @@ pub struct Cli {
     /// live peers (for a quick restart; the default is a graceful leave).
     #[arg(long, env = "MAAS_STAY_ON_SHUTDOWN")]
     pub stay_on_shutdown: bool,
+
+    /// Benchmarks only, and only in builds with the `simulation` feature (test
+    /// and bench builds): check spends against the balance this replica sees, as
+    /// async-replicated counters do. It overspends; the benchmark shows how much.
+    #[cfg(feature = "simulation")]
+    #[arg(long, hide = true)]
+    pub naive_counters_that_overspend: bool,
 }
 
 /// The subcommands.

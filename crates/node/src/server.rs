@@ -100,7 +100,7 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         genesis,
         meme_cost: cli.meme_cost,
         idempotency_ttl_ms: cli.idempotency_ttl_secs.saturating_mul(1000),
-        policy: crate::core::SpendPolicy::Escrow,
+        policy: spend_policy(&cli),
     };
     let mut config = ReplicaConfig::new(core);
     // The peer socket is bound first: its address is part of our identity.
@@ -308,4 +308,15 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down: draining in-flight requests");
+}
+
+/// Escrow, except in a benchmark that asks for the naive baseline.
+fn spend_policy(cli: &Cli) -> crate::core::SpendPolicy {
+    #[cfg(feature = "simulation")]
+    if cli.naive_counters_that_overspend {
+        tracing::warn!("BENCHMARK ONLY: naive counters, spends can overdraw balances");
+        return crate::core::SpendPolicy::NaiveLocalView;
+    }
+    let _ = cli;
+    crate::core::SpendPolicy::Escrow
 }

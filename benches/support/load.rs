@@ -1,0 +1,284 @@
+//! The open-loop load generator.
+//!
+//! Requests go out on a fixed schedule of *intended* send times, as in wrk2, and
+//! latency is measured from the intended time whenever the connection was still
+//! busy then: a stalled server cannot hide its stall by slowing the generator down
+//! (coordinated omission).
+
+use hdrhistogram::Histogram;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// Connections (lanes) per target. Lane k sends requests k, k+LANES, ...
+pub const LANES: usize = 64;
+
+/// When each request is due, from the start of a run.
+#[derive(Clone)]
+pub struct Schedule {
+    /// Offsets of the intended send times, ascending.
+    offsets: Arc<Vec<Duration>>,
+    /// Requests intended before this offset are warm-up and not measured.
+    pub warmup: Duration,
+}
+
+impl Schedule {
+    /// `rate` requests per second for `warmup + measure`.
+    pub fn constant(rate: u64, warmup: Duration, measure: Duration) -> Schedule {
+        Schedule::segments(&[(warmup + measure, rate)], warmup)
+    }
+
+    /// Consecutive segments of (duration, requests per second); the first
+    /// `warmup` of them is not measured.
+    pub fn segments(segments: &[(Duration, u64)], warmup: Duration) -> Schedule {
+        let mut offsets = Vec::new();
+        let mut segment_start = Duration::ZERO;
+        for &(length, rate) in segments {
+            let count = (length.as_secs_f64() * rate as f64) as u64;
+            for i in 0..count {
+                offsets.push(segment_start + Duration::from_secs_f64(i as f64 / rate as f64));
+            }
+            segment_start += length;
+        }
+        Schedule {
+            offsets: Arc::new(offsets),
+            warmup,
+        }
+    }
+
+    /// How many requests the schedule sends.
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    /// How long the schedule runs.
+    pub fn length(&self) -> Duration {
+        self.offsets.last().copied().unwrap_or_default()
+    }
+}
+
+/// One request: its bytes, and a tag (say, the user) its answer is counted under.
+pub struct Request {
+    /// A whole HTTP/1.1 request.
+    pub bytes: String,
+    /// Successful (200) answers are counted per tag.
+    pub tag: usize,
+}
+
+/// What one target answered during the measured part of a run.
+pub struct Outcome {
+    /// Latency of every answered request, µs from its intended (or real) send.
+    pub hist: Histogram<u64>,
+    /// Measured requests sent.
+    pub sent: u64,
+    /// Answers by HTTP status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Requests that got no answer: refused or broken connection, or no time left.
+    pub failed: u64,
+    /// 402 answers whose problem type is `tokens-in-other-region`.
+    pub elsewhere: u64,
+    /// 200 answers per tag, warm-up included: what was really delivered.
+    pub ok_by_tag: HashMap<usize, u64>,
+}
+
+impl Outcome {
+    /// Nothing sent yet.
+    pub fn empty() -> Outcome {
+        Outcome {
+            hist: histogram(),
+            sent: 0,
+            statuses: BTreeMap::new(),
+            failed: 0,
+            elsewhere: 0,
+            ok_by_tag: HashMap::new(),
+        }
+    }
+
+    /// Joins another target's or lane's outcome into this one.
+    pub fn add(&mut self, other: &Outcome) {
+        self.hist.add(&other.hist).expect("histograms share bounds");
+        self.sent += other.sent;
+        self.failed += other.failed;
+        self.elsewhere += other.elsewhere;
+        for (&status, &n) in &other.statuses {
+            *self.statuses.entry(status).or_default() += n;
+        }
+        for (&tag, &n) in &other.ok_by_tag {
+            *self.ok_by_tag.entry(tag).or_default() += n;
+        }
+    }
+
+    /// Answers with this status.
+    pub fn count(&self, status: u16) -> u64 {
+        self.statuses.get(&status).copied().unwrap_or(0)
+    }
+
+    /// Answers with a 5xx status.
+    pub fn server_errors(&self) -> u64 {
+        self.statuses.range(500..600).map(|(_, n)| n).sum()
+    }
+
+    /// Measured requests that were not answered 200.
+    pub fn not_ok(&self) -> u64 {
+        self.sent - self.count(200)
+    }
+
+    /// The latency at quantile `q`, µs.
+    pub fn at(&self, q: f64) -> u64 {
+        self.hist.value_at_quantile(q)
+    }
+}
+
+/// An empty latency histogram, 1 µs to 60 s at 3 significant digits.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// Runs `schedule` against `addr` over [`LANES`] keep-alive connections; `make(i)`
+/// builds request i.
+pub async fn open_loop(
+    addr: &str,
+    schedule: &Schedule,
+    make: impl Fn(usize) -> Request + 'static,
+) -> Outcome {
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let deadline = start + schedule.length() + Duration::from_secs(10);
+    let make = Arc::new(make);
+    let mut lanes = Vec::new();
+    for lane in 0..LANES {
+        let (addr, make, schedule) = (addr.to_owned(), make.clone(), schedule.clone());
+        lanes.push(tokio::task::spawn_local(async move {
+            let mut out = Outcome::empty();
+            let mut conn: Option<Conn> = None;
+            let mut previous_done = start;
+            for i in (lane..schedule.len()).step_by(LANES) {
+                let intended = start + schedule.offsets[i];
+                let measured = schedule.offsets[i] >= schedule.warmup;
+                tokio::time::sleep_until(intended).await;
+                if tokio::time::Instant::now() > deadline {
+                    if measured {
+                        out.sent += 1;
+                        out.failed += 1;
+                    }
+                    continue;
+                }
+                // If the lane was still busy at the intended time, the wait is the
+                // server's fault and counts. Otherwise only the timer was late
+                // (tokio's resolution is 1 ms): measure from the real send, or the
+                // generator would bill its own jitter.
+                let from = if previous_done > intended {
+                    intended
+                } else {
+                    tokio::time::Instant::now()
+                };
+                let request = make(i);
+                let answer = match conn.as_mut() {
+                    Some(c) => c.send(request.bytes.as_bytes()).await,
+                    None => match Conn::open(&addr).await {
+                        Ok(c) => conn.insert(c).send(request.bytes.as_bytes()).await,
+                        Err(e) => Err(e),
+                    },
+                };
+                previous_done = tokio::time::Instant::now();
+                match answer {
+                    Ok((status, elsewhere)) => {
+                        if status == 200 {
+                            *out.ok_by_tag.entry(request.tag).or_default() += 1;
+                        }
+                        if measured {
+                            out.sent += 1;
+                            *out.statuses.entry(status).or_default() += 1;
+                            out.elsewhere += u64::from(elsewhere);
+                            let us = (previous_done - from).as_micros() as u64;
+                            let _ = out.hist.record(us.max(1));
+                        }
+                    }
+                    Err(_) => {
+                        conn = None;
+                        if measured {
+                            out.sent += 1;
+                            out.failed += 1;
+                        }
+                    }
+                }
+            }
+            out
+        }));
+    }
+    let mut total = Outcome::empty();
+    for lane in lanes {
+        total.add(&lane.await.expect("lane"));
+    }
+    total
+}
+
+/// A keep-alive HTTP/1.1 connection.
+struct Conn {
+    stream: BufReader<TcpStream>,
+    line: String,
+    body: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream: BufReader::new(stream),
+            line: String::new(),
+            body: Vec::new(),
+        })
+    }
+
+    /// Sends one request and reads the whole response. Returns the status, and
+    /// whether it was a refusal because the tokens are held by another region.
+    async fn send(&mut self, request: &[u8]) -> std::io::Result<(u16, bool)> {
+        self.stream.get_mut().write_all(request).await?;
+        self.line.clear();
+        self.stream.read_line(&mut self.line).await?;
+        let status = self
+            .line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other("bad status line"))?;
+        let mut length = 0usize;
+        loop {
+            self.line.clear();
+            if self.stream.read_line(&mut self.line).await? == 0 {
+                return Err(std::io::Error::other("closed"));
+            }
+            let l = self.line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().map_err(std::io::Error::other)?;
+            }
+        }
+        self.body.resize(length, 0);
+        self.stream.read_exact(&mut self.body).await?;
+        let elsewhere = status == 402
+            && self
+                .body
+                .windows(ELSEWHERE.len())
+                .any(|w| w == ELSEWHERE.as_bytes());
+        Ok((status, elsewhere))
+    }
+}
+
+/// The problem type of a spend refused because other regions hold the rights.
+const ELSEWHERE: &str = "/problems/tokens-in-other-region";
+
+/// One `GET` with a bearer credential on a fresh connection: status and body.
+pub async fn fetch(addr: &str, path: &str, bearer: &str) -> std::io::Result<(u16, String)> {
+    let mut conn = Conn::open(addr).await?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {bearer}\r\n\r\n");
+    let (status, _) = conn.send(request.as_bytes()).await?;
+    Ok((status, String::from_utf8_lossy(&conn.body).into_owned()))
+}

@@ -1,0 +1,294 @@
+//! The processes under load: `maas` nodes, the axum hello ceiling, the seed
+//! design and Redis; and what each used, from /proc.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The HS256 secret every bench server verifies client tokens with.
+pub const SECRET: &str = "bench-secret-not-for-production";
+/// The operator credential of every bench node.
+pub const OPERATOR: &str = "bench-operator-credential";
+
+/// Environment variable that makes a bench executable serve "hello" at an address.
+pub const HELLO_ROLE: &str = "MAAS_BENCH_HELLO_SERVER";
+
+/// A server under test: one or more processes, killed on drop.
+pub struct Server {
+    /// The processes that make up the target (a server, and Redis for the seed).
+    pub children: Vec<Child>,
+    /// Where its HTTP API listens.
+    pub addr: String,
+    /// Where its QUIC endpoint really listens, for a clustered `maas`.
+    pub peer: Option<SocketAddr>,
+    /// Scratch directory removed with the server (Redis's append-only file).
+    pub scratch: Option<tempfile::TempDir>,
+}
+
+/// What a server's processes used.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// Peak resident set, KiB, summed over processes.
+    pub peak_rss_kib: u64,
+    /// User + system CPU seconds.
+    pub cpu_secs: f64,
+}
+
+impl Usage {
+    /// Sums two usages.
+    pub fn plus(self, other: Usage) -> Usage {
+        Usage {
+            peak_rss_kib: self.peak_rss_kib + other.peak_rss_kib,
+            cpu_secs: self.cpu_secs + other.cpu_secs,
+        }
+    }
+
+    /// CPU seconds per 1,000 requests, for `requests` requests served.
+    pub fn cpu_per_k(&self, requests: u64) -> f64 {
+        self.cpu_secs / (requests.max(1) as f64 / 1000.0)
+    }
+}
+
+impl Server {
+    /// The bench executable itself, re-run as a bare axum hello server.
+    pub async fn hello() -> Server {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(std::env::current_exe().expect("exe"))
+            .env(HELLO_ROLE, &addr)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn hello server");
+        wait_for(&addr).await;
+        Server {
+            children: vec![child],
+            addr,
+            peer: None,
+            scratch: None,
+        }
+    }
+
+    /// A `maas` node on `dir` with `extra` flags, and the bench defaults for
+    /// flags `extra` does not give (a billion-token welcome grant, no rate
+    /// limit, warn logs).
+    pub async fn maas(dir: &Path, extra: &[String]) -> Server {
+        let defaults = [
+            ("--listen", "127.0.0.1:0"),
+            ("--jwt-secret", SECRET),
+            ("--operator-token", OPERATOR),
+            ("--welcome-grant", "1000000000"),
+            ("--rate-limit", "0"),
+            ("--log-level", "warn"),
+        ];
+        let mut command = Command::new(env!("CARGO_BIN_EXE_maas"));
+        for (flag, value) in defaults {
+            if !extra.iter().any(|a| a == flag) {
+                command.args([flag, value]);
+            }
+        }
+        let mut child = command
+            .arg("--data-dir")
+            .arg(dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn maas");
+        let stdout = child.stdout.take().expect("stdout");
+        let clustered = extra.iter().any(|a| a == "--peer-listen");
+        // The banner: `http://ADDR` first, then `quic://ADDR` when clustered.
+        let (addr, peer) = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+            let addr = next()
+                .split("http://")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned);
+            let peer = if clustered {
+                next()
+                    .split("quic://")
+                    .nth(1)
+                    .and_then(|a| a.trim().parse().ok())
+            } else {
+                None
+            };
+            // Keep draining, so the node never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            (addr, peer)
+        })
+        .await
+        .expect("banner reader");
+        let addr = addr.expect("maas printed its HTTP address");
+        Server {
+            children: vec![child],
+            addr,
+            peer,
+            scratch: None,
+        }
+    }
+
+    /// Redis, as durable as our acknowledged spends (`appendfsync always`);
+    /// `None` if `redis-server` is not installed.
+    pub async fn redis() -> Option<Server> {
+        let scratch = tempfile::tempdir().ok()?;
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(scratch.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .ok()?;
+        let addr = format!("127.0.0.1:{port}");
+        wait_for(&addr).await;
+        Some(Server {
+            children: vec![child],
+            addr,
+            peer: None,
+            scratch: Some(scratch),
+        })
+    }
+
+    /// The seed design's server (this executable in its seed role) in front of
+    /// the Redis at `redis`, starting new users with `grant` tokens.
+    pub async fn seed(redis: &str, grant: u64) -> Server {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(std::env::current_exe().expect("exe"))
+            .env(super::seed::SEED_ROLE, &addr)
+            .env(super::seed::REDIS_ENV, redis)
+            .env(super::seed::GRANT_ENV, grant.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn seed server");
+        wait_for(&addr).await;
+        Server {
+            children: vec![child],
+            addr,
+            peer: None,
+            scratch: None,
+        }
+    }
+
+    /// Adds another process (say, its Redis) to this target.
+    pub fn with(mut self, mut other: Server) -> Server {
+        self.children.append(&mut other.children);
+        if self.scratch.is_none() {
+            self.scratch = other.scratch.take();
+        }
+        self
+    }
+
+    /// Peak RSS and CPU seconds so far of all its processes.
+    pub fn usage(&self) -> Usage {
+        self.children
+            .iter()
+            .map(|c| process_usage(c.id()))
+            .fold(Usage::default(), Usage::plus)
+    }
+
+    /// The first process's id.
+    pub fn pid(&self) -> u32 {
+        self.children[0].id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Peak RSS and CPU seconds of one process.
+pub fn process_usage(pid: u32) -> Usage {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses: utime is the 14th
+    // field overall, stime the 15th; both in clock ticks (100 per second here).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Usage {
+        peak_rss_kib: status_kib(pid, "VmHWM:"),
+        cpu_secs: (ticks(11) + ticks(12)) as f64 / 100.0,
+    }
+}
+
+/// A KiB figure (`VmRSS`, `VmHWM`, ...) from a process's /proc status.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes of all files under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until something accepts TCP connections at `addr` (at most 6 s).
+pub async fn wait_for(addr: &str) {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("server at {addr} did not start");
+}
+
+/// A client token for `user`, valid for an hour.
+pub fn jwt(user: &str) -> String {
+    let hour = Duration::from_secs(3600);
+    maas_node::auth::sign_hs256_valid_for(SECRET.as_bytes(), user, hour).expect("sign")
+}
+
+/// The ceiling: a bare axum route, no auth, no storage.
+pub fn hello_server(addr: &str) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello" }));
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        axum::serve(listener, app).await.expect("serve");
+    });
+}
