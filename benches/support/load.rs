@@ -71,6 +71,8 @@ pub struct Request {
 pub struct Outcome {
     /// Latency of every answered request, µs from its intended (or real) send.
     pub hist: Histogram<u64>,
+    /// Latency of the 200 answers alone: spends that were made durable.
+    pub ok_hist: Histogram<u64>,
     /// Measured requests sent.
     pub sent: u64,
     /// Answers by HTTP status.
@@ -88,6 +90,7 @@ impl Outcome {
     pub fn empty() -> Outcome {
         Outcome {
             hist: histogram(),
+            ok_hist: histogram(),
             sent: 0,
             statuses: BTreeMap::new(),
             failed: 0,
@@ -99,6 +102,9 @@ impl Outcome {
     /// Joins another target's or lane's outcome into this one.
     pub fn add(&mut self, other: &Outcome) {
         self.hist.add(&other.hist).expect("histograms share bounds");
+        self.ok_hist
+            .add(&other.ok_hist)
+            .expect("histograms share bounds");
         self.sent += other.sent;
         self.failed += other.failed;
         self.elsewhere += other.elsewhere;
@@ -191,8 +197,11 @@ pub async fn open_loop(
                             out.sent += 1;
                             *out.statuses.entry(status).or_default() += 1;
                             out.elsewhere += u64::from(elsewhere);
-                            let us = (previous_done - from).as_micros() as u64;
-                            let _ = out.hist.record(us.max(1));
+                            let us = (previous_done - from).as_micros().max(1) as u64;
+                            let _ = out.hist.record(us);
+                            if status == 200 {
+                                let _ = out.ok_hist.record(us);
+                            }
                         }
                     }
                     Err(_) => {
