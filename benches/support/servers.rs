@@ -54,12 +54,19 @@ impl Usage {
 impl Server {
     /// The bench executable itself, re-run as a bare axum hello server.
     pub async fn hello() -> Server {
+        Server::role(HELLO_ROLE, &[]).await
+    }
+
+    /// This executable re-run in `role` (see [`super::serve_role_if_asked`])
+    /// with the extra environment `vars`, serving at a fresh address.
+    async fn role(role: &str, vars: &[(&str, String)]) -> Server {
         let addr = format!("127.0.0.1:{}", free_port());
         let child = Command::new(std::env::current_exe().expect("exe"))
-            .env(HELLO_ROLE, &addr)
+            .env(role, &addr)
+            .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .spawn()
-            .expect("spawn hello server");
+            .expect("spawn a server role");
         wait_for(&addr).await;
         Server {
             children: vec![child],
@@ -161,21 +168,14 @@ impl Server {
     /// The seed design's server (this executable in its seed role) in front of
     /// the Redis at `redis`, starting new users with `grant` tokens.
     pub async fn seed(redis: &str, grant: u64) -> Server {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(std::env::current_exe().expect("exe"))
-            .env(super::seed::SEED_ROLE, &addr)
-            .env(super::seed::REDIS_ENV, redis)
-            .env(super::seed::GRANT_ENV, grant.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn seed server");
-        wait_for(&addr).await;
-        Server {
-            children: vec![child],
-            addr,
-            peer: None,
-            scratch: None,
-        }
+        Server::role(
+            super::seed::SEED_ROLE,
+            &[
+                (super::seed::REDIS_ENV, redis.to_owned()),
+                (super::seed::GRANT_ENV, grant.to_string()),
+            ],
+        )
+        .await
     }
 
     /// Adds another process (say, its Redis) to this target.
