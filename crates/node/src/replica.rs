@@ -615,7 +615,7 @@ impl Replica {
                     .record
                     .zip(key.as_ref())
                     .map(|(record, k)| ((k.scope.clone(), k.key.clone()), record));
-                let seq = self.write_own(user);
+                let seq = self.write_own(user, &account);
                 if let Some((id, record)) = record {
                     self.dirty.records.insert(id.clone());
                     self.state.records.insert(id.clone(), record);
@@ -848,10 +848,12 @@ impl Replica {
         account.entry(region).map_or(0, |e| e.spent())
     }
 
-    /// Records that our entry for `user` changed; returns the write's ticket.
-    fn write_own(&mut self, user: &str) -> u64 {
+    /// Records that our entry for `user` changed to the one in `account` (just
+    /// stored; passed in so the hot path does not unpack it again); returns the
+    /// write's ticket.
+    fn write_own(&mut self, user: &str, account: &Account) -> u64 {
         self.state.own_seq += 1;
-        let delta = self.state.account(user).delta_of(self.me());
+        let delta = account.delta_of(self.me());
         self.pending
             .push((self.state.own_seq, user.to_owned(), delta));
         if self.config.track_changes {
@@ -871,7 +873,7 @@ impl Replica {
             return false;
         }
         self.state.set_account(user, &account);
-        self.write_own(user);
+        self.write_own(user, &account);
         self.stats.transfers += 1;
         self.stats.tokens_moved += amount;
         true
@@ -912,7 +914,7 @@ impl Replica {
         if accepted {
             self.accepted_at
                 .insert((item.user.clone(), item.origin), now);
-            self.write_own(&item.user);
+            self.write_own(&item.user, account);
         }
         self.rebalance(&item.user, now);
     }
