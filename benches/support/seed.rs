@@ -47,8 +47,9 @@ pub fn seed_server(addr: &str, redis: &str, grant: u64) {
             panic!("SCRIPT LOAD answered {sha:?}")
         };
         let key = maas_node::auth::JwtKey::Secret(super::servers::SECRET.as_bytes().to_vec());
-        let auth =
-            maas_node::auth::Authenticator::new(&key, super::servers::OPERATOR).expect("auth");
+        let rules = maas_node::auth::JwtRules::default();
+        let auth = maas_node::auth::Authenticator::new(&key, &rules, super::servers::OPERATOR)
+            .expect("auth");
         let state = Arc::new(SeedState {
             pool,
             sha,

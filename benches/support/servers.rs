@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The HS256 secret every bench server verifies client tokens with.
-pub const SECRET: &str = "bench-secret-not-for-production";
+pub const SECRET: &str = "bench-secret-not-for-production-use";
 /// The operator credential of every bench node.
 pub const OPERATOR: &str = "bench-operator-credential";
 

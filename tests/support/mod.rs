@@ -28,21 +28,22 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node on a fresh port with its data in `dir`, plus `extra` flags.
+    /// Starts a node on a fresh port with its data in `dir`, the test
+    /// credentials, plus `extra` flags.
     pub async fn start(dir: &Path, extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_maas"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--jwt-secret",
-                SECRET,
-                "--operator-token",
-                OPERATOR,
-            ])
+        let mut args = vec!["--jwt-secret", SECRET, "--operator-token", OPERATOR];
+        args.extend_from_slice(extra);
+        Node::start_bare(dir, &args).await
+    }
+
+    /// Starts a node on a fresh port with its data in `dir` and only `extra`
+    /// flags (no credentials unless they are among them).
+    pub async fn start_bare(dir: &Path, extra: &[&str]) -> Node {
+        let mut child = maas()
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir)
             .args(extra)
-            .env("MAAS_LOG_LEVEL", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -160,6 +161,30 @@ impl Node {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// The `maas` binary with no `MAAS_*` variable inherited, logging warnings.
+pub fn maas() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_maas"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("MAAS_") {
+            command.env_remove(name);
+        }
+    }
+    command.env("MAAS_LOG_LEVEL", "warn");
+    command
+}
+
+/// Runs `maas` with `args` and `env` until it exits (at most 20 s); returns its
+/// exit status and what it printed on stderr.
+pub async fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let mut command = maas();
+    command.args(args).envs(env.iter().copied()).kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(20), command.output())
+        .await
+        .expect("maas exited in time")
+        .expect("run maas");
+    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 /// A client token for `user`, valid for an hour.

@@ -39,6 +39,17 @@ pub enum AuthFailure {
     Invalid(&'static str),
 }
 
+/// What a client JWT must satisfy beyond its signature.
+#[derive(Clone, Debug, Default)]
+pub struct JwtRules {
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    pub leeway_secs: u64,
+    /// The `aud` required, if any.
+    pub audience: Option<String>,
+    /// The `iss` required, if any.
+    pub issuer: Option<String>,
+}
+
 /// The claims a client JWT carries.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
@@ -56,8 +67,16 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    /// Builds an authenticator from the JWT key and the operator credential.
-    pub fn new(key: &JwtKey, operator_token: &str) -> Result<Self, NodeError> {
+    /// Builds an authenticator from the JWT key, the claims it requires, and the
+    /// operator credential.
+    pub fn new(key: &JwtKey, rules: &JwtRules, operator_token: &str) -> Result<Self, NodeError> {
+        if let JwtKey::Secret(s) = key
+            && s.len() < crate::config::MIN_HS256_SECRET_BYTES
+        {
+            return Err(NodeError::Config(
+                "an HS256 secret must be at least 32 bytes".into(),
+            ));
+        }
         let bad = |e: jsonwebtoken::errors::Error| NodeError::Config(format!("JWT key: {e}"));
         let (key, algorithm) = match key {
             JwtKey::Secret(s) => (DecodingKey::from_secret(s), Algorithm::HS256),
@@ -70,13 +89,27 @@ impl Authenticator {
                 Algorithm::RS256,
             ),
         };
-        if operator_token.len() < 16 {
+        if operator_token.trim().len() < crate::config::MIN_OPERATOR_TOKEN_BYTES {
             return Err(NodeError::Config(
-                "the operator token must be at least 16 characters".into(),
+                "the operator token must be at least 16 characters, not blank".into(),
             ));
         }
         let mut validation = Validation::new(algorithm);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = rules.leeway_secs;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        // Without a configured audience a token's `aud` is not checked: an
+        // identity provider may set one we were not told about.
+        validation.validate_aud = rules.audience.is_some();
+        if let Some(aud) = &rules.audience {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        if let Some(iss) = &rules.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         Ok(Self {
             key,
             validation,

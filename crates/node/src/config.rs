@@ -41,12 +41,14 @@ pub struct Cli {
     #[arg(long, env = "MAAS_WELCOME_GRANT", default_value_t = ledger_crdt::DEFAULT_WELCOME_GRANT)]
     pub welcome_grant: u64,
 
-    /// Tokens one `GET /memes` costs.
-    #[arg(long, env = "MAAS_MEME_COST", default_value_t = 1)]
+    /// Tokens one `GET /memes` costs (at least 1).
+    #[arg(long, env = "MAAS_MEME_COST", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub meme_cost: u64,
 
-    /// HS256 secret that verifies client JWTs. Without it (and without
-    /// --jwt-public-key) a dev-only secret is used.
+    /// HS256 secret that verifies client JWTs, at least 32 bytes (RFC 7518
+    /// §3.2). Set it (or --jwt-public-key) together with --operator-token; with
+    /// no credential flag at all the node runs on public dev-only credentials.
     #[arg(long, env = "MAAS_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
@@ -58,8 +60,21 @@ pub struct Cli {
     #[arg(long, env = "MAAS_JWT_ALGORITHM", value_enum, default_value_t = PublicKeyAlgorithm::Eddsa)]
     pub jwt_algorithm: PublicKeyAlgorithm,
 
-    /// Bearer credential of operators and the billing team (16+ characters).
-    /// Without it a dev-only credential is used.
+    /// Seconds of clock skew allowed when checking a JWT's `exp` and `nbf`.
+    #[arg(long, env = "MAAS_JWT_LEEWAY_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=300))]
+    pub jwt_leeway_secs: u64,
+
+    /// Require client JWTs to carry this `aud` (audience).
+    #[arg(long, env = "MAAS_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Require client JWTs to carry this `iss` (issuer).
+    #[arg(long, env = "MAAS_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Bearer credential of operators and the billing team (16+ characters,
+    /// not blank). Required whenever a JWT key is given.
     #[arg(long, env = "MAAS_OPERATOR_TOKEN", hide_env_values = true)]
     pub operator_token: Option<String>,
 
@@ -67,17 +82,21 @@ pub struct Cli {
     #[arg(long, env = "MAAS_RATE_LIMIT", default_value_t = 1000)]
     pub rate_limit: u32,
 
-    /// How long an Idempotency-Key is remembered, in seconds.
-    #[arg(long, env = "MAAS_IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600)]
+    /// How long an Idempotency-Key is remembered, in seconds (at least 1).
+    #[arg(long, env = "MAAS_IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub idempotency_ttl_secs: u64,
 
-    /// Largest request body accepted, in bytes.
-    #[arg(long, env = "MAAS_MAX_BODY_BYTES", default_value_t = 16 * 1024)]
+    /// Largest request body accepted, in bytes (256 to 16 MiB).
+    #[arg(long, env = "MAAS_MAX_BODY_BYTES", default_value_t = 16 * 1024,
+          value_parser = body_limit)]
     pub max_body_bytes: usize,
 
     /// Microseconds the group commit waits after a write before flushing, so
-    /// that more writes share one flush. Adds at most this much latency.
-    #[arg(long, env = "MAAS_COMMIT_LINGER_US", default_value_t = 500)]
+    /// that more writes share one flush. Adds at most this much latency
+    /// (at most 100000).
+    #[arg(long, env = "MAAS_COMMIT_LINGER_US", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub commit_linger_us: u64,
 
     /// sled's page cache, in bytes.
@@ -162,6 +181,112 @@ pub enum Subcommand {
         #[arg(long, default_value = "maas-dev")]
         dir: PathBuf,
     },
+}
+
+fn body_limit(text: &str) -> Result<usize, String> {
+    let n: usize = text.parse().map_err(|e| format!("{e}"))?;
+    if (256..=16 * 1024 * 1024).contains(&n) {
+        Ok(n)
+    } else {
+        Err("must be from 256 to 16777216 bytes".into())
+    }
+}
+
+/// How clients and operators are authenticated, resolved from the flags.
+pub enum Credentials {
+    /// No credential flag was given: the public dev-only secret and operator
+    /// token, announced in the banner.
+    Dev,
+    /// Real credentials.
+    Configured {
+        /// Verifies client JWTs.
+        jwt: ConfiguredJwt,
+        /// The operator credential.
+        operator_token: String,
+    },
+}
+
+/// The JWT key flags, before the key file is read.
+pub enum ConfiguredJwt {
+    /// An HS256 secret (already checked for length).
+    Secret(String),
+    /// A public key file and its algorithm.
+    PublicKey(PathBuf, PublicKeyAlgorithm),
+}
+
+/// The shortest HS256 secret accepted: the hash's output size (RFC 7518 §3.2).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+/// The shortest operator credential accepted.
+pub const MIN_OPERATOR_TOKEN_BYTES: usize = 16;
+
+impl Cli {
+    /// Which credentials to use. Dev credentials only when *no* credential flag
+    /// is given; a half-configured node is refused, naming what is missing, so
+    /// the public dev operator token can never sit beside a real JWT key.
+    pub fn credentials(&self) -> Result<Credentials, String> {
+        let jwt = match (&self.jwt_secret, &self.jwt_public_key) {
+            (Some(secret), _) => Some(ConfiguredJwt::Secret(secret.clone())),
+            (None, Some(path)) => Some(ConfiguredJwt::PublicKey(path.clone(), self.jwt_algorithm)),
+            (None, None) => None,
+        };
+        let claims_flags = self.jwt_audience.is_some() || self.jwt_issuer.is_some();
+        match (jwt, &self.operator_token) {
+            (None, None) if !claims_flags => Ok(Credentials::Dev),
+            (None, _) => Err(
+                "--jwt-secret or --jwt-public-key is required once any credential flag is set"
+                    .into(),
+            ),
+            (Some(_), None) => Err(
+                "--operator-token is required with --jwt-secret or --jwt-public-key \
+                 (the dev operator token is never accepted beside a real key)"
+                    .into(),
+            ),
+            (Some(jwt), Some(operator_token)) => {
+                if let ConfiguredJwt::Secret(secret) = &jwt
+                    && (secret.len() < MIN_HS256_SECRET_BYTES || secret.trim().is_empty())
+                {
+                    return Err(format!(
+                        "--jwt-secret must be at least {MIN_HS256_SECRET_BYTES} bytes \
+                         (it is {}); anyone could forge tokens with a short one",
+                        secret.len()
+                    ));
+                }
+                if operator_token.trim().len() < MIN_OPERATOR_TOKEN_BYTES {
+                    return Err(format!(
+                        "--operator-token must be at least {MIN_OPERATOR_TOKEN_BYTES} \
+                         characters, not counting surrounding whitespace"
+                    ));
+                }
+                Ok(Credentials::Configured {
+                    jwt,
+                    operator_token: operator_token.clone(),
+                })
+            }
+        }
+    }
+
+    /// Whether the node runs in a cluster (it has a peer endpoint).
+    pub fn clustered(&self) -> bool {
+        self.peer_listen.is_some() || !self.join.is_empty()
+    }
+
+    /// Settings that parse but cannot be right together.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.clustered()
+            && !self.genesis_regions.is_empty()
+            && !self.genesis_regions.contains(&self.region)
+        {
+            return Err(format!(
+                "--genesis-regions {:?} leaves out this region ({}), and with no \
+                 --peer-listen or --join it runs alone: no user could ever spend",
+                self.genesis_regions, self.region
+            ));
+        }
+        if self.advertise.is_some() && !self.clustered() {
+            return Err("--advertise needs --peer-listen or --join".into());
+        }
+        Ok(())
+    }
 }
 
 /// Algorithms for public-key JWT verification.

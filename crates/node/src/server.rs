@@ -1,10 +1,11 @@
 //! Startup, the dev banner, background tasks and graceful shutdown.
 
-use crate::auth::{Authenticator, JwtKey, sign_hs256_valid_for};
+use crate::auth::{Authenticator, JwtKey, JwtRules, sign_hs256_valid_for};
 use crate::catalog::Catalog;
 use crate::certs::TlsFiles;
 use crate::config::{
-    Cli, DEV_JWT_SECRET, DEV_OPERATOR_TOKEN, LogFormat, PublicKeyAlgorithm, Subcommand,
+    Cli, ConfiguredJwt, Credentials, DEV_JWT_SECRET, DEV_OPERATOR_TOKEN, LogFormat,
+    PublicKeyAlgorithm, Subcommand,
 };
 use crate::core::CoreConfig;
 use crate::metrics::Metrics;
@@ -69,6 +70,7 @@ fn init_logging(cli: &Cli) {
 
 /// Runs a node until SIGINT or SIGTERM, then drains requests and flushes.
 pub async fn run(cli: Cli) -> Result<(), NodeError> {
+    cli.check().map_err(NodeError::Config)?;
     let region = RegionId(cli.region);
     let genesis_regions: Vec<RegionId> = if cli.genesis_regions.is_empty() {
         vec![region]
@@ -76,21 +78,24 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         cli.genesis_regions.iter().copied().map(RegionId).collect()
     };
     let genesis = Genesis::new(cli.welcome_grant, genesis_regions)?;
-    let dev_secret = cli.jwt_secret.is_none() && cli.jwt_public_key.is_none();
-    let jwt_key = match (&cli.jwt_secret, &cli.jwt_public_key) {
-        (Some(secret), _) => JwtKey::Secret(secret.as_bytes().to_vec()),
-        (None, Some(path)) => {
-            let pem = std::fs::read(path)
-                .map_err(|e| NodeError::Config(format!("reading {}: {e}", path.display())))?;
-            match cli.jwt_algorithm {
-                PublicKeyAlgorithm::Eddsa => JwtKey::EdDsaPem(pem),
-                PublicKeyAlgorithm::Rs256 => JwtKey::Rs256Pem(pem),
-            }
-        }
-        (None, None) => JwtKey::Secret(DEV_JWT_SECRET.as_bytes().to_vec()),
+    let credentials = cli.credentials().map_err(NodeError::Config)?;
+    let dev_credentials = matches!(credentials, Credentials::Dev);
+    let (jwt_key, operator_token) = match credentials {
+        Credentials::Dev => (
+            JwtKey::Secret(DEV_JWT_SECRET.as_bytes().to_vec()),
+            DEV_OPERATOR_TOKEN.to_owned(),
+        ),
+        Credentials::Configured {
+            jwt,
+            operator_token,
+        } => (jwt_key(jwt)?, operator_token),
     };
-    let operator_token = cli.operator_token.as_deref().unwrap_or(DEV_OPERATOR_TOKEN);
-    let auth = Authenticator::new(&jwt_key, operator_token)?;
+    let rules = JwtRules {
+        leeway_secs: cli.jwt_leeway_secs,
+        audience: cli.jwt_audience.clone(),
+        issuer: cli.jwt_issuer.clone(),
+    };
+    let auth = Authenticator::new(&jwt_key, &rules, &operator_token)?;
 
     let metrics = Arc::new(Metrics::default());
     let store = Store::open(&cli.data_dir, cli.cache_bytes)?;
@@ -144,7 +149,7 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
 
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     let addr = listener.local_addr()?;
-    banner(&cli, addr, transport.as_ref().map(|t| t.1), dev_secret)?;
+    banner(&cli, addr, transport.as_ref().map(|t| t.1), dev_credentials)?;
     tracing::info!(%addr, region = %region, data_dir = %cli.data_dir.display(), "serving");
 
     axum::serve(listener, http::router(service.clone(), cli.max_body_bytes))
@@ -164,6 +169,21 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         .map_err(|_| NodeError::FlushFailed)?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Reads the configured JWT key.
+fn jwt_key(jwt: ConfiguredJwt) -> Result<JwtKey, NodeError> {
+    Ok(match jwt {
+        ConfiguredJwt::Secret(secret) => JwtKey::Secret(secret.into_bytes()),
+        ConfiguredJwt::PublicKey(path, algorithm) => {
+            let pem = std::fs::read(&path)
+                .map_err(|e| NodeError::Config(format!("reading {}: {e}", path.display())))?;
+            match algorithm {
+                PublicKeyAlgorithm::Eddsa => JwtKey::EdDsaPem(pem),
+                PublicKeyAlgorithm::Rs256 => JwtKey::Rs256Pem(pem),
+            }
+        }
+    })
 }
 
 /// Hands every right this region holds to live peers, then leaves the
@@ -223,7 +243,7 @@ fn banner(
     cli: &Cli,
     addr: std::net::SocketAddr,
     peer_addr: Option<std::net::SocketAddr>,
-    dev_secret: bool,
+    dev: bool,
 ) -> Result<(), NodeError> {
     let mut out = std::io::stdout().lock();
     writeln!(
@@ -234,7 +254,7 @@ fn banner(
     if let Some(peer) = peer_addr {
         writeln!(out, "maas peers on quic://{peer}")?;
     }
-    if dev_secret || cli.operator_token.is_none() {
+    if dev {
         writeln!(
             out,
             "DEV MODE: built-in credentials below are public; never deploy them."
@@ -243,9 +263,7 @@ fn banner(
             out,
             "  set --jwt-secret/--jwt-public-key and --operator-token for real use."
         )?;
-    }
-    let operator = cli.operator_token.as_deref().unwrap_or(DEV_OPERATOR_TOKEN);
-    if dev_secret {
+        let operator = DEV_OPERATOR_TOKEN;
         let month = Duration::from_secs(30 * 24 * 3600);
         let token = sign_hs256_valid_for(DEV_JWT_SECRET.as_bytes(), "demo-user", month)?;
         writeln!(out, "  demo user:      demo-user")?;
@@ -255,8 +273,6 @@ fn banner(
             out,
             "  curl -H 'Authorization: Bearer {token}' 'http://{addr}/memes?lat=40.730610&lon=-73.935242&query=food'"
         )?;
-    }
-    if cli.operator_token.is_none() {
         writeln!(out, "  operator token: {operator}")?;
         writeln!(
             out,
