@@ -169,3 +169,34 @@ async fn jwt_time_claims_audience_and_issuer_are_checked() {
     let r = node.get("/memes", &token("bob")).await;
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+#[tokio::test]
+async fn head_never_spends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &[]).await;
+    let alice = token("alice");
+    let auth = format!("Bearer {alice}");
+    for path in ["/memes", "/v1/memes", "/memes?query=cats"] {
+        let r = node.send("HEAD", path, &[("authorization", &auth)], "").await;
+        assert_eq!(r.status, 405, "HEAD {path}");
+        assert_eq!(r.header("allow"), Some("GET"));
+    }
+    let r = node.get("/v1/balance", &alice).await;
+    assert_eq!(r.json()["balance"], 150, "a HEAD spent: {}", r.body);
+    assert_eq!(r.json()["calls"], 0);
+}
+
+#[tokio::test]
+async fn an_operator_lookup_of_an_unknown_user_is_404() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &[]).await;
+    node.get("/v1/users/no-such-user", OPERATOR)
+        .await
+        .assert_problem(404, "user-not-found");
+    // Once seen (a spend), the user is there.
+    assert_eq!(node.get("/memes", &token("carol")).await.status, 200);
+    assert_eq!(node.balance("carol").await, 149);
+    // A user's own balance route shows the welcome grant to a new user.
+    let r = node.get("/v1/balance", &token("dave")).await;
+    assert_eq!(r.json()["balance"], 150, "{}", r.body);
+}

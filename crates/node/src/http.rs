@@ -32,8 +32,10 @@ type Shared = Arc<Service>;
 /// The node's routes.
 pub fn router(service: Shared, max_body_bytes: usize) -> Router {
     Router::new()
-        .route("/memes", get(memes))
-        .route("/v1/memes", get(memes))
+        // A HEAD would run the GET handler and spend a token for a response
+        // with no meme: it is refused instead (HEAD must be safe).
+        .route("/memes", get(memes).head(head_spends))
+        .route("/v1/memes", get(memes).head(head_spends))
         .route("/v1/balance", get(balance))
         .route("/update-token-balance", post(update_token_balance))
         .route("/v1/users/{id}", get(user))
@@ -77,6 +79,18 @@ async fn observe(State(service): State<Shared>, request: Request, next: Next) ->
     service
         .metrics
         .observe_request(&route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn head_spends() -> Response {
+    let mut response = Problem::new(
+        ProblemKind::MethodNotAllowed,
+        "HEAD is not served here: a GET spends tokens, and a HEAD must never spend",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET"));
     response
 }
 
@@ -421,6 +435,17 @@ async fn user(
 ) -> Result<Json<Standing>, Problem> {
     operator(&service, &headers)?;
     let user = path_user(path)?;
+    // A client's own balance route shows the welcome grant to a new user; an
+    // operator looking up an id this region never saw gets told so.
+    if !service.knows(&user) {
+        return Err(Problem::new(
+            ProblemKind::UserNotFound,
+            format!(
+                "user {:?} was never seen by this region (no spend, credit or replicated write)",
+                truncate(&user)
+            ),
+        ));
+    }
     standing(&service, user).await
 }
 

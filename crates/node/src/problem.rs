@@ -39,6 +39,12 @@ pub enum ProblemKind {
     Internal,
     /// 503: storage could not make the write durable; nothing was acknowledged.
     Unavailable,
+    /// 404: the user was never seen by this region.
+    UserNotFound,
+    /// 414: the request target is longer than the node accepts.
+    UriTooLong,
+    /// 431: the request's headers are larger than the node accepts.
+    HeadersTooLarge,
 }
 
 impl ProblemKind {
@@ -72,6 +78,12 @@ impl ProblemKind {
             RateLimited => ("/problems/rate-limited", StatusCode::TOO_MANY_REQUESTS),
             Internal => ("/problems/internal", StatusCode::INTERNAL_SERVER_ERROR),
             Unavailable => ("/problems/unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            UserNotFound => ("/problems/user-not-found", StatusCode::NOT_FOUND),
+            UriTooLong => ("/problems/uri-too-long", StatusCode::URI_TOO_LONG),
+            HeadersTooLarge => (
+                "/problems/headers-too-large",
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ),
         }
     }
 
@@ -92,6 +104,9 @@ impl ProblemKind {
             RateLimited => "Too many requests",
             Internal => "Internal error",
             Unavailable => "Service unavailable",
+            UserNotFound => "User not found",
+            UriTooLong => "URI too long",
+            HeadersTooLarge => "Request headers too large",
         }
     }
 }

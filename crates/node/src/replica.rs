@@ -462,6 +462,11 @@ impl Replica {
         self.state.accounts.get(user).map(Packed::unpack)
     }
 
+    /// Whether this replica holds an account for `user`.
+    pub fn knows(&self, user: &str) -> bool {
+        self.state.accounts.contains_key(user)
+    }
+
     /// Users whose account changed since the last call.
     pub fn drain_changed(&mut self) -> BTreeSet<String> {
         std::mem::take(&mut self.changed)

@@ -183,6 +183,11 @@ impl Service {
         Ok(receipt)
     }
 
+    /// Whether this region has seen `user` (a write here or replicated here).
+    pub fn knows(&self, user: &str) -> bool {
+        self.lock().replica.knows(user)
+    }
+
     /// Whether `who` may make another request now.
     pub fn admit(&self, who: &str) -> bool {
         let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
