@@ -200,3 +200,191 @@ async fn an_operator_lookup_of_an_unknown_user_is_404() {
     let r = node.get("/v1/balance", &token("dave")).await;
     assert_eq!(r.json()["balance"], 150, "{}", r.body);
 }
+
+/// A tmpfs of a given size mounted on a fresh directory, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs failed: this test needs root (CI runs as root)"
+        );
+        SmallDisk { dir }
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .expect("run mount");
+        assert!(ok.success(), "remount");
+    }
+
+    /// KiB in use.
+    fn used_kib(&self) -> u64 {
+        let out = std::process::Command::new("df")
+            .args(["--output=used", "-k"])
+            .arg(self.dir.path())
+            .output()
+            .expect("run df");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df's figure")
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Credits 5 tokens to `count` new users with long ids, `width` at a time;
+/// returns (users acknowledged, statuses seen). Every answer must come (a
+/// request that hangs fails the test through the client's timeout).
+async fn credit_many(node: &Node, from: usize, count: usize) -> (Vec<String>, Vec<u16>) {
+    let mut acked = Vec::new();
+    let mut statuses = Vec::new();
+    for chunk in (from..from + count).collect::<Vec<_>>().chunks(16) {
+        let mut tasks = Vec::new();
+        for &i in chunk {
+            let addr = node.addr.clone();
+            let user = format!("user-{i:06}-{}", "x".repeat(100));
+            tasks.push(tokio::spawn(async move {
+                let body = format!(r#"{{"user_id":"{user}","amount":5}}"#);
+                let auth = format!("Bearer {OPERATOR}");
+                let r = support::request(
+                    &addr,
+                    "POST",
+                    "/update-token-balance",
+                    &[
+                        ("authorization", &auth),
+                        ("content-type", "application/json"),
+                    ],
+                    &body,
+                )
+                .await
+                .expect("every request is answered");
+                (user, r)
+            }));
+        }
+        for task in tasks {
+            let (user, r) = task.await.expect("task");
+            if r.status == 200 {
+                acked.push(user);
+            } else {
+                r.assert_problem(503, "unavailable");
+            }
+            statuses.push(r.status);
+        }
+        if statuses.iter().filter(|&&s| s == 503).count() >= 64 {
+            break;
+        }
+    }
+    (acked, statuses)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_and_a_dead_log_fail_writes_cleanly_and_recover_without_restart() {
+    let disk = SmallDisk::mount("2m");
+    let dev_full = std::fs::File::options()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let data = disk.data();
+    let node = Node::start_logging_to(
+        &data,
+        &[
+            "--jwt-secret",
+            SECRET,
+            "--operator-token",
+            OPERATOR,
+            "--log-level",
+            "info",
+        ],
+        dev_full.into(),
+    )
+    .await;
+    // A user written while the disk had room.
+    assert_eq!(node.get("/memes", &token("early")).await.status, 200);
+
+    // Fill the disk: writes start failing with 503, never hanging.
+    let (mut acked, statuses) = credit_many(&node, 0, 20_000).await;
+    assert!(
+        statuses.iter().filter(|&&s| s == 503).count() >= 64,
+        "the disk never filled: {} writes acknowledged",
+        acked.len()
+    );
+    node.send("GET", "/ready", &[], "")
+        .await
+        .assert_problem(503, "unavailable");
+    let health = node.send("GET", "/health", &[], "").await;
+    assert_eq!(health.status, 200, "the process and its commit thread live");
+    assert_eq!(health.json()["storage"], "failing");
+    assert_eq!(health.json()["commit_thread"], "alive");
+    // A spend is refused with a problem, and nothing is charged.
+    node.get("/memes", &token("early"))
+        .await
+        .assert_problem(503, "unavailable");
+    // Reads that need no write keep working.
+    assert_eq!(node.balance("early").await, 149);
+
+    // Free space: the node recovers by itself.
+    disk.resize("64m");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let r = node.send("GET", "/ready", &[], "").await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not ready 20 s after space was freed: {}",
+            r.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let r = node.get("/memes", &token("early")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["balance"], 148, "the refused spend was not charged");
+    let (more, _) = credit_many(&node, 100_000, 32).await;
+    assert_eq!(more.len(), 32, "writes work again");
+    acked.extend(more);
+
+    // Shut down cleanly, restart on the same disk: nothing acknowledged is lost.
+    let status = node.terminate().await;
+    assert!(status.success(), "{status:?}");
+    let node = Node::start(&data, &[]).await;
+    for user in acked.iter().step_by(7) {
+        assert_eq!(node.balance(user).await, 155, "{user} lost its credit");
+    }
+
+    // Fill it again, then SIGTERM while storage fails: a bounded exit whose
+    // code says the final flush failed.
+    disk.resize(&format!("{}k", disk.used_kib() + 1024));
+    let (_, statuses) = credit_many(&node, 200_000, 20_000).await;
+    assert!(statuses.contains(&503), "the disk never filled again");
+    let status = node
+        .terminate_within(std::time::Duration::from_secs(15))
+        .await;
+    assert_eq!(status.code(), Some(3), "{status:?}");
+}

@@ -39,13 +39,18 @@ impl Node {
     /// Starts a node on a fresh port with its data in `dir` and only `extra`
     /// flags (no credentials unless they are among them).
     pub async fn start_bare(dir: &Path, extra: &[&str]) -> Node {
+        Node::start_logging_to(dir, extra, Stdio::inherit()).await
+    }
+
+    /// Like [`Node::start_bare`], with the node's stderr going to `stderr`.
+    pub async fn start_logging_to(dir: &Path, extra: &[&str], stderr: Stdio) -> Node {
         let mut child = maas()
             .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("spawn maas");
@@ -97,13 +102,18 @@ impl Node {
     }
 
     /// SIGTERM, then the exit status.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    pub async fn terminate(self) -> std::process::ExitStatus {
+        self.terminate_within(Duration::from_secs(20)).await
+    }
+
+    /// SIGTERM, then the exit status, which must come within `limit`.
+    pub async fn terminate_within(mut self, limit: Duration) -> std::process::ExitStatus {
         let status = std::process::Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
-        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+        tokio::time::timeout(limit, self.child.wait())
             .await
             .expect("exited in time")
             .expect("exit status")

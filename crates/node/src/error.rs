@@ -16,6 +16,9 @@ pub enum NodeError {
     /// incompatible version.
     #[error("stored data is corrupt: {0}")]
     Corrupt(#[from] ledger_crdt::Error),
+    /// The store panicked during a flush; treated as a failed flush.
+    #[error("the store panicked during a flush")]
+    StorePanicked,
     /// A group commit failed, so the writes it covered were not acknowledged.
     #[error("flush failed; the write was not made durable")]
     FlushFailed,

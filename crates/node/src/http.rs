@@ -217,17 +217,26 @@ fn failure(service: &Service, failure: Failure) -> Problem {
             "zero_amount",
             Problem::new(ProblemKind::InvalidBody, "amount must not be zero"),
         ),
-        Failure::Storage(e) => {
-            tracing::error!(error = %e, "storage failure; request not acknowledged");
-            (
-                "storage",
-                Problem::new(
-                    ProblemKind::Unavailable,
-                    "storage is unavailable; nothing was charged",
-                )
-                .retry_after(1),
+        // Logged once by the group commit, not once per request: a failing
+        // disk must not also flood the log.
+        Failure::StorageDown => (
+            "storage",
+            Problem::new(
+                ProblemKind::Unavailable,
+                "storage is failing; the request was refused and nothing changed",
             )
-        }
+            .retry_after(1),
+        ),
+        Failure::NotAcknowledged => (
+            "storage",
+            Problem::new(
+                ProblemKind::Unavailable,
+                "the write could not be made durable in time and is not acknowledged; \
+                 it takes effect only if storage recovers, so retry with the same \
+                 Idempotency-Key to learn the outcome without being charged twice",
+            )
+            .retry_after(1),
+        ),
     };
     service.metrics.refusal(reason);
     problem
@@ -398,7 +407,7 @@ async fn standing(service: &Service, user: String) -> Result<Json<Standing>, Pro
     let receipt = service
         .receipt(&user)
         .await
-        .map_err(|e| failure(service, Failure::Storage(e)))?;
+        .map_err(|f| failure(service, f))?;
     Ok(Json(Standing {
         user_id: user,
         balance: receipt.balance,
@@ -610,8 +619,25 @@ async fn cluster(
     }))
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// Liveness: the process serves HTTP and its group-commit thread is going
+/// round. Storage being full is readiness (`/ready`), not liveness.
+async fn health(State(service): State<Shared>) -> Response {
+    let beat_ms = u64::try_from(service.commit_beat_age().as_millis()).unwrap_or(u64::MAX);
+    if service.commit_thread_alive() {
+        Json(serde_json::json!({
+            "status": "ok",
+            "commit_thread": "alive",
+            "commit_beat_ms_ago": beat_ms,
+            "storage": if service.storage_failing() { "failing" } else { "ok" },
+        }))
+        .into_response()
+    } else {
+        Problem::new(
+            ProblemKind::Unavailable,
+            format!("the group-commit thread has not run for {beat_ms} ms"),
+        )
+        .into_response()
+    }
 }
 
 async fn ready(State(service): State<Shared>) -> Result<Json<serde_json::Value>, Problem> {
@@ -620,8 +646,9 @@ async fn ready(State(service): State<Shared>) -> Result<Json<serde_json::Value>,
     } else {
         Err(Problem::new(
             ProblemKind::Unavailable,
-            "storage is not writable",
-        ))
+            "storage is failing: writes are refused until it recovers",
+        )
+        .retry_after(1))
     }
 }
 

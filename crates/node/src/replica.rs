@@ -646,6 +646,19 @@ impl Replica {
         self.core.receipt(&account)
     }
 
+    /// The user's standing, and the write ticket that must be durable before it
+    /// may be shown: the user's latest write of ours not yet durable, or 0.
+    /// (What peers replicated to us needs no wait: they hold it durably.)
+    pub fn receipt_durable_at(&self, user: &str) -> (Receipt, u64) {
+        let ticket = self
+            .pending
+            .iter()
+            .rev()
+            .find(|(_, u, _)| u == user)
+            .map_or(0, |(seq, ..)| *seq);
+        (self.receipt(user), ticket)
+    }
+
     /// Storage confirmed every write up to `ticket`.
     pub fn flushed(&mut self, now: u64, ticket: u64) {
         let ticket = ticket.min(self.state.own_seq);

@@ -43,24 +43,42 @@ pub fn main() -> std::process::ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("maas: cannot start the runtime: {e}");
+            let _ = writeln!(std::io::stderr(), "maas: cannot start the runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A blocking task stuck on a dead disk must not hold the exit hostage.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("maas: {e}");
-            std::process::ExitCode::FAILURE
+            // Not eprintln!: with stderr gone, it would panic instead of exiting.
+            let _ = writeln!(std::io::stderr(), "maas: {e}");
+            match e {
+                NodeError::FlushFailed => std::process::ExitCode::from(EXIT_FINAL_FLUSH_FAILED),
+                _ => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }
+
+/// The exit code when the final flush at shutdown failed or did not finish:
+/// writes never acknowledged may be lost (no acknowledged write is).
+pub const EXIT_FINAL_FLUSH_FAILED: u8 = 3;
+
+/// How long shutdown waits for its final flush.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_max_level(cli.log_level)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // By default a failed log write is reported with eprintln!, which
+        // panics when stderr itself is what failed (a full disk, /dev/full):
+        // a log line is never worth a thread.
+        .log_internal_errors(false);
     // Ignore a second initialisation (tests may run several nodes in one process).
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
@@ -149,7 +167,10 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
 
     let listener = tokio::net::TcpListener::bind(cli.listen).await?;
     let addr = listener.local_addr()?;
-    banner(&cli, addr, transport.as_ref().map(|t| t.1), dev_credentials)?;
+    // The banner is for people; a closed or full stdout must not stop a node.
+    if let Err(e) = banner(&cli, addr, transport.as_ref().map(|t| t.1), dev_credentials) {
+        tracing::warn!(error = %e, "could not print the banner");
+    }
     tracing::info!(%addr, region = %region, data_dir = %cli.data_dir.display(), "serving");
 
     axum::serve(listener, http::router(service.clone(), cli.max_body_bytes))
@@ -162,13 +183,27 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         transport.close(Duration::from_secs(2)).await;
     }
     // Every acknowledged write already waited for its flush; this one covers
-    // writes whose requests were abandoned mid-way.
+    // writes whose requests were abandoned mid-way, and is bounded in time.
     let last = service.clone();
-    tokio::task::spawn_blocking(move || last.commit())
-        .await
-        .map_err(|_| NodeError::FlushFailed)?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    let flushed = tokio::time::timeout(
+        FINAL_FLUSH_TIMEOUT,
+        tokio::task::spawn_blocking(move || last.commit()),
+    )
+    .await;
+    match flushed {
+        Ok(Ok(Ok(()))) => {
+            tracing::info!("stopped cleanly");
+            Ok(())
+        }
+        Ok(Ok(Err(e))) => {
+            tracing::error!(error = %e, "the final flush failed");
+            Err(NodeError::FlushFailed)
+        }
+        Ok(Err(_)) | Err(_) => {
+            tracing::error!("the final flush did not finish in time");
+            Err(NodeError::FlushFailed)
+        }
+    }
 }
 
 /// Reads the configured JWT key.

@@ -31,10 +31,25 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub enum Failure {
     /// The core refused it; nothing changed.
     Refused(Refusal),
-    /// Storage failed; the request was not acknowledged (it may still apply later,
-    /// which an idempotent retry resolves).
-    Storage(NodeError),
+    /// Storage is failing; the request was refused before it changed anything.
+    StorageDown,
+    /// The request was applied in memory, but its flush failed or did not finish
+    /// within [`ACK_TIMEOUT`]: it is not acknowledged, and takes effect if storage
+    /// recovers (an idempotent retry then replays it, never charging twice).
+    NotAcknowledged,
 }
+
+/// The longest a request waits for its write to become durable before it is
+/// answered 503: a failing disk must never hang a request.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How often the group-commit thread wakes when idle: to show it is alive, and,
+/// while storage fails, to try the failed write again.
+const COMMIT_BEAT: Duration = Duration::from_millis(250);
+
+/// The group-commit thread counts as stalled when it has not beaten for this
+/// long (one fsync stuck on a dying disk, say).
+pub const COMMIT_STALLED_AFTER: Duration = Duration::from_secs(5);
 
 /// A request's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +93,8 @@ pub struct Service {
     /// replies of the first before its batch is durable.
     committing: Mutex<()>,
     progress: watch::Sender<Progress>,
+    /// When the group-commit thread last went round its loop, ms.
+    commit_beat_ms: AtomicU64,
     /// Durable storage.
     pub store: Store,
     /// The meme catalog.
@@ -116,6 +133,7 @@ impl Service {
                 durable,
                 failing: false,
             }),
+            commit_beat_ms: AtomicU64::new(now_ms()),
             store,
             catalog,
             auth,
@@ -131,13 +149,19 @@ impl Service {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Executes `command` for `user`; returns once the result is durable.
+    /// Executes `command` for `user`; returns once the result is durable, or
+    /// fails within [`ACK_TIMEOUT`].
     pub async fn execute(
         &self,
         user: &str,
         command: Command,
         key: Option<IdempotencyKey>,
     ) -> Result<Answer, Failure> {
+        // While storage fails nothing new is applied: a refusal now is a clean
+        // "nothing changed", where accepting would leave the outcome unknown.
+        if self.progress.borrow().failing {
+            return Err(Failure::StorageDown);
+        }
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -149,7 +173,14 @@ impl Service {
                 self.wake_group_commit();
             }
         }
-        match rx.await {
+        let outcome = match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                self.lock().waiting.remove(&request);
+                return Err(Failure::NotAcknowledged);
+            }
+        };
+        match outcome {
             Ok(Outcome::Replied(Ok(receipt), replayed)) => {
                 if !replayed {
                     match command {
@@ -160,24 +191,25 @@ impl Service {
                 Ok(Answer { receipt, replayed })
             }
             Ok(Outcome::Replied(Err(refusal), _)) => Err(Failure::Refused(refusal)),
-            Ok(Outcome::StorageFailed) | Err(_) => Err(Failure::Storage(NodeError::FlushFailed)),
+            Ok(Outcome::StorageFailed) | Err(_) => Err(Failure::NotAcknowledged),
         }
     }
 
-    /// The user's standing, once everything it might show is durable.
-    pub async fn receipt(&self, user: &str) -> Result<Receipt, NodeError> {
+    /// The user's standing, once every write of this region that it shows is
+    /// durable (at most [`ACK_TIMEOUT`]). A user with no write in flight is
+    /// answered at once, even while storage fails.
+    pub async fn receipt(&self, user: &str) -> Result<Receipt, Failure> {
         let (receipt, ticket) = {
             let inner = self.lock();
-            (inner.replica.receipt(user), inner.replica.written())
+            inner.replica.receipt_durable_at(user)
         };
         if self.progress.borrow().durable < ticket {
             self.wake_group_commit();
             let mut rx = self.progress.subscribe();
-            rx.wait_for(|p| p.durable >= ticket || p.failing)
-                .await
-                .map_err(|_| NodeError::FlushFailed)?;
-            if self.progress.borrow().durable < ticket {
-                return Err(NodeError::FlushFailed);
+            let reached = tokio::time::timeout(ACK_TIMEOUT, rx.wait_for(|p| p.durable >= ticket))
+                .await;
+            if !matches!(reached, Ok(Ok(_))) {
+                return Err(Failure::NotAcknowledged);
             }
         }
         Ok(receipt)
@@ -194,9 +226,26 @@ impl Service {
         limiter.admit(who, now_ms())
     }
 
-    /// Whether storage works: writable, and the last flush succeeded.
+    /// Whether storage works: the commit thread is alive, the last flush
+    /// succeeded, and the store takes a write.
     pub fn ready(&self) -> bool {
-        self.store.writable() && !self.progress.borrow().failing
+        self.commit_thread_alive() && !self.progress.borrow().failing && self.store.writable()
+    }
+
+    /// Whether the last flush failed (and is being retried).
+    pub fn storage_failing(&self) -> bool {
+        self.progress.borrow().failing
+    }
+
+    /// How long ago the group-commit thread last went round its loop.
+    pub fn commit_beat_age(&self) -> Duration {
+        let beat = self.commit_beat_ms.load(Ordering::Relaxed);
+        Duration::from_millis(now_ms().saturating_sub(beat))
+    }
+
+    /// Whether the group-commit thread has beaten recently.
+    pub fn commit_thread_alive(&self) -> bool {
+        self.commit_beat_age() < COMMIT_STALLED_AFTER
     }
 
     /// Time passes for the replica (batches, anti-entropy, membership timers).
@@ -289,34 +338,45 @@ impl Service {
     /// first write before flushing, so that more writes share one flush: each
     /// flush costs a log-buffer seal and an fsync, so fewer, larger flushes save
     /// CPU at the price of at most `linger` added latency.
+    ///
+    /// The thread never dies of an error: a failed flush is kept and tried again
+    /// every [`COMMIT_BEAT`] until storage recovers, and a panic inside the store
+    /// counts as a failed flush.
     pub fn start_group_commit(self: &Arc<Self>, linger: Duration) -> Result<(), NodeError> {
         let service = self.clone();
         std::thread::Builder::new()
             .name("group-commit".into())
             .spawn(move || {
                 loop {
+                    service.commit_beat_ms.store(now_ms(), Ordering::Relaxed);
                     let mut pending = service.pending.lock().unwrap_or_else(|p| p.into_inner());
-                    while !*pending {
+                    if !*pending {
                         pending = service
                             .kick
-                            .wait(pending)
-                            .unwrap_or_else(|p| p.into_inner());
+                            .wait_timeout(pending, COMMIT_BEAT)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
                     }
+                    let woken = *pending;
                     drop(pending);
-                    if !linger.is_zero() {
+                    if !woken && !service.storage_failing() {
+                        continue;
+                    }
+                    if woken && !linger.is_zero() {
                         std::thread::sleep(linger);
                     }
                     // Cleared only now: writes during the linger ride this flush.
                     *service.pending.lock().unwrap_or_else(|p| p.into_inner()) = false;
-                    service.commit();
+                    // Failures are logged and kept for the next round inside.
+                    let _ = service.commit();
                 }
             })?;
         Ok(())
     }
 
     /// One group commit: write what changed, make it durable, release replies.
-    /// Blocking; also used once at shutdown.
-    pub fn commit(&self) {
+    /// Blocking; also used once at shutdown, where its result is the exit code.
+    pub fn commit(&self) -> Result<(), NodeError> {
         let _one_at_a_time = self.committing.lock().unwrap_or_else(|p| p.into_inner());
         let (retry, persist) = {
             let mut inner = self.lock();
@@ -324,29 +384,39 @@ impl Service {
         };
         if persist.is_empty() && retry.is_none() && persist.ticket <= self.progress.borrow().durable
         {
-            return;
+            return Ok(());
         }
         let started = Instant::now();
-        let result = match &retry {
+        // A panic in the store must not kill this thread (every later write
+        // would wait for it forever): it is a failed flush like any other.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &retry {
             Some(earlier) => self
                 .store
                 .persist(earlier)
                 .and_then(|()| self.store.persist(&persist)),
             None => self.store.persist(&persist),
-        };
+        }))
+        .unwrap_or_else(|_| Err(NodeError::StorePanicked));
         self.metrics.observe_flush(started.elapsed());
         let mut inner = self.lock();
         match result {
             Ok(()) => {
                 inner.replica.flushed(now_ms(), persist.ticket);
                 route(&mut inner);
+                let recovered = self.progress.borrow().failing;
                 self.progress.send_modify(|p| {
                     p.durable = p.durable.max(persist.ticket);
                     p.failing = false;
                 });
+                if recovered {
+                    tracing::warn!("storage recovered; writes are accepted again");
+                }
+                Ok(())
             }
             Err(e) => {
-                tracing::error!(error = %e, "group commit failed; requests it covered are not acknowledged");
+                if !self.progress.borrow().failing {
+                    tracing::error!(error = %e, "group commit failed; requests it covered are not acknowledged, new writes are refused until storage recovers");
+                }
                 // Keep what was not written, to write it first next time.
                 let mut keep = retry.unwrap_or_default();
                 keep.accounts.extend(persist.accounts);
@@ -360,6 +430,7 @@ impl Service {
                     let _ = tx.send(Outcome::StorageFailed);
                 }
                 self.progress.send_modify(|p| p.failing = true);
+                Err(e)
             }
         }
     }

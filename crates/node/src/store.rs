@@ -16,7 +16,8 @@ use crate::NodeError;
 use crate::core::IdempotencyRecord;
 use crate::replica::{Durable, Meta, Persist};
 use ledger_crdt::{Account, RegionId, wire};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 
 /// The most bytes of an idempotency record (fingerprint included).
 const MAX_RECORD_BYTES: usize = 4 * 1024;
@@ -24,25 +25,71 @@ const MAX_RECORD_BYTES: usize = 4 * 1024;
 const MAX_META_BYTES: usize = 1024 * 1024;
 
 /// The node's sled database.
+///
+/// sled remembers an I/O error for good: after one failed write (a full disk)
+/// every later call fails, even once space is free. So a failed write closes
+/// the database, and the next write opens it again from disk; sled's recovery
+/// keeps exactly what was flushed, and the caller writes the rest again.
 pub struct Store {
-    db: sled::Db,
+    dir: PathBuf,
+    cache_bytes: u64,
+    /// `None` after a failure, until it could be opened again.
+    db: RwLock<Option<sled::Db>>,
+}
+
+fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, NodeError> {
+    Ok(sled::Config::new()
+        .path(dir)
+        .cache_capacity(cache_bytes)
+        // The group commit flushes; sled's own 500 ms flusher would only
+        // compete with it for the log.
+        .flush_every_ms(None)
+        .open()?)
 }
 
 impl Store {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, NodeError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            // The group commit flushes; sled's own 500 ms flusher would only
-            // compete with it for the log.
-            .flush_every_ms(None)
-            .open()?;
-        Ok(Self { db })
+        let db = open_db(dir, cache_bytes)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            cache_bytes,
+            db: RwLock::new(Some(db)),
+        })
+    }
+
+    /// The open database, opening it again after a failure.
+    fn db(&self) -> Result<sled::Db, NodeError> {
+        if let Some(db) = self.db.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
+            return Ok(db.clone());
+        }
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(db) = slot.as_ref() {
+            return Ok(db.clone());
+        }
+        let db = open_db(&self.dir, self.cache_bytes)?;
+        tracing::info!(dir = %self.dir.display(), "storage reopened");
+        *slot = Some(db.clone());
+        Ok(db)
+    }
+
+    /// Drops the failed handle, so the next call opens the database afresh.
+    fn close_after_failure(&self) {
+        let old = self.db.write().unwrap_or_else(PoisonError::into_inner).take();
+        drop(old);
     }
 
     /// Writes one flush's changes atomically and makes them durable. Blocking.
+    /// After a failure the database is reopened by the next call.
     pub fn persist(&self, persist: &Persist) -> Result<(), NodeError> {
+        let result = self.db().and_then(|db| Self::write(&db, persist));
+        if result.is_err() {
+            self.close_after_failure();
+        }
+        result
+    }
+
+    fn write(db: &sled::Db, persist: &Persist) -> Result<(), NodeError> {
         let mut batch = sled::Batch::default();
         for (user, account) in &persist.accounts {
             batch.insert(key(b'a', user.as_bytes()), account.to_bytes()?);
@@ -61,20 +108,21 @@ impl Store {
             }
         }
         batch.insert(&b"m"[..], wire::encode(&persist.meta)?);
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
+        db.apply_batch(batch)?;
+        db.flush()?;
         Ok(())
     }
 
     /// Reads the whole durable state back.
     pub fn load(&self) -> Result<Durable, NodeError> {
+        let db = self.db()?;
         let mut all = Persist::default();
-        for item in self.db.scan_prefix(b"a") {
+        for item in db.scan_prefix(b"a") {
             let (k, v) = item?;
             all.accounts
                 .push((text(&k[1..])?, Account::from_bytes(&v)?));
         }
-        for item in self.db.scan_prefix(b"q") {
+        for item in db.scan_prefix(b"q") {
             let (k, v) = item?;
             let (origin, user) = k[1..]
                 .split_at_checked(2)
@@ -84,12 +132,12 @@ impl Store {
             all.seqs
                 .push(((origin, text(user)?), u64::from_be_bytes(seq)));
         }
-        for item in self.db.scan_prefix(b"o") {
+        for item in db.scan_prefix(b"o") {
             let (k, v) = item?;
             let own: (u64, Account) = wire::decode::<_, { wire::MAX_ACCOUNT_BYTES + 16 }>(&v)?;
             all.own.push((text(&k[1..])?, own));
         }
-        for item in self.db.scan_prefix(b"i") {
+        for item in db.scan_prefix(b"i") {
             let (k, v) = item?;
             let rest = &k[1..];
             let zero = rest
@@ -100,7 +148,7 @@ impl Store {
             let record: IdempotencyRecord = wire::decode::<_, MAX_RECORD_BYTES>(&v)?;
             all.records.push(((text(scope)?, text(key)?), Some(record)));
         }
-        if let Some(meta) = self.db.get(b"m")? {
+        if let Some(meta) = db.get(b"m")? {
             all.meta = wire::decode::<Meta, MAX_META_BYTES>(&meta)?;
         }
         let mut durable = Durable::default();
@@ -110,7 +158,9 @@ impl Store {
 
     /// Whether storage accepts a write right now (for `/ready`).
     pub fn writable(&self) -> bool {
-        self.db.insert(b"~ready", &b"1"[..]).is_ok()
+        self.db()
+            .and_then(|db| Ok(db.insert(b"~ready", &b"1"[..])?))
+            .is_ok()
     }
 }
 
