@@ -64,8 +64,18 @@ async fn weak_or_missing_credentials_are_refused_at_start() {
         .await;
     }
     // Half-configured: the missing flag is named.
-    refused(&["--jwt-secret", SECRET], &[], "--operator-token is required").await;
-    refused(&strong_op, &[], "--jwt-secret or --jwt-public-key is required").await;
+    refused(
+        &["--jwt-secret", SECRET],
+        &[],
+        "--operator-token is required",
+    )
+    .await;
+    refused(
+        &strong_op,
+        &[],
+        "--jwt-secret or --jwt-public-key is required",
+    )
+    .await;
     refused(
         &["--jwt-audience", "maas"],
         &[],
@@ -95,7 +105,12 @@ async fn configuration_that_cannot_be_right_is_refused() {
         "leaves out this region",
     )
     .await;
-    refused(&with(&["--jwt-leeway-secs", "3600"]), &[], "jwt-leeway-secs").await;
+    refused(
+        &with(&["--jwt-leeway-secs", "3600"]),
+        &[],
+        "jwt-leeway-secs",
+    )
+    .await;
     refused(&with(&["--max-body-bytes", "0"]), &[], "max-body-bytes").await;
 }
 
@@ -177,7 +192,9 @@ async fn head_never_spends() {
     let alice = token("alice");
     let auth = format!("Bearer {alice}");
     for path in ["/memes", "/v1/memes", "/memes?query=cats"] {
-        let r = node.send("HEAD", path, &[("authorization", &auth)], "").await;
+        let r = node
+            .send("HEAD", path, &[("authorization", &auth)], "")
+            .await;
         assert_eq!(r.status, 405, "HEAD {path}");
         assert_eq!(r.header("allow"), Some("GET"));
     }
@@ -365,7 +382,11 @@ async fn a_full_disk_and_a_dead_log_fail_writes_cleanly_and_recover_without_rest
     }
     let r = node.get("/memes", &token("early")).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json()["balance"], 148, "the refused spend was not charged");
+    assert_eq!(
+        r.json()["balance"],
+        148,
+        "the refused spend was not charged"
+    );
     let (more, _) = credit_many(&node, 100_000, 32).await;
     assert_eq!(more.len(), 32, "writes work again");
     acked.extend(more);
@@ -381,10 +402,181 @@ async fn a_full_disk_and_a_dead_log_fail_writes_cleanly_and_recover_without_rest
     // Fill it again, then SIGTERM while storage fails: a bounded exit whose
     // code says the final flush failed.
     disk.resize(&format!("{}k", disk.used_kib() + 1024));
-    let (_, statuses) = credit_many(&node, 200_000, 20_000).await;
+    let (acked_again, statuses) = credit_many(&node, 200_000, 20_000).await;
     assert!(statuses.contains(&503), "the disk never filled again");
+    acked.extend(acked_again);
     let status = node
         .terminate_within(std::time::Duration::from_secs(15))
         .await;
     assert_eq!(status.code(), Some(3), "{status:?}");
+
+    // With room again, a restart on that disk has every acknowledged write.
+    disk.resize("64m");
+    let node = Node::start(&data, &[]).await;
+    for user in &acked {
+        assert_eq!(node.balance(user).await, 155, "{user} lost its credit");
+    }
+}
+
+/// Opens a connection and sends `bytes`, then holds it.
+async fn hold(addr: &str, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    stream
+}
+
+/// Reads until the peer closes (or `limit` passes); returns what came.
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut raw = Vec::new();
+    match tokio::time::timeout(limit, stream.read_to_end(&mut raw)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&raw).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_cannot_starve_the_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(
+        dir.path(),
+        &[
+            "--header-read-timeout-secs",
+            "1",
+            "--max-connections",
+            "300",
+        ],
+    )
+    .await;
+    // 400 connections: some idle, some half-sent; 300 fit under the cap.
+    let mut held = Vec::new();
+    for i in 0..400 {
+        let bytes: &[u8] = if i % 2 == 0 {
+            b""
+        } else {
+            b"GET /health HTTP/1.1\r\nhost: x\r\nx-slow: "
+        };
+        held.push(hold(&node.addr, bytes).await);
+    }
+    // Over the cap: a 503 problem, not a hang.
+    let r = support::request(&node.addr, "GET", "/health", &[], "")
+        .await
+        .expect("answered");
+    r.assert_problem(503, "unavailable");
+    // Each held connection is closed by the header timeout; a half-sent one
+    // may get a 408-ish close, never a hang.
+    for stream in &mut held {
+        let closed = read_until_closed(stream, std::time::Duration::from_secs(10)).await;
+        assert!(closed.is_some(), "a held connection stayed open");
+    }
+    let r = support::request(&node.addr, "GET", "/health", &[], "")
+        .await
+        .expect("answered");
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test]
+async fn what_hyper_refuses_on_its_own_is_a_problem_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &[]).await;
+    // Bad bytes in the request line and in a header.
+    for raw in [
+        &b"GET /health HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n"[..],
+        b"\x01\x02\x03 / HTTP/1.1\r\n\r\n",
+        b"GET /he alth HTTP/1.1\r\nhost: x\r\n\r\n",
+    ] {
+        let mut s = hold(&node.addr, raw).await;
+        let text = read_until_closed(&mut s, std::time::Duration::from_secs(5))
+            .await
+            .expect("closed");
+        assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+        assert!(
+            text.contains("content-type: application/problem+json"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""type":"/problems/invalid-request""#),
+            "{text}"
+        );
+    }
+    // A huge request target and huge headers: ours, or hyper's beyond ours.
+    for (path, header, status, kind) in [
+        (
+            format!("/memes?query={}", "q".repeat(9_000)),
+            String::new(),
+            414,
+            "uri-too-long",
+        ),
+        (
+            format!("/{}", "p".repeat(70_000)),
+            String::new(),
+            414,
+            "uri-too-long",
+        ),
+        (
+            "/health".to_owned(),
+            "h".repeat(20_000),
+            431,
+            "headers-too-large",
+        ),
+        (
+            "/health".to_owned(),
+            "h".repeat(300_000),
+            431,
+            "headers-too-large",
+        ),
+    ] {
+        let mut head = format!("GET {path} HTTP/1.1\r\nhost: x\r\n");
+        if !header.is_empty() {
+            head.push_str(&format!("x-big: {header}\r\n"));
+        }
+        head.push_str("connection: close\r\n\r\n");
+        let mut s = hold(&node.addr, head.as_bytes()).await;
+        let text = read_until_closed(&mut s, std::time::Duration::from_secs(5))
+            .await
+            .expect("closed");
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{}",
+            &text[..text.len().min(200)]
+        );
+        assert!(text.contains("application/problem+json"), "{text}");
+        assert!(
+            text.contains(&format!(r#""type":"/problems/{kind}""#)),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_with_a_half_sent_request_exits_within_the_grace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(
+        dir.path(),
+        &["--shutdown-grace", "1", "--header-read-timeout-secs", "600"],
+    )
+    .await;
+    assert_eq!(node.get("/memes", &token("erin")).await.status, 200);
+    // A request whose body never comes, and one whose head never ends.
+    let _body = hold(
+        &node.addr,
+        format!(
+            "POST /update-token-balance HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {OPERATOR}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+        )
+        .as_bytes(),
+    )
+    .await;
+    let _head = hold(&node.addr, b"GET /health HTTP/1.1\r\nhost: x\r\n").await;
+    let data = node.dir().to_owned();
+    let status = node
+        .terminate_within(std::time::Duration::from_secs(8))
+        .await;
+    assert!(status.success(), "{status:?}");
+    // And the acknowledged spend survived.
+    let node = Node::start(&data, &[]).await;
+    assert_eq!(node.balance("erin").await, 149);
 }

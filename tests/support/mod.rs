@@ -167,6 +167,17 @@ impl Node {
         r.json()["balance"].as_u64().expect("balance")
     }
 
+    /// The user's balance, or `None` if this region never saw the user (404).
+    pub async fn balance_if_seen(&self, user: &str) -> Option<u64> {
+        let r = self.get(&format!("/v1/users/{user}"), OPERATOR).await;
+        if r.status == 404 {
+            r.assert_problem(404, "user-not-found");
+            return None;
+        }
+        assert_eq!(r.status, 200, "{}", r.body);
+        Some(r.json()["balance"].as_u64().expect("balance"))
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -187,14 +198,23 @@ pub fn maas() -> Command {
 
 /// Runs `maas` with `args` and `env` until it exits (at most 20 s); returns its
 /// exit status and what it printed on stderr.
-pub async fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+pub async fn run_to_exit(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String) {
     let mut command = maas();
-    command.args(args).envs(env.iter().copied()).kill_on_drop(true);
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
     let output = tokio::time::timeout(Duration::from_secs(20), command.output())
         .await
         .expect("maas exited in time")
         .expect("run maas");
-    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// A client token for `user`, valid for an hour.

@@ -92,6 +92,31 @@ pub struct Cli {
           value_parser = body_limit)]
     pub max_body_bytes: usize,
 
+    /// Seconds a connection may take to send a complete request head, counted
+    /// from when the server starts waiting for one (so an idle keep-alive
+    /// connection is closed after it too).
+    #[arg(long, env = "MAAS_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds one request may take from its head to its answer (a slow body
+    /// included); past it the answer is 408.
+    #[arg(long, env = "MAAS_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_secs: u64,
+
+    /// HTTP connections served at once; more get a 503 and are closed. Lowered
+    /// at start to fit the open-file limit.
+    #[arg(long, env = "MAAS_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// On SIGTERM/SIGINT, seconds open connections get to finish before they
+    /// are closed; the final flush happens either way.
+    #[arg(long, env = "MAAS_SHUTDOWN_GRACE", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace: u64,
+
     /// Microseconds the group commit waits after a write before flushing, so
     /// that more writes share one flush. Adds at most this much latency
     /// (at most 100000).

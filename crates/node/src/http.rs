@@ -29,8 +29,14 @@ pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 type Shared = Arc<Service>;
 
-/// The node's routes.
-pub fn router(service: Shared, max_body_bytes: usize) -> Router {
+/// The longest request target accepted (path and query), in bytes.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// The most header bytes (names and values) a request may carry.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// The node's routes; a request taking longer than `request_timeout` (a slow
+/// body, say) is answered 408.
+pub fn router(service: Shared, max_body_bytes: usize, request_timeout: Duration) -> Router {
     Router::new()
         // A HEAD would run the GET handler and spend a token for a response
         // with no meme: it is refused instead (HEAD must be safe).
@@ -46,20 +52,38 @@ pub fn router(service: Shared, max_body_bytes: usize) -> Router {
         .route("/v1/cluster", get(cluster))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::from_fn_with_state(service.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            (service.clone(), request_timeout),
+            observe,
+        ))
         .with_state(service)
 }
 
-/// Records metrics, and turns any error response that is not yet a problem (a 405
-/// or 413 from the framework) into one.
-async fn observe(State(service): State<Shared>, request: Request, next: Next) -> Response {
+/// Refuses oversized request targets and headers, bounds the request's time,
+/// records metrics, and turns any error response that is not yet a problem (a
+/// 405 or 413 from the framework) into one.
+async fn observe(
+    State((service, request_timeout)): State<(Shared, Duration)>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    let mut response = next.run(request).await;
+    let mut response = match oversized(&request) {
+        Some(problem) => problem.into_response(),
+        None => match tokio::time::timeout(request_timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => Problem::new(
+                ProblemKind::RequestTimeout,
+                format!("the request took longer than {request_timeout:?}"),
+            )
+            .into_response(),
+        },
+    };
     let status = response.status();
     let is_problem = response
         .headers()
@@ -80,6 +104,32 @@ async fn observe(State(service): State<Shared>, request: Request, next: Next) ->
         .metrics
         .observe_request(&route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// A problem if the request's target or headers are larger than we accept.
+fn oversized(request: &Request) -> Option<Problem> {
+    let uri = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if uri > MAX_URI_BYTES {
+        return Some(Problem::new(
+            ProblemKind::UriTooLong,
+            format!("the request target is {uri} bytes; at most {MAX_URI_BYTES} are accepted"),
+        ));
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return Some(Problem::new(
+            ProblemKind::HeadersTooLarge,
+            format!("the headers are {headers} bytes; at most {MAX_HEADER_BYTES} are accepted"),
+        ));
+    }
+    None
 }
 
 async fn head_spends() -> Response {

@@ -23,6 +23,8 @@
 //!   - [`certs`]: the cluster CA and node certificates (`maas certs`).
 //!   - [`store`]: sled: one atomic batch per flush, and loading at startup.
 //!   - [`http`]: axum routes, parsing and responses.
+//!   - [`listener`]: the accept loop: header timeout, connection cap, bounded
+//!     drain, problem+json for what hyper refuses on its own.
 //!   - [`problem`]: `application/problem+json` errors with stable `type`s.
 //!   - [`auth`]: JWT clients and the operator credential.
 //!   - [`metrics`]: Prometheus text.
@@ -50,6 +52,7 @@ pub mod demand;
 pub mod dev;
 pub mod error;
 pub mod http;
+pub mod listener;
 pub mod membership;
 pub mod message;
 pub mod metrics;

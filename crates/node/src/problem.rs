@@ -41,6 +41,8 @@ pub enum ProblemKind {
     Unavailable,
     /// 404: the user was never seen by this region.
     UserNotFound,
+    /// 408: the request took longer than the server allows.
+    RequestTimeout,
     /// 414: the request target is longer than the node accepts.
     UriTooLong,
     /// 431: the request's headers are larger than the node accepts.
@@ -79,6 +81,7 @@ impl ProblemKind {
             Internal => ("/problems/internal", StatusCode::INTERNAL_SERVER_ERROR),
             Unavailable => ("/problems/unavailable", StatusCode::SERVICE_UNAVAILABLE),
             UserNotFound => ("/problems/user-not-found", StatusCode::NOT_FOUND),
+            RequestTimeout => ("/problems/request-timeout", StatusCode::REQUEST_TIMEOUT),
             UriTooLong => ("/problems/uri-too-long", StatusCode::URI_TOO_LONG),
             HeadersTooLarge => (
                 "/problems/headers-too-large",
@@ -105,6 +108,7 @@ impl ProblemKind {
             Internal => "Internal error",
             Unavailable => "Service unavailable",
             UserNotFound => "User not found",
+            RequestTimeout => "Request timeout",
             UriTooLong => "URI too long",
             HeadersTooLarge => "Request headers too large",
         }

@@ -173,9 +173,19 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
     }
     tracing::info!(%addr, region = %region, data_dir = %cli.data_dir.display(), "serving");
 
-    axum::serve(listener, http::router(service.clone(), cli.max_body_bytes))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = listener_limits(&cli);
+    let router = http::router(
+        service.clone(),
+        cli.max_body_bytes,
+        Duration::from_secs(cli.request_timeout_secs),
+    );
+    let drained = crate::listener::serve(listener, router, limits, shutdown_signal()).await;
+    if drained.closed_by_force > 0 {
+        tracing::warn!(
+            connections = drained.closed_by_force,
+            "closed connections at the end of the shutdown grace"
+        );
+    }
     if let Some((transport, _)) = transport {
         if !cli.stay_on_shutdown {
             leave(&service).await;
@@ -203,6 +213,31 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
             tracing::error!("the final flush did not finish in time");
             Err(NodeError::FlushFailed)
         }
+    }
+}
+
+/// The listener's limits: the flags', with the connection cap lowered to fit
+/// the open-file limit (raised first, where the OS allows).
+fn listener_limits(cli: &Cli) -> crate::listener::Limits {
+    /// Descriptors kept for sled, QUIC and the rest of the process.
+    const RESERVED_FDS: u64 = 256;
+    let mut max_connections = cli.max_connections;
+    if let Some(fds) = crate::listener::raise_fd_limit() {
+        let fit = fds.saturating_sub(RESERVED_FDS).max(1);
+        if max_connections > fit {
+            tracing::warn!(
+                requested = max_connections,
+                open_file_limit = fds,
+                using = fit,
+                "--max-connections lowered to fit the open-file limit"
+            );
+            max_connections = fit;
+        }
+    }
+    crate::listener::Limits {
+        header_read_timeout: Duration::from_secs(cli.header_read_timeout_secs),
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        shutdown_grace: Duration::from_secs(cli.shutdown_grace),
     }
 }
 

@@ -206,8 +206,8 @@ impl Service {
         if self.progress.borrow().durable < ticket {
             self.wake_group_commit();
             let mut rx = self.progress.subscribe();
-            let reached = tokio::time::timeout(ACK_TIMEOUT, rx.wait_for(|p| p.durable >= ticket))
-                .await;
+            let reached =
+                tokio::time::timeout(ACK_TIMEOUT, rx.wait_for(|p| p.durable >= ticket)).await;
             if !matches!(reached, Ok(Ok(_))) {
                 return Err(Failure::NotAcknowledged);
             }

@@ -38,6 +38,7 @@ pub struct Store {
 }
 
 fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, NodeError> {
+    remove_unfinished_snapshots(dir)?;
     Ok(sled::Config::new()
         .path(dir)
         .cache_capacity(cache_bytes)
@@ -45,6 +46,31 @@ fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, NodeError> {
         // compete with it for the log.
         .flush_every_ms(None)
         .open()?)
+}
+
+/// Removes `snap.*.generating` files: snapshots sled began but never finished
+/// (a full disk stopped the write). sled renames a snapshot into place only
+/// after writing and syncing all of it, so such a file never was the snapshot;
+/// but sled 0.34 still reads it as the newest one (its name sorts last), finds
+/// it truncated, and refuses to open the database at all (sled issue #1527).
+fn remove_unfinished_snapshots(dir: &Path) -> Result<(), NodeError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let unfinished = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("snap.") && n.ends_with(".generating"));
+        if unfinished {
+            tracing::warn!(file = %path.display(), "removing an unfinished sled snapshot");
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 impl Store {
@@ -60,7 +86,12 @@ impl Store {
 
     /// The open database, opening it again after a failure.
     fn db(&self) -> Result<sled::Db, NodeError> {
-        if let Some(db) = self.db.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
+        if let Some(db) = self
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
             return Ok(db.clone());
         }
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
@@ -75,7 +106,11 @@ impl Store {
 
     /// Drops the failed handle, so the next call opens the database afresh.
     fn close_after_failure(&self) {
-        let old = self.db.write().unwrap_or_else(PoisonError::into_inner).take();
+        let old = self
+            .db
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         drop(old);
     }
 

@@ -1,0 +1,368 @@
+//! HTTP connections: the accept loop and the limits that protect it.
+//!
+//! `axum::serve` has no header timeout, no connection cap and no bound on its
+//! drain, and a black-box run showed what that costs: 2,000 idle or half-sent
+//! connections held the process at its file-descriptor limit, `/health` timed
+//! out, nothing was logged, and SIGTERM waited forever. Here:
+//!
+//! - a connection that does not deliver a complete request head within
+//!   [`Limits::header_read_timeout`] is closed, whether it is half-sent or idle
+//!   between keep-alive requests (hyper runs one timer for both);
+//! - at most [`Limits::max_connections`] are served at once; past that a
+//!   connection gets a 503 problem and is closed, and the log says so;
+//! - on shutdown the listener closes, open connections finish their current
+//!   request, and whatever is still open after [`Limits::shutdown_grace`] is
+//!   closed, so shutdown (and its final flush) always comes;
+//! - the answers hyper writes by itself for bytes it cannot parse (400, 414,
+//!   431) are rewritten into problem+json ([`ParseErrorsAsProblems`]).
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+/// The limits of the HTTP listener.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// A request head must arrive completely within this, counted from when the
+    /// connection starts waiting for it (so it also closes idle keep-alives).
+    pub header_read_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long shutdown lets open connections finish.
+    pub shutdown_grace: Duration,
+}
+
+/// How the listener ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drained {
+    /// Connections still open when the grace ran out, closed by force.
+    pub closed_by_force: usize,
+}
+
+/// At most this many over-the-cap connections are being answered 503 at once;
+/// beyond that they are closed without a word (each holds a descriptor).
+const MAX_REFUSING: usize = 64;
+
+/// The shortest interval between two log lines about the cap or accept errors.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` until `shutdown` completes, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> Drained {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // Above our own limits (see `crate::http`), so that a long URI or large
+        // headers reach the app and get its problem answer, not hyper's.
+        .max_buf_size(256 * 1024);
+    let http = Arc::new(http);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let (stop, stopped) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut quiet = Quiet::default();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors, typically: the connection stays in
+                        // the backlog, so back off instead of spinning on it.
+                        quiet.log(|n| tracing::warn!(error = %e, times = n, "accepting a connection failed"));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let (http, app, stopped) = (http.clone(), app.clone(), stopped.clone());
+                        connections.spawn(async move {
+                            serve_connection(stream, &http, app, stopped).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        quiet.log(|n| tracing::warn!(
+                            cap = limits.max_connections,
+                            refused = n,
+                            "connection cap reached; refusing new connections with 503"
+                        ));
+                        if let Ok(slot) = refusing.clone().try_acquire_owned() {
+                            connections.spawn(async move {
+                                refuse(stream).await;
+                                drop(slot);
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(limits.shutdown_grace, drain)
+        .await
+        .is_ok()
+    {
+        return Drained::default();
+    }
+    let closed_by_force = connections.len();
+    tracing::warn!(
+        connections = closed_by_force,
+        grace = ?limits.shutdown_grace,
+        "shutdown grace is over; closing the connections still open"
+    );
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+    Drained { closed_by_force }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    http: &http1::Builder,
+    app: Router,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let io = TokioIo::new(ParseErrorsAsProblems::new(stream));
+    let connection = http.serve_connection(io, TowerToHyperService::new(app));
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = stopped.wait_for(|s| *s) => connection.as_mut().graceful_shutdown(),
+    }
+    let _ = connection.await;
+}
+
+/// Answers a connection over the cap with a 503 problem, and closes it.
+async fn refuse(mut stream: TcpStream) {
+    let body = br#"{"type":"/problems/unavailable","title":"Service unavailable","status":503,"detail":"too many open connections; retry shortly"}"#;
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// Rate-limits a repeated log line.
+#[derive(Default)]
+struct Quiet {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl Quiet {
+    fn log(&mut self, line: impl FnOnce(u64)) {
+        self.since += 1;
+        if self.last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            line(self.since);
+            self.last = Some(Instant::now());
+            self.since = 0;
+        }
+    }
+}
+
+/// A connection whose bare parse-error answers become problem+json.
+///
+/// hyper answers bytes it cannot parse (a bad request line or header, a
+/// request target or header section past its limits) on its own, before any
+/// handler runs, with a status line and no body. Every answer of ours carries a
+/// `content-type` (the app turns every error into a problem), so a 400, 414 or
+/// 431 head without one is hyper's: it is replaced, on its way out, by the
+/// problem of the same status. hyper closes the connection after it.
+pub struct ParseErrorsAsProblems {
+    inner: TcpStream,
+    /// Replacement bytes still to be written, and how many were.
+    replacement: Option<(Vec<u8>, usize)>,
+}
+
+impl ParseErrorsAsProblems {
+    /// Wraps a connection.
+    pub fn new(inner: TcpStream) -> Self {
+        Self {
+            inner,
+            replacement: None,
+        }
+    }
+
+    /// Writes what is left of a replacement; ready once all of it is out.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, written)) = &mut self.replacement {
+            if *written >= bytes.len() {
+                self.replacement = None;
+                break;
+            }
+            let n =
+                std::task::ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The problem answer for hyper's own answer `head`, if that is what it is.
+fn problem_for(head: &[u8]) -> Option<Vec<u8>> {
+    let status = head
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| head.strip_prefix(b"HTTP/1.0 "))?;
+    let (kind, title, detail) = match status.get(..4)? {
+        b"400 " => (
+            "invalid-request",
+            "Invalid request",
+            "the request line or a header could not be parsed",
+        ),
+        b"414 " => (
+            "uri-too-long",
+            "URI too long",
+            "the request target is longer than this server accepts",
+        ),
+        b"431 " => (
+            "headers-too-large",
+            "Request headers too large",
+            "the request's headers are larger than this server accepts",
+        ),
+        _ => return None,
+    };
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let has_type = head[..end]
+        .split(|&b| b == b'\n')
+        .any(|line| line.to_ascii_lowercase().starts_with(b"content-type:"));
+    if has_type {
+        return None;
+    }
+    let code = std::str::from_utf8(&status[..3]).ok()?;
+    let body = format!(
+        r#"{{"type":"/problems/{kind}","title":"{title}","status":{code},"detail":"{detail}"}}"#
+    );
+    let reason = match code {
+        "400" => "Bad Request",
+        "414" => "URI Too Long",
+        _ => "Request Header Fields Too Large",
+    };
+    Some(
+        format!(
+            "HTTP/1.1 {code} {reason}\r\ncontent-type: application/problem+json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+impl AsyncRead for ParseErrorsAsProblems {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ParseErrorsAsProblems {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_replacement(cx))?;
+        if let Some(problem) = problem_for(buf) {
+            this.replacement = Some((problem, 0));
+            // hyper's bytes count as written: the replacement stands for them.
+            let _ = this.poll_replacement(cx)?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_replacement(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_replacement(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, where the OS allows, and
+/// returns the soft limit in force.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(max)) = (limit.current, limit.maximum)
+        && current < max
+    {
+        limit.current = Some(max);
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, "could not raise the open-file limit");
+            return Some(current);
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::problem_for;
+
+    #[test]
+    fn only_hypers_bare_error_heads_are_rewritten() {
+        let bare = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let problem = String::from_utf8(problem_for(bare).expect("rewritten")).expect("utf-8");
+        assert!(problem.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(problem.contains("application/problem+json"));
+        assert!(problem.ends_with(
+            r#""status":400,"detail":"the request line or a header could not be parsed"}"#
+        ));
+        for (head, code) in [
+            (&b"HTTP/1.1 414 URI Too Long\r\n\r\n"[..], "414"),
+            (
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n",
+                "431",
+            ),
+        ] {
+            let p = String::from_utf8(problem_for(head).expect("rewritten")).expect("utf-8");
+            assert!(p.contains(&format!(r#""status":{code}"#)), "{p}");
+        }
+        // Our own answers carry a content type and are left alone.
+        let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/problem+json\r\ncontent-length: 2\r\n\r\n{}";
+        assert!(problem_for(ours).is_none());
+        assert!(problem_for(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_none());
+        assert!(
+            problem_for(b"HTTP/1.1 400 Bad").is_none(),
+            "an incomplete head"
+        );
+    }
+}
