@@ -171,6 +171,11 @@ pub struct Cli {
     #[arg(long, env = "MAAS_STAY_ON_SHUTDOWN")]
     pub stay_on_shutdown: bool,
 
+    /// Exit (as on SIGTERM) when the parent process dies: set by `maas dev`
+    /// for its regions, so that no region outlives its supervisor.
+    #[arg(long, hide = true)]
+    pub exit_with_parent: bool,
+
     /// Benchmarks only, and only in builds with the `simulation` feature (test
     /// and bench builds): check spends against the balance this replica sees, as
     /// async-replicated counters do. It overspends; the benchmark shows how much.
@@ -205,6 +210,9 @@ pub enum Subcommand {
         /// Directory for every region's data and the dev CA.
         #[arg(long, default_value = "maas-dev")]
         dir: PathBuf,
+        /// Do not restart a region that dies; the others keep serving.
+        #[arg(long)]
+        no_restart: bool,
     },
 }
 

@@ -33,7 +33,16 @@ pub fn main() -> std::process::ExitCode {
             http_port,
             peer_port,
             dir,
-        }) => return crate::dev::run(*regions, *http_port, *peer_port, dir),
+            no_restart,
+        }) => {
+            return crate::dev::run(&crate::dev::DevCluster {
+                regions: *regions,
+                http_port: *http_port,
+                peer_port: *peer_port,
+                dir: dir.clone(),
+                restart: !*no_restart,
+            });
+        }
         None => {}
     }
     init_logging(&cli);
@@ -89,6 +98,9 @@ fn init_logging(cli: &Cli) {
 /// Runs a node until SIGINT or SIGTERM, then drains requests and flushes.
 pub async fn run(cli: Cli) -> Result<(), NodeError> {
     cli.check().map_err(NodeError::Config)?;
+    if cli.exit_with_parent {
+        crate::dev::exit_with_parent().map_err(NodeError::Config)?;
+    }
     let region = RegionId(cli.region);
     let genesis_regions: Vec<RegionId> = if cli.genesis_regions.is_empty() {
         vec![region]
