@@ -98,11 +98,7 @@ impl Supervisor {
 fn alive(pid: u32) -> bool {
     // A zombie is dead for our purpose: it holds no port and no lock.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            !s.split_whitespace()
-                .nth(2)
-                .is_some_and(|state| state == "Z")
-        })
+        .map(|s| s.split_whitespace().nth(2).is_none_or(|state| state != "Z"))
         .unwrap_or(false)
 }
 
