@@ -345,6 +345,21 @@ async fn a_killed_region_restarts_catches_up_and_loses_no_acknowledged_spend() {
         acked += u64::from(spend(cluster.node(1), "kim").await);
         assert!(spend(cluster.node(1), "lee").await);
     }
+    // Keyed spends while region 2 is down: their records reach it only by
+    // catch-up (the deltas that carried them were sent while it was away).
+    let auth = format!("Bearer {}", token("keyed"));
+    let keyed = |key: &str| {
+        [
+            ("authorization", auth.clone()),
+            ("idempotency-key", key.to_owned()),
+        ]
+    };
+    for k in 0..10 {
+        let headers = keyed(&format!("while-down-{k}"));
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (*a, b.as_str())).collect();
+        let r = cluster.node(1).send("GET", "/memes", &headers, "").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
     cluster.start_node(2).await;
     cluster.wait_all_up(Duration::from_secs(20)).await;
     cluster
@@ -352,6 +367,24 @@ async fn a_killed_region_restarts_catches_up_and_loses_no_acknowledged_spend() {
         .await;
     cluster
         .wait_balance("lee", GRANT - 10, Duration::from_secs(10))
+        .await;
+    cluster
+        .wait_balance("keyed", GRANT - 10, Duration::from_secs(10))
+        .await;
+    // Retried at the region that was down: replayed, never charged again.
+    for k in 0..10 {
+        let headers = keyed(&format!("while-down-{k}"));
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(a, b)| (*a, b.as_str())).collect();
+        let r = cluster.node(2).send("GET", "/memes", &headers, "").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.header("idempotent-replayed"),
+            Some("true"),
+            "key {k} was charged again at the region that was down"
+        );
+    }
+    cluster
+        .wait_balance("keyed", GRANT - 10, Duration::from_secs(10))
         .await;
 }
 

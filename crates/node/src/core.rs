@@ -83,6 +83,11 @@ pub struct IdempotencyRecord {
     pub receipt: Receipt,
     /// When it was first executed, ms since the Unix epoch.
     pub at_ms: u64,
+    /// The region whose write made it.
+    pub origin: RegionId,
+    /// That region's sequence number of the write (set by the replica; 0 in
+    /// records stored before records knew their write).
+    pub seq: u64,
 }
 
 /// Why a request was refused. Nothing was changed.
@@ -202,6 +207,8 @@ impl Core {
                 fingerprint: k.fingerprint.clone(),
                 receipt,
                 at_ms: now_ms,
+                origin: self.config.region,
+                seq: 0,
             }
         });
         Ok(Executed {

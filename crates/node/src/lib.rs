@@ -12,6 +12,7 @@
 //!     anti-entropy, rebalancing, rights requests, graceful leave.
 //!   - [`membership`]: who is up: SWIM (foca) with our identity, codec and
 //!     timer queue.
+//!   - [`records`]: idempotency records, by key and by the write that made them.
 //!   - [`demand`]: per-user spend rates observed from deltas.
 //!   - [`message`]: what regions say to each other, and its wire format.
 //!   - [`packed`]: accounts held in memory as their bytes (a million users fit).
@@ -59,6 +60,7 @@ pub mod metrics;
 pub mod packed;
 pub mod problem;
 pub mod rate_limit;
+pub mod records;
 pub mod replica;
 pub mod server;
 pub mod service;

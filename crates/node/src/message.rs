@@ -52,6 +52,9 @@ pub enum Message {
         items: Vec<Item>,
         /// Per-origin: the asker now holds everything up to here.
         covered: Vec<(RegionId, u64)>,
+        /// Idempotency records of the writes covered, `(scope, key, record)`:
+        /// keys used while the asker was away are replayed there too.
+        records: Vec<(String, String, IdempotencyRecord)>,
     },
     /// "A spend was refused here for lack of rights: please send some."
     RightsRequest {
@@ -99,6 +102,7 @@ mod tests {
                 delta,
             }],
             covered: vec![(RegionId(1), 7)],
+            records: Vec::new(),
         }
     }
 

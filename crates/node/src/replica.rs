@@ -38,6 +38,7 @@ use crate::demand::Demand;
 use crate::membership::{MemberEvent, MemberView, Membership, MembershipConfig, NodeIdentity};
 use crate::message::{Item, Message};
 use crate::packed::Packed;
+use crate::records::Records;
 use bincode::{Decode, Encode};
 use ledger_crdt::{Account, Op, RebalanceConfig, RegionId, answer_request, plan_transfers};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -164,7 +165,7 @@ pub struct Durable {
     own: BTreeMap<Box<str>, (u64, Packed<Account>)>,
     /// Our writes up to here have been sent in batches.
     sent_upto: u64,
-    records: BTreeMap<(String, String), IdempotencyRecord>,
+    records: Records,
 }
 
 /// The scalars of the durable state.
@@ -224,7 +225,7 @@ impl Durable {
             match record {
                 Some(r) => self.records.insert(key.clone(), r.clone()),
                 None => self.records.remove(key),
-            };
+            }
         }
         self.own_seq = persist.meta.own_seq;
         self.sent_upto = persist.meta.sent_upto;
@@ -433,13 +434,7 @@ impl Replica {
     /// Forgets idempotency records older than the TTL. Returns how many.
     pub fn expire_records(&mut self, now: u64) -> usize {
         let ttl = self.config.core.idempotency_ttl_ms;
-        let expired: Vec<(String, String)> = self
-            .state
-            .records
-            .iter()
-            .filter(|(_, r)| now.saturating_sub(r.at_ms) >= ttl)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let expired = self.state.records.expired(now, ttl);
         for key in &expired {
             self.state.records.remove(key);
             self.dirty.records.insert(key.clone());
@@ -621,7 +616,8 @@ impl Replica {
                     .zip(key.as_ref())
                     .map(|(record, k)| ((k.scope.clone(), k.key.clone()), record));
                 let seq = self.write_own(user, &account);
-                if let Some((id, record)) = record {
+                if let Some((id, mut record)) = record {
+                    record.seq = seq;
                     self.dirty.records.insert(id.clone());
                     self.state.records.insert(id.clone(), record);
                     self.unsent_records.push((seq, id));
@@ -781,14 +777,7 @@ impl Replica {
                 items,
                 records,
             } => {
-                for (scope, key, record) in records {
-                    // The first answer stands; a record we hold is never replaced.
-                    let id = (scope, key);
-                    if !self.state.records.contains_key(&id) {
-                        self.dirty.records.insert(id.clone());
-                        self.state.records.insert(id, record);
-                    }
-                }
+                self.take_peer_records(records);
                 for item in items.into_iter().filter(|i| i.origin == from) {
                     self.merge_item(item, now);
                 }
@@ -817,7 +806,12 @@ impl Replica {
                 }
                 self.answer_digest(from, &watermarks)
             }
-            Message::CatchUp { items, covered } => {
+            Message::CatchUp {
+                items,
+                covered,
+                records,
+            } => {
+                self.take_peer_records(records);
                 for item in items {
                     self.merge_item(item, now);
                 }
@@ -830,6 +824,17 @@ impl Replica {
             }
             Message::RightsRequest { user, amount } => {
                 self.answer_rights_request(from, &user, amount, now)
+            }
+        }
+    }
+
+    /// Stores records from a peer; the first answer to a key stands, so a
+    /// record we hold is never replaced.
+    fn take_peer_records(&mut self, records: Vec<(String, String, IdempotencyRecord)>) {
+        for (scope, key, record) in records {
+            let id = (scope, key);
+            if self.state.records.insert_if_absent(id.clone(), record) {
+                self.dirty.records.insert(id);
             }
         }
     }
@@ -1072,9 +1077,40 @@ impl Replica {
             items.extend(found);
             covered.push((origin, upto.min(mark)));
         }
+        let records = self.records_for(&theirs, &mut covered);
         if !items.is_empty() || !covered.is_empty() {
-            self.send(asker, &Message::CatchUp { items, covered });
+            self.send(
+                asker,
+                &Message::CatchUp {
+                    items,
+                    covered,
+                    records,
+                },
+            );
         }
+    }
+
+    /// The idempotency records of the writes a catch-up covers: for each origin,
+    /// those made by its writes the asker lacks, up to what is covered. Past
+    /// [`RECORDS_PER_MESSAGE`] the covered range is cut short before the first
+    /// record left out, so the asker asks again for the rest.
+    fn records_for(
+        &self,
+        theirs: &BTreeMap<RegionId, u64>,
+        covered: &mut [(RegionId, u64)],
+    ) -> Vec<(String, String, IdempotencyRecord)> {
+        let mut out = Vec::new();
+        for (origin, upto) in covered.iter_mut() {
+            let known = theirs.get(origin).copied().unwrap_or(0);
+            for (seq, (scope, key), record) in self.state.records.of_writes(*origin, known, *upto) {
+                if out.len() >= RECORDS_PER_MESSAGE {
+                    *upto = seq - 1;
+                    break;
+                }
+                out.push((scope.clone(), key.clone(), record.clone()));
+            }
+        }
+        out
     }
 
     fn answer_rights_request(&mut self, asker: RegionId, user: &str, amount: u64, now: u64) {

@@ -180,7 +180,7 @@ impl Store {
                 .position(|&b| b == 0)
                 .ok_or_else(|| corrupt("record key"))?;
             let (scope, key) = (&rest[..zero], &rest[zero + 1..]);
-            let record: IdempotencyRecord = wire::decode::<_, MAX_RECORD_BYTES>(&v)?;
+            let record = decode_record(&v)?;
             all.records.push(((text(scope)?, text(key)?), Some(record)));
         }
         if let Some(meta) = db.get(b"m")? {
@@ -196,6 +196,35 @@ impl Store {
         self.db()
             .and_then(|db| Ok(db.insert(b"~ready", &b"1"[..])?))
             .is_ok()
+    }
+}
+
+/// A record as stored before records knew the write that made them.
+#[derive(bincode::Decode)]
+struct RecordBeforeWrites {
+    fingerprint: String,
+    receipt: crate::core::Receipt,
+    at_ms: u64,
+}
+
+/// Decodes a stored record, in either format. An old one is taken as made by
+/// no known write (sequence 0): it still answers retries here, and is simply
+/// not part of catch-up.
+fn decode_record(bytes: &[u8]) -> Result<IdempotencyRecord, NodeError> {
+    match wire::decode::<IdempotencyRecord, MAX_RECORD_BYTES>(bytes) {
+        Ok(record) => Ok(record),
+        Err(e) => {
+            let Ok(old) = wire::decode::<RecordBeforeWrites, MAX_RECORD_BYTES>(bytes) else {
+                return Err(e.into());
+            };
+            Ok(IdempotencyRecord {
+                fingerprint: old.fingerprint,
+                receipt: old.receipt,
+                at_ms: old.at_ms,
+                origin: RegionId(0),
+                seq: 0,
+            })
+        }
     }
 }
 
@@ -225,4 +254,42 @@ fn text(bytes: &[u8]) -> Result<String, NodeError> {
 
 fn corrupt(what: &str) -> NodeError {
     NodeError::Corrupt(ledger_crdt::Error::Decode(what.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Receipt;
+
+    #[derive(bincode::Encode)]
+    struct OldRecord {
+        fingerprint: String,
+        receipt: Receipt,
+        at_ms: u64,
+    }
+
+    #[test]
+    fn records_stored_by_the_previous_version_still_load() {
+        let receipt = Receipt {
+            balance: 7,
+            spendable_here: 7,
+            calls: 3,
+        };
+        let old = wire::encode(&OldRecord {
+            fingerprint: "memes".into(),
+            receipt,
+            at_ms: 42,
+        })
+        .expect("encode");
+        let record = decode_record(&old).expect("decodes");
+        assert_eq!((record.receipt, record.at_ms, record.seq), (receipt, 42, 0));
+        let new = IdempotencyRecord {
+            origin: RegionId(2),
+            seq: 9,
+            ..record
+        };
+        let bytes = wire::encode(&new).expect("encode");
+        assert_eq!(decode_record(&bytes).expect("decodes"), new);
+        assert!(decode_record(&bytes[..bytes.len() / 2]).is_err());
+    }
 }
