@@ -283,6 +283,45 @@ async fn rights_follow_demand_at_100ms_rtt_and_every_region_converges() {
     cluster
         .wait_balance("retrier", GRANT - 1, Duration::from_secs(10))
         .await;
+
+    // A retry that fails over at once, before region 1's deltas can have
+    // arrived (they leave in 10 ms batches, then cross 50 ms): region 3 asks
+    // the peers about the key first, and replays or says "in use".
+    assert!(spend(cluster.node(1), "hopper").await);
+    cluster
+        .wait_balance("hopper", GRANT - 1, Duration::from_secs(10))
+        .await;
+    let auth = format!("Bearer {}", token("hopper"));
+    let (mut replayed, mut in_use) = (0, 0);
+    for k in 0..30 {
+        let key = format!("hop-{k}");
+        let headers = [
+            ("authorization", auth.as_str()),
+            ("idempotency-key", key.as_str()),
+        ];
+        let first = cluster.node(1).send("GET", "/memes", &headers, "").await;
+        assert_eq!(first.status, 200, "{}", first.body);
+        let retry = cluster.node(3).send("GET", "/memes", &headers, "").await;
+        match retry.status {
+            200 => {
+                assert_eq!(
+                    retry.header("idempotent-replayed"),
+                    Some("true"),
+                    "key {k}: the failover retry was charged again"
+                );
+                replayed += 1;
+            }
+            409 => {
+                retry.assert_problem(409, "idempotency-key-in-use");
+                in_use += 1;
+            }
+            other => panic!("key {k}: {other} {}", retry.body),
+        }
+    }
+    assert_eq!(replayed + in_use, 30);
+    cluster
+        .wait_balance("hopper", GRANT - 31, Duration::from_secs(10))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -239,6 +239,11 @@ impl Core {
         }
     }
 
+    /// Whether a request with this key was executed and is not yet acknowledged.
+    pub fn in_flight(&self, scope: &str, key: &str) -> bool {
+        self.in_flight.contains(&(scope.to_owned(), key.to_owned()))
+    }
+
     /// The request that used `key` has been answered (or has failed): the key may
     /// be replayed from its record now.
     pub fn finish(&mut self, key: &IdempotencyKey) {

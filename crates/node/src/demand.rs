@@ -80,6 +80,11 @@ impl Demand {
         );
     }
 
+    /// When a spend of `user` at `region` was last observed, if it still counts.
+    pub fn last_seen(&self, user: &str, region: RegionId) -> Option<u64> {
+        self.rates.get(&(user.to_owned(), region)).map(|r| r.at_ms)
+    }
+
     /// The current rate of `user` at `region`, in thousandths of a token per second
     /// (an integer, as the rebalancing policy wants).
     /// Rates under 0.01 tokens/s count as no demand, so a cluster at rest stays at

@@ -23,6 +23,17 @@ pub struct Item {
     pub delta: Account,
 }
 
+/// What a region knows of an idempotency key.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum KeyState {
+    /// Nothing: no request with this key was executed here.
+    Unknown,
+    /// A request with this key was executed here and is not yet durable.
+    InFlight,
+    /// A request with this key was executed and made durable here.
+    Held(IdempotencyRecord),
+}
+
 /// A message between regions.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum Message {
@@ -55,6 +66,23 @@ pub enum Message {
         /// Idempotency records of the writes covered, `(scope, key, record)`:
         /// keys used while the asker was away are replayed there too.
         records: Vec<(String, String, IdempotencyRecord)>,
+    },
+    /// "Do you know this idempotency key?": asked before a keyed request runs
+    /// at a region that may not have the record yet (a retry that failed over).
+    RecordQuery {
+        /// The key's scope.
+        scope: String,
+        /// The client's key.
+        key: String,
+    },
+    /// The answer to a [`Message::RecordQuery`].
+    RecordAnswer {
+        /// The key's scope.
+        scope: String,
+        /// The client's key.
+        key: String,
+        /// What the answering region knows of it.
+        known: KeyState,
     },
     /// "A spend was refused here for lack of rights: please send some."
     RightsRequest {

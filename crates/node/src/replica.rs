@@ -36,7 +36,7 @@ use crate::core::{
 };
 use crate::demand::Demand;
 use crate::membership::{MemberEvent, MemberView, Membership, MembershipConfig, NodeIdentity};
-use crate::message::{Item, Message};
+use crate::message::{Item, KeyState, Message};
 use crate::packed::Packed;
 use crate::records::Records;
 use bincode::{Decode, Encode};
@@ -78,6 +78,12 @@ pub struct ReplicaConfig {
     /// views of demand disagree would otherwise bounce rights forever. Explicit
     /// rights requests are not damped.
     pub bounce_cooldown_ms: u64,
+    /// How long a keyed request at this region waits for peers to say whether
+    /// they know its key (see [`Replica::client`]) before it runs anyway.
+    pub key_query_ms: u64,
+    /// A user whose latest known spend was served here within this long is a
+    /// steady local customer: its keyed requests run without asking peers.
+    pub local_customer_ms: u64,
     /// Record which users changed, for [`Replica::drain_changed`] (the
     /// simulator checks exactly those accounts after every step).
     pub track_changes: bool,
@@ -103,6 +109,8 @@ impl ReplicaConfig {
             rights_request_every_ms: 100,
             keep_horizon_ms: 2_000,
             bounce_cooldown_ms: 1_000,
+            key_query_ms: 300,
+            local_customer_ms: 5_000,
             track_changes: false,
             faults: Faults::default(),
         }
@@ -315,9 +323,24 @@ pub struct Replica {
     /// Idempotency records made here, with the write that made them, not yet
     /// sent to peers.
     unsent_records: Vec<(u64, (String, String))>,
+    /// Keyed requests waiting for peers to say whether they know the key.
+    asking: Vec<Asking>,
     /// Per peer: its watermark of us, from its latest digest.
     acked_by: BTreeMap<RegionId, u64>,
     stats: EscrowStats,
+}
+
+/// A keyed client request held back until peers say whether they know its key.
+#[derive(Debug)]
+struct Asking {
+    request: u64,
+    user: String,
+    command: Command,
+    key: IdempotencyKey,
+    /// Peers that have not answered yet.
+    waiting_on: BTreeSet<RegionId>,
+    /// When it runs anyway.
+    deadline: u64,
 }
 
 /// Idempotency records per message: with keys and fingerprints of a few
@@ -368,6 +391,7 @@ impl Replica {
             dirty: Dirty::default(),
             write_times: VecDeque::new(),
             unsent_records: Vec::new(),
+            asking: Vec::new(),
             acked_by: BTreeMap::new(),
             stats: EscrowStats::default(),
         }
@@ -561,7 +585,68 @@ impl Replica {
 
     /// A client command. The reply comes out of [`Replica::poll_output`], after
     /// the write is durable.
+    ///
+    /// A keyed request whose key this region has no record of may be a retry
+    /// that failed over from another region before that region's deltas (and
+    /// the record with them) arrived. Unless this region served the user's
+    /// latest spend it knows of, within [`ReplicaConfig::local_customer_ms`]
+    /// (a steady local customer), the live peers are asked first
+    /// ([`Message::RecordQuery`]): a peer holding the record has it replayed
+    /// here, one still executing it has the retry told to wait (409), and when
+    /// all say they do not know it, or [`ReplicaConfig::key_query_ms`] passes
+    /// (a partition, a region down), the request runs. Requests without a key
+    /// never wait; keyed ones wait for the slowest peer's answer (bounded), and
+    /// only when the user is not a steady local customer.
     pub fn client(
+        &mut self,
+        now: u64,
+        request: u64,
+        user: &str,
+        command: Command,
+        key: Option<IdempotencyKey>,
+    ) {
+        if let Some(k) = &key
+            && !self.leaving
+            && !self.faults().forget_idempotency
+            && !self
+                .state
+                .records
+                .contains(&(k.scope.clone(), k.key.clone()))
+        {
+            if self
+                .asking
+                .iter()
+                .any(|a| a.key.scope == k.scope && a.key.key == k.key)
+            {
+                self.reply(request, Err(Refusal::KeyInUse));
+                return;
+            }
+            let local_customer = self.served_last(user, now);
+            let peers: BTreeSet<RegionId> = self.peers().collect();
+            if !local_customer && !peers.is_empty() {
+                let query = Message::RecordQuery {
+                    scope: k.scope.clone(),
+                    key: k.key.clone(),
+                };
+                for &peer in &peers {
+                    self.send(peer, &query);
+                }
+                self.asking.push(Asking {
+                    request,
+                    user: user.to_owned(),
+                    command,
+                    key: k.clone(),
+                    waiting_on: peers,
+                    deadline: now + self.config.key_query_ms,
+                });
+                return;
+            }
+        }
+        self.execute(now, request, user, command, key);
+    }
+
+    /// Runs a client command here, now.
+    fn execute(
         &mut self,
         now: u64,
         request: u64,
@@ -692,6 +777,9 @@ impl Replica {
 
     /// Time passes: close batches, run anti-entropy.
     pub fn tick(&mut self, now: u64) {
+        if !self.asking.is_empty() {
+            self.run_overdue_asks(now);
+        }
         if let Some(since) = self.ready_since
             && now.saturating_sub(since) >= self.config.batch_age_ms
         {
@@ -822,9 +910,95 @@ impl Replica {
                     }
                 }
             }
+            Message::RecordQuery { scope, key } => {
+                let id = (scope, key);
+                let known = match self.state.records.get(&id) {
+                    Some(_) if self.core.in_flight(&id.0, &id.1) => KeyState::InFlight,
+                    Some(record) => KeyState::Held(record.clone()),
+                    None => KeyState::Unknown,
+                };
+                let (scope, key) = id;
+                self.send(from, &Message::RecordAnswer { scope, key, known });
+            }
+            Message::RecordAnswer { scope, key, known } => {
+                self.key_answered(now, from, scope, key, known)
+            }
             Message::RightsRequest { user, amount } => {
                 self.answer_rights_request(from, &user, amount, now)
             }
+        }
+    }
+
+    /// A peer said what it knows of a key a held-back request carries.
+    fn key_answered(
+        &mut self,
+        now: u64,
+        from: RegionId,
+        scope: String,
+        key: String,
+        known: KeyState,
+    ) {
+        let Some(at) = self
+            .asking
+            .iter()
+            .position(|a| a.key.scope == scope && a.key.key == key)
+        else {
+            return;
+        };
+        match known {
+            KeyState::Held(record) => {
+                let asking = self.asking.swap_remove(at);
+                self.take_peer_records(vec![(scope, key, record)]);
+                // Now answered from the record: a replay, or a refusal if the
+                // key was used for another request.
+                self.execute(
+                    now,
+                    asking.request,
+                    &asking.user,
+                    asking.command,
+                    Some(asking.key),
+                );
+            }
+            KeyState::InFlight => {
+                let asking = self.asking.swap_remove(at);
+                self.reply(asking.request, Err(Refusal::KeyInUse));
+            }
+            KeyState::Unknown => {
+                self.asking[at].waiting_on.remove(&from);
+                if self.asking[at].waiting_on.is_empty() {
+                    let asking = self.asking.swap_remove(at);
+                    self.execute(
+                        now,
+                        asking.request,
+                        &asking.user,
+                        asking.command,
+                        Some(asking.key),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Whether this region served `user`'s latest spend it knows of, within
+    /// [`ReplicaConfig::local_customer_ms`].
+    fn served_last(&self, user: &str, now: u64) -> bool {
+        let Some(here) = self.demand.last_seen(user, self.me()) else {
+            return false;
+        };
+        now.saturating_sub(here) < self.config.local_customer_ms
+            && self
+                .peers()
+                .all(|r| self.demand.last_seen(user, r).is_none_or(|t| t <= here))
+    }
+
+    /// Held-back requests whose peers did not all answer in time run now.
+    fn run_overdue_asks(&mut self, now: u64) {
+        let (due, waiting): (Vec<Asking>, Vec<Asking>) = std::mem::take(&mut self.asking)
+            .into_iter()
+            .partition(|a| a.deadline <= now);
+        self.asking = waiting;
+        for a in due {
+            self.execute(now, a.request, &a.user, a.command, Some(a.key));
         }
     }
 
