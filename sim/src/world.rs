@@ -767,6 +767,55 @@ impl World {
         live[1..].iter().all(|r| view(r) == reference)
     }
 
+    /// How the live replicas differ: the first user they disagree on, each
+    /// region's view of it, and who each region believes is up.
+    fn divergence(&self) -> String {
+        let live: Vec<&Region> = self
+            .regions
+            .iter()
+            .filter(|r| r.state == State::Up && r.replica.is_some())
+            .collect();
+        let mut out = String::new();
+        let mut users: BTreeSet<String> = BTreeSet::new();
+        for r in &live {
+            if let Some(replica) = &r.replica {
+                users.extend(replica.accounts().into_keys());
+            }
+        }
+        let first = users.into_iter().find(|u| {
+            let views: Vec<Option<Account>> = live
+                .iter()
+                .filter_map(|r| r.replica.as_ref())
+                .map(|replica| replica.account(u).filter(|a| !a.entries().is_empty()))
+                .collect();
+            views.windows(2).any(|w| w[0] != w[1])
+        });
+        if let Some(user) = first {
+            out.push_str(&format!("user {user:?}:"));
+            for r in &live {
+                if let Some(replica) = &r.replica {
+                    out.push_str(&format!("\n    {}: {:?}", r.id, replica.account(&user)));
+                }
+            }
+        }
+        for r in &live {
+            if let Some(replica) = &r.replica {
+                let up: Vec<String> = replica
+                    .members()
+                    .iter()
+                    .map(|(id, m)| format!("{id}{}", if m.up { "" } else { "(down)" }))
+                    .collect();
+                out.push_str(&format!(
+                    "\n    {} sees up: [{}] identity gen {}",
+                    r.id,
+                    up.join(" "),
+                    replica.identity().generation
+                ));
+            }
+        }
+        out
+    }
+
     /// After the run: convergence, exact balances, and overspend.
     fn finish(&mut self) -> Result<(), Violation> {
         if self.report.converge_ms.is_none() {
@@ -774,8 +823,9 @@ impl World {
                 at_ms: self.now,
                 invariant: "convergence",
                 detail: format!(
-                    "live replicas still differ {} ms after the faults stopped",
-                    self.cfg.settle_ms
+                    "live replicas still differ {} ms after the faults stopped; {}",
+                    self.cfg.settle_ms,
+                    self.divergence()
                 ),
             });
         }
