@@ -107,6 +107,8 @@ struct Region {
     state: State,
     skew: i64,
     held: Vec<InFlight>,
+    /// Its disk fails every flush until this simulated ms (a full disk).
+    disk_fails_until: u64,
 }
 
 struct Pending {
@@ -177,6 +179,7 @@ impl World {
                 state,
                 skew,
                 held: Vec::new(),
+                disk_fails_until: 0,
             });
         }
         let homes = (0..cfg.users).map(|_| rng.index(n)).collect();
@@ -322,13 +325,19 @@ impl World {
             let now = self.local_now(i);
             let flush = self.now.is_multiple_of(self.flush_every);
             let region = &mut self.regions[i];
+            let disk_fails = self.now < region.disk_fails_until;
             if let Some(replica) = region.replica.as_mut() {
                 if flush {
                     // Group commit: everything written so far reaches the disk.
                     // The same order as the node: write, make durable, then release.
                     let persist = replica.prepare_persist();
-                    region.disk.apply(&persist);
-                    replica.flushed(now, persist.ticket);
+                    if disk_fails {
+                        // Nothing reaches the disk; the node's shell does the same.
+                        replica.flush_failed(persist);
+                    } else {
+                        region.disk.apply(&persist);
+                        replica.flushed(now, persist.ticket);
+                    }
                 }
                 replica.tick(now);
             }
@@ -366,7 +375,7 @@ impl World {
             return Ok(());
         }
         let ids: Vec<RegionId> = self.regions.iter().map(|r| r.id).collect();
-        match self.rng.index(9) {
+        match self.rng.index(10) {
             // Symmetric partition into two sides.
             0 | 1 => {
                 let side: Vec<bool> = ids.iter().map(|_| self.rng.chance(0.5)).collect();
@@ -414,6 +423,12 @@ impl World {
                     self.drain(i);
                 }
             }
+            // Its disk fails (fills up) for a while: flushes fail, writes are
+            // refused, nothing waiting is acknowledged.
+            8 => {
+                let i = live[self.rng.index(live.len())];
+                self.regions[i].disk_fails_until = self.now + self.rng.range(50, 1_000);
+            }
             // Die for good (its disk stays for the final accounting).
             _ => {
                 if live.len() > 2 && self.rng.chance(0.2) {
@@ -427,6 +442,9 @@ impl World {
 
     fn heal(&mut self) -> Result<(), Violation> {
         self.net.heal();
+        for region in &mut self.regions {
+            region.disk_fails_until = 0;
+        }
         for i in 0..self.regions.len() {
             match self.regions[i].state {
                 State::Crashed { .. } => self.restart(i)?,
@@ -583,7 +601,9 @@ impl World {
             Err(refusal) => {
                 if let Some(amount) = p.spend {
                     self.report.refused_spends += 1;
-                    if self.cluster_balance(&p.user) >= i128::from(amount) {
+                    // Escrow's cost; a failing disk is not escrow's doing.
+                    let disk = matches!(refusal, Refusal::StorageFailing);
+                    if !disk && self.cluster_balance(&p.user) >= i128::from(amount) {
                         self.report.refused_with_enough += 1;
                     }
                     if matches!(refusal, Refusal::TokensInOtherRegion { .. }) {

@@ -113,6 +113,9 @@ pub enum Refusal {
     Overflow,
     /// A zero adjustment.
     ZeroAmount,
+    /// Storage is failing: the last flush failed and no write is accepted
+    /// until one succeeds.
+    StorageFailing,
 }
 
 /// A request the core accepted.

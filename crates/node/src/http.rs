@@ -263,13 +263,7 @@ fn failure(service: &Service, failure: Failure) -> Problem {
                 "the amount would overflow the balance",
             ),
         ),
-        Failure::Refused(Refusal::ZeroAmount) => (
-            "zero_amount",
-            Problem::new(ProblemKind::InvalidBody, "amount must not be zero"),
-        ),
-        // Logged once by the group commit, not once per request: a failing
-        // disk must not also flood the log.
-        Failure::StorageDown => (
+        Failure::Refused(Refusal::StorageFailing) => (
             "storage",
             Problem::new(
                 ProblemKind::Unavailable,
@@ -277,6 +271,12 @@ fn failure(service: &Service, failure: Failure) -> Problem {
             )
             .retry_after(1),
         ),
+        Failure::Refused(Refusal::ZeroAmount) => (
+            "zero_amount",
+            Problem::new(ProblemKind::InvalidBody, "amount must not be zero"),
+        ),
+        // Storage failures are logged once by the group commit, not once per
+        // request: a failing disk must not also flood the log.
         Failure::NotAcknowledged => (
             "storage",
             Problem::new(

@@ -325,6 +325,8 @@ pub struct Replica {
     unsent_records: Vec<(u64, (String, String))>,
     /// Keyed requests waiting for peers to say whether they know the key.
     asking: Vec<Asking>,
+    /// The last flush failed; new writes are refused until one succeeds.
+    storage_failing: bool,
     /// Per peer: its watermark of us, from its latest digest.
     acked_by: BTreeMap<RegionId, u64>,
     stats: EscrowStats,
@@ -392,6 +394,7 @@ impl Replica {
             write_times: VecDeque::new(),
             unsent_records: Vec::new(),
             asking: Vec::new(),
+            storage_failing: false,
             acked_by: BTreeMap::new(),
             stats: EscrowStats::default(),
         }
@@ -453,6 +456,32 @@ impl Replica {
                     .collect(),
             },
         }
+    }
+
+    /// Storage could not make `persist` durable. Everything it carried is marked
+    /// changed again, so the next [`Replica::prepare_persist`] writes it (at its
+    /// current value); until a flush succeeds, new writes are refused
+    /// ([`Refusal::StorageFailing`]), so a failing disk is answered at once
+    /// instead of piling up writes whose outcome nobody could know.
+    pub fn flush_failed(&mut self, persist: Persist) {
+        self.storage_failing = true;
+        for (user, _) in persist.accounts {
+            self.dirty.users.insert(user);
+        }
+        for (user, _) in persist.own {
+            self.dirty.users.insert(user);
+        }
+        for (key, _) in persist.seqs {
+            self.dirty.seqs.insert(key);
+        }
+        for (id, _) in persist.records {
+            self.dirty.records.insert(id);
+        }
+    }
+
+    /// Whether the last flush failed.
+    pub fn storage_failing(&self) -> bool {
+        self.storage_failing
     }
 
     /// Forgets idempotency records older than the TTL. Returns how many.
@@ -672,6 +701,12 @@ impl Replica {
                 .get(&(k.scope.clone(), k.key.clone()))
                 .cloned()
         });
+        if self.storage_failing && stored.is_none() {
+            // A replay needs no write; anything else would.
+            self.reply(request, Err(Refusal::StorageFailing));
+            return;
+        }
+
         let mut account = self.state.account(user);
         let spent_before = self.spent_at(&account, self.me());
         match self
@@ -742,6 +777,7 @@ impl Replica {
 
     /// Storage confirmed every write up to `ticket`.
     pub fn flushed(&mut self, now: u64, ticket: u64) {
+        self.storage_failing = false;
         let ticket = ticket.min(self.state.own_seq);
         if ticket <= self.durable_seq {
             return;

@@ -15,7 +15,7 @@ use crate::membership::MemberView;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::replica::{EscrowStats, PeerLag};
-use crate::replica::{Output, Persist, Replica};
+use crate::replica::{Output, Replica};
 use crate::store::Store;
 use ledger_crdt::RegionId;
 use std::collections::BTreeMap;
@@ -29,10 +29,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Why the service could not complete a request.
 #[derive(Debug)]
 pub enum Failure {
-    /// The core refused it; nothing changed.
+    /// The core refused it (storage failing among the reasons); nothing changed.
     Refused(Refusal),
-    /// Storage is failing; the request was refused before it changed anything.
-    StorageDown,
     /// The request was applied in memory, but its flush failed or did not finish
     /// within [`ACK_TIMEOUT`]: it is not acknowledged, and takes effect if storage
     /// recovers (an idempotent retry then replays it, never charging twice).
@@ -70,8 +68,6 @@ struct Inner {
     /// Where peer-bound outputs go: the cluster transport, once started.
     outbound: Option<mpsc::UnboundedSender<Output>>,
     waiting: HashMap<u64, oneshot::Sender<Outcome>>,
-    /// A persist whose write failed, retried before the next one.
-    retry: Option<Persist>,
 }
 
 /// How far group commit has come.
@@ -123,7 +119,6 @@ impl Service {
                 replica,
                 outbound: None,
                 waiting: HashMap::new(),
-                retry: None,
             }),
             next_request: AtomicU64::new(0),
             pending: Mutex::new(false),
@@ -157,11 +152,6 @@ impl Service {
         command: Command,
         key: Option<IdempotencyKey>,
     ) -> Result<Answer, Failure> {
-        // While storage fails nothing new is applied: a refusal now is a clean
-        // "nothing changed", where accepting would leave the outcome unknown.
-        if self.progress.borrow().failing {
-            return Err(Failure::StorageDown);
-        }
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -378,23 +368,18 @@ impl Service {
     /// Blocking; also used once at shutdown, where its result is the exit code.
     pub fn commit(&self) -> Result<(), NodeError> {
         let _one_at_a_time = self.committing.lock().unwrap_or_else(|p| p.into_inner());
-        let (retry, persist) = {
-            let mut inner = self.lock();
-            (inner.retry.take(), inner.replica.prepare_persist())
-        };
-        if persist.is_empty() && retry.is_none() && persist.ticket <= self.progress.borrow().durable
-        {
+        let persist = self.lock().replica.prepare_persist();
+        let progress = *self.progress.borrow();
+        // While failing, even a persist of scalars alone is tried: its success
+        // is what tells the replica that storage is back.
+        if persist.is_empty() && persist.ticket <= progress.durable && !progress.failing {
             return Ok(());
         }
         let started = Instant::now();
         // A panic in the store must not kill this thread (every later write
         // would wait for it forever): it is a failed flush like any other.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match &retry {
-            Some(earlier) => self
-                .store
-                .persist(earlier)
-                .and_then(|()| self.store.persist(&persist)),
-            None => self.store.persist(&persist),
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.store.persist(&persist)
         }))
         .unwrap_or_else(|_| Err(NodeError::StorePanicked));
         self.metrics.observe_flush(started.elapsed());
@@ -417,15 +402,8 @@ impl Service {
                 if !self.progress.borrow().failing {
                     tracing::error!(error = %e, "group commit failed; requests it covered are not acknowledged, new writes are refused until storage recovers");
                 }
-                // Keep what was not written, to write it first next time.
-                let mut keep = retry.unwrap_or_default();
-                keep.accounts.extend(persist.accounts);
-                keep.seqs.extend(persist.seqs);
-                keep.own.extend(persist.own);
-                keep.records.extend(persist.records);
-                keep.meta = persist.meta;
-                keep.ticket = persist.ticket;
-                inner.retry = Some(keep);
+                // The replica marks it all changed again for the next round.
+                inner.replica.flush_failed(persist);
                 for (_, tx) in inner.waiting.drain() {
                     let _ = tx.send(Outcome::StorageFailed);
                 }
