@@ -63,6 +63,9 @@ impl SimConfig {
     }
 }
 
+/// How long after convergence the cluster must have stopped writing.
+const QUIET_AFTER_MS: u64 = 3_000;
+
 /// The figures of one run.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -144,6 +147,8 @@ pub struct World {
     trace: u64,
     /// Violations found while collecting outputs, reported at the end of the step.
     violations: Vec<Violation>,
+    /// Once quiet: each region's last write ticket, which must not move again.
+    quiet_marks: Option<Vec<Option<u64>>>,
 }
 
 const TIMEOUT_MS: u64 = 1_000;
@@ -208,6 +213,7 @@ impl World {
             rebalance_samples: Vec::new(),
             trace: 0xcbf2_9ce4_8422_2325,
             violations: Vec::new(),
+            quiet_marks: None,
         };
         for i in 0..world.regions.len() {
             if world.regions[i].state == State::Up {
@@ -360,6 +366,48 @@ impl World {
             && self.converged()
         {
             self.report.converge_ms = Some(self.now - self.cfg.fault_ms);
+        }
+        self.check_quiet()
+    }
+
+    /// Quiescence: [`QUIET_AFTER_MS`] after the cluster converged (no client
+    /// has spent since the faults stopped), no region writes again. Rights that
+    /// go round in cycles, or any other endless rebalancing, break it at once,
+    /// where convergence alone notices only when it never finds a quiet moment.
+    fn check_quiet(&mut self) -> Result<(), Violation> {
+        let Some(converged) = self.report.converge_ms else {
+            return Ok(());
+        };
+        if self.now < self.cfg.fault_ms + converged + QUIET_AFTER_MS {
+            return Ok(());
+        }
+        let tickets: Vec<Option<u64>> = self
+            .regions
+            .iter()
+            .map(|r| {
+                r.replica
+                    .as_ref()
+                    .filter(|_| r.state == State::Up)
+                    .map(Replica::written)
+            })
+            .collect();
+        let Some(marks) = &self.quiet_marks else {
+            self.quiet_marks = Some(tickets);
+            return Ok(());
+        };
+        for (i, (mark, now)) in marks.iter().zip(&tickets).enumerate() {
+            if let (Some(mark), Some(now)) = (mark, now)
+                && now != mark
+            {
+                return Err(Violation {
+                    at_ms: self.now,
+                    invariant: "quiescence",
+                    detail: format!(
+                        "{} wrote again (ticket {mark} → {now}) after the cluster had converged and gone quiet",
+                        self.regions[i].id
+                    ),
+                });
+            }
         }
         Ok(())
     }

@@ -193,10 +193,14 @@ impl Membership {
         }
     }
 
-    /// Asks each seed address to let us in. While no live member knows our
-    /// current identity (the announces were lost, every peer went down, or we
-    /// renewed our identity and told only members that are in fact dead),
-    /// [`Membership::tick`] repeats this every `announce_to_down_ms`.
+    /// Asks each seed address to let us in. [`Membership::tick`] repeats this
+    /// every `announce_to_down_ms`: to every seed while no live member knows
+    /// our current identity (the announces were lost, every peer went down, or
+    /// we renewed our identity and told only members that are in fact dead),
+    /// and otherwise to each seed that is not a live member. The second case is
+    /// what merges two groups that formed apart (a partition at join time) and
+    /// never heard of each other: SWIM only probes and re-announces to members
+    /// it knows, so without it they would stay two clusters for good.
     pub fn join(&mut self, now: u64, seeds: &[SocketAddr]) {
         self.seeds = seeds.to_vec();
         self.announce_to_seeds(now);
@@ -204,7 +208,22 @@ impl Membership {
 
     fn announce_to_seeds(&mut self, now: u64) {
         self.next_rejoin = now.saturating_add(self.rejoin_ms);
-        for &addr in &self.seeds {
+        let live: Vec<SocketAddr> = if self.active {
+            self.regions
+                .values()
+                .filter(|v| v.up)
+                .map(|v| v.identity.addr)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let missing: Vec<SocketAddr> = self
+            .seeds
+            .iter()
+            .copied()
+            .filter(|addr| !live.contains(addr))
+            .collect();
+        for addr in missing {
             let seed = NodeIdentity {
                 region: UNKNOWN_REGION,
                 addr,
@@ -232,7 +251,7 @@ impl Membership {
 
     /// Time passes: fire due protocol timers; re-announce if alone.
     pub fn tick(&mut self, now: u64) {
-        if !self.left && !self.active && !self.seeds.is_empty() && now >= self.next_rejoin {
+        if !self.left && !self.seeds.is_empty() && now >= self.next_rejoin {
             self.announce_to_seeds(now);
         }
         while let Some(entry) = self.timers.first_entry() {
@@ -583,6 +602,40 @@ mod tests {
         run(&mut nodes, &mut now, 16_000, &[]);
         for n in &nodes {
             assert_eq!(up(n).len(), 2, "{:?}", n.regions());
+        }
+    }
+
+    #[test]
+    fn two_groups_that_formed_apart_merge_once_the_cut_heals() {
+        // Four regions, every one given every other as a seed, but {1, 2} and
+        // {3, 4} cannot reach each other while they join: each pair forms a
+        // cluster that has never heard of the other (the simulator's soak found
+        // this as a split brain that never healed).
+        let mut nodes: Vec<Membership> = (1..=4).map(node).collect();
+        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.identity().addr).collect();
+        let mut now = 0;
+        for (i, n) in nodes.iter_mut().enumerate() {
+            let seeds: Vec<SocketAddr> = addrs
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, a)| *a)
+                .collect();
+            n.join(now, &seeds);
+        }
+        let cut = [(0, 2), (0, 3), (1, 2), (1, 3)];
+        run(&mut nodes, &mut now, 5_000, &cut);
+        assert_eq!(up(&nodes[0]), vec![2]);
+        assert_eq!(up(&nodes[2]), vec![4]);
+        assert!(
+            !nodes[0].regions().contains_key(&RegionId(3)),
+            "never heard of 3"
+        );
+
+        // Heal: within a few seconds everyone sees everyone.
+        run(&mut nodes, &mut now, 9_000, &[]);
+        for n in &nodes {
+            assert_eq!(up(n).len(), 3, "{:?}", n.regions());
         }
     }
 
