@@ -15,8 +15,8 @@
 //!
 //! Simulated time, one RNG, ordered maps everywhere an order is observed: a seed
 //! replays bit for bit, and the run prints a hash of every output to prove it.
-//! Membership is an oracle here (the simulator tells regions who is up); the gossip
-//! state machine replaces it once it exists.
+//! Nothing tells a region who is up: each runs the real membership (foca) over
+//! the simulated network, and finds crashes, deaths and leaves by probing.
 
 pub mod checker;
 pub mod network;

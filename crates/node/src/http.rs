@@ -1,5 +1,7 @@
-//! The HTTP API: routes, request parsing, responses. Only moves bytes; every
-//! decision is the core's.
+//! The HTTP API: routes, request parsing, responses. The ledger's decisions are
+//! the core's; what is decided here is HTTP's own (limits, problem answers) and
+//! the opt-in `wait` of `GET /memes`, a retry loop that belongs in the core (an
+//! open issue).
 
 use crate::auth::{AuthFailure, Principal, valid_user_id};
 use crate::catalog::Position;
