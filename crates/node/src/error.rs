@@ -10,6 +10,7 @@ pub enum NodeError {
     #[error("configuration: {0}")]
     Config(String),
     /// sled could not read, write or flush.
+    #[cfg(feature = "shell")]
     #[error("storage: {0}")]
     Storage(#[from] sled::Error),
     /// Stored bytes did not decode: the data directory is damaged or from an

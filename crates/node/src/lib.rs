@@ -2,7 +2,10 @@
 //!
 //! # Layout
 //!
-//! The core decides; the shell moves bytes.
+//! The core decides; the shell moves bytes. The compiler holds the line: the
+//! shell's modules and crates (tokio, sled, quinn, axum, rustls, jsonwebtoken)
+//! are behind the default `shell` feature, and the simulator builds this crate
+//! without it (`.ci/run` checks that its dependency tree has none of them).
 //!
 //! - Core (no I/O, no clock; time is an input):
 //!   - [`core`]: ledger rules on one account, idempotency records, in-flight keys.
@@ -44,27 +47,39 @@
 //! reply is released and the meme returned. The simulator (`sim/`) drives the
 //! same replica in the same order.
 
+#[cfg(feature = "shell")]
 pub mod auth;
 pub mod catalog;
+#[cfg(feature = "shell")]
 pub mod certs;
+#[cfg(feature = "shell")]
 pub mod config;
 pub mod core;
 pub mod demand;
+#[cfg(feature = "shell")]
 pub mod dev;
 pub mod error;
+#[cfg(feature = "shell")]
 pub mod http;
+#[cfg(feature = "shell")]
 pub mod listener;
 pub mod membership;
 pub mod message;
+#[cfg(feature = "shell")]
 pub mod metrics;
 pub mod packed;
+#[cfg(feature = "shell")]
 pub mod problem;
 pub mod rate_limit;
 pub mod records;
 pub mod replica;
+#[cfg(feature = "shell")]
 pub mod server;
+#[cfg(feature = "shell")]
 pub mod service;
+#[cfg(feature = "shell")]
 pub mod store;
+#[cfg(feature = "shell")]
 pub mod transport;
 
 pub use error::NodeError;
