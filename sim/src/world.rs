@@ -342,7 +342,7 @@ impl World {
                         replica.flush_failed(persist);
                     } else {
                         region.disk.apply(&persist);
-                        replica.flushed(now, persist.ticket);
+                        replica.flushed(now, persist.ticket, persist.number);
                     }
                 }
                 replica.tick(now);

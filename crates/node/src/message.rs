@@ -23,6 +23,21 @@ pub struct Item {
     pub delta: Account,
 }
 
+/// How far a catch-up brings one origin: together with every write of
+/// `origin` up to `after`, which the asker said it held when it asked, the
+/// asker now holds every write up to `upto`. Applied only if the asker still
+/// holds up to `after`: a region that crashed after asking may have lost
+/// what it held then, and the answer says nothing about that part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct Covered {
+    /// The origin region.
+    pub origin: RegionId,
+    /// What the asker held of it when it asked.
+    pub after: u64,
+    /// What it holds now, with this catch-up.
+    pub upto: u64,
+}
+
 /// What a region knows of an idempotency key.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum KeyState {
@@ -61,8 +76,8 @@ pub enum Message {
     CatchUp {
         /// The entries.
         items: Vec<Item>,
-        /// Per-origin: the asker now holds everything up to here.
-        covered: Vec<(RegionId, u64)>,
+        /// Per origin, the range of writes the asker now holds.
+        covered: Vec<Covered>,
         /// Idempotency records of the writes covered, `(scope, key, record)`:
         /// keys used while the asker was away are replayed there too.
         records: Vec<(String, String, IdempotencyRecord)>,
@@ -129,7 +144,11 @@ mod tests {
                 user: "alice".into(),
                 delta,
             }],
-            covered: vec![(RegionId(1), 7)],
+            covered: vec![Covered {
+                origin: RegionId(1),
+                after: 0,
+                upto: 7,
+            }],
             records: Vec::new(),
         }
     }

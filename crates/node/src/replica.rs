@@ -36,7 +36,7 @@ use crate::core::{
 };
 use crate::demand::Demand;
 use crate::membership::{MemberEvent, MemberView, Membership, MembershipConfig, NodeIdentity};
-use crate::message::{Item, KeyState, Message};
+use crate::message::{Covered, Item, KeyState, Message};
 use crate::packed::Packed;
 use crate::records::Records;
 use bincode::{Decode, Encode};
@@ -196,6 +196,9 @@ pub struct Meta {
 pub struct Persist {
     /// Everything up to this write ticket is included.
     pub ticket: u64,
+    /// Which [`Replica::prepare_persist`] made it (they are numbered from 1);
+    /// hand it back to [`Replica::flushed`].
+    pub number: u64,
     /// Changed accounts.
     pub accounts: Vec<(String, Account)>,
     /// Changed versions held of other origins' entries.
@@ -329,6 +332,13 @@ pub struct Replica {
     unsent_records: Vec<(u64, (String, String))>,
     /// Keyed requests waiting for peers to say whether they know the key.
     asking: Vec<Asking>,
+    /// How many persists were prepared.
+    prepared: u64,
+    /// Replays waiting for the flush of persist number `.0`: (number, request,
+    /// receipt). A record may have arrived from a peer a moment ago and not be
+    /// durable here yet; answering from it before it is would let a crash
+    /// forget it, and the next retry here be charged again.
+    replays: Vec<(u64, u64, Receipt)>,
     /// The last flush failed; new writes are refused until one succeeds.
     storage_failing: bool,
     /// Per peer: its watermark of us, from its latest digest.
@@ -398,6 +408,8 @@ impl Replica {
             write_times: VecDeque::new(),
             unsent_records: Vec::new(),
             asking: Vec::new(),
+            prepared: 0,
+            replays: Vec::new(),
             storage_failing: false,
             acked_by: BTreeMap::new(),
             stats: EscrowStats::default(),
@@ -425,8 +437,10 @@ impl Replica {
         for (seq, user, delta) in &self.pending {
             own.insert(user.clone(), (*seq, delta.clone()));
         }
+        self.prepared += 1;
         Persist {
             ticket: self.state.own_seq,
+            number: self.prepared,
             accounts: dirty
                 .users
                 .iter()
@@ -727,11 +741,20 @@ impl Replica {
                 }
                 self.reply(request, Err(refusal));
             }
-            Ok(done) if done.replayed => self.outbox.push_back(Output::Reply {
-                request,
-                result: Ok(done.receipt),
-                replayed: true,
-            }),
+            Ok(done) if done.replayed => {
+                if self.faults().ack_before_flush {
+                    self.outbox.push_back(Output::Reply {
+                        request,
+                        result: Ok(done.receipt),
+                        replayed: true,
+                    });
+                } else {
+                    // Everything the replica holds now, the record included, is
+                    // in the next persist at the latest.
+                    self.replays
+                        .push((self.prepared + 1, request, done.receipt));
+                }
+            }
             Ok(done) => {
                 let spent = self.spent_at(&account, self.me()) - spent_before;
                 self.state.set_account(user, &account);
@@ -779,9 +802,22 @@ impl Replica {
         (self.receipt(user), ticket)
     }
 
-    /// Storage confirmed every write up to `ticket`.
-    pub fn flushed(&mut self, now: u64, ticket: u64) {
+    /// Storage made persist number `number` durable, and with it every write
+    /// up to `ticket` (an empty persist counts: nothing was left to write).
+    pub fn flushed(&mut self, now: u64, ticket: u64, number: u64) {
         self.storage_failing = false;
+        if self.replays.iter().any(|(n, ..)| *n <= number) {
+            let (done, later): (Vec<_>, Vec<_>) =
+                self.replays.drain(..).partition(|(n, ..)| *n <= number);
+            self.replays = later;
+            for (_, request, receipt) in done {
+                self.outbox.push_back(Output::Reply {
+                    request,
+                    result: Ok(receipt),
+                    replayed: true,
+                });
+            }
+        }
         let ticket = ticket.min(self.state.own_seq);
         if ticket <= self.durable_seq {
             return;
@@ -943,10 +979,15 @@ impl Replica {
                 for item in items {
                     self.merge_item(item, now);
                 }
-                for (origin, upto) in covered {
-                    if origin != self.me() {
-                        let w = self.state.watermarks.entry(origin).or_insert(0);
-                        *w = (*w).max(upto);
+                for c in covered {
+                    if c.origin != self.me() {
+                        // Contiguous with what we hold, or it says nothing: the
+                        // answer may be to a digest we sent before a crash
+                        // (found by the simulator's soak, seed 306992).
+                        let w = self.state.watermarks.entry(c.origin).or_insert(0);
+                        if c.after <= *w {
+                            *w = (*w).max(c.upto);
+                        }
                     }
                 }
             }
@@ -1256,7 +1297,11 @@ impl Replica {
             mine.sort_by_key(|i| i.seq);
             let upto = take_within(&mut mine, budget, &mut size).unwrap_or(self.durable_seq);
             items.extend(mine);
-            covered.push((me, upto.min(self.durable_seq)));
+            covered.push(Covered {
+                origin: me,
+                after: known,
+                upto: upto.min(self.durable_seq),
+            });
         }
         // Everything we hold of third regions (forwarding).
         let origins: Vec<(RegionId, u64)> = self
@@ -1289,9 +1334,13 @@ impl Replica {
             found.sort_by_key(|i| i.seq);
             let upto = take_within(&mut found, budget, &mut size).unwrap_or(mark);
             items.extend(found);
-            covered.push((origin, upto.min(mark)));
+            covered.push(Covered {
+                origin,
+                after: known,
+                upto: upto.min(mark),
+            });
         }
-        let records = self.records_for(&theirs, &mut covered);
+        let records = self.records_for(&mut covered);
         if !items.is_empty() || !covered.is_empty() {
             self.send(
                 asker,
@@ -1308,17 +1357,14 @@ impl Replica {
     /// those made by its writes the asker lacks, up to what is covered. Past
     /// [`RECORDS_PER_MESSAGE`] the covered range is cut short before the first
     /// record left out, so the asker asks again for the rest.
-    fn records_for(
-        &self,
-        theirs: &BTreeMap<RegionId, u64>,
-        covered: &mut [(RegionId, u64)],
-    ) -> Vec<(String, String, IdempotencyRecord)> {
+    fn records_for(&self, covered: &mut [Covered]) -> Vec<(String, String, IdempotencyRecord)> {
         let mut out = Vec::new();
-        for (origin, upto) in covered.iter_mut() {
-            let known = theirs.get(origin).copied().unwrap_or(0);
-            for (seq, (scope, key), record) in self.state.records.of_writes(*origin, known, *upto) {
+        for c in covered.iter_mut() {
+            for (seq, (scope, key), record) in
+                self.state.records.of_writes(c.origin, c.after, c.upto)
+            {
                 if out.len() >= RECORDS_PER_MESSAGE {
-                    *upto = seq - 1;
+                    c.upto = seq - 1;
                     break;
                 }
                 out.push((scope.clone(), key.clone(), record.clone()));

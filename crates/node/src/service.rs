@@ -373,6 +373,12 @@ impl Service {
         // While failing, even a persist of scalars alone is tried: its success
         // is what tells the replica that storage is back.
         if persist.is_empty() && persist.ticket <= progress.durable && !progress.failing {
+            // Nothing to write: all before it is durable (replays wait on this).
+            let mut inner = self.lock();
+            inner
+                .replica
+                .flushed(now_ms(), persist.ticket, persist.number);
+            route(&mut inner);
             return Ok(());
         }
         let started = Instant::now();
@@ -386,7 +392,9 @@ impl Service {
         let mut inner = self.lock();
         match result {
             Ok(()) => {
-                inner.replica.flushed(now_ms(), persist.ticket);
+                inner
+                    .replica
+                    .flushed(now_ms(), persist.ticket, persist.number);
                 route(&mut inner);
                 let recovered = self.progress.borrow().failing;
                 self.progress.send_modify(|p| {
