@@ -497,6 +497,13 @@ impl Replica {
         }
     }
 
+    /// Whether anything waits for a flush that no new write would trigger: a
+    /// replay waiting for its record to be durable here. The shell flushes
+    /// when [`Replica::written`] moves or this says so.
+    pub fn needs_flush(&self) -> bool {
+        !self.replays.is_empty()
+    }
+
     /// Whether the last flush failed.
     pub fn storage_failing(&self) -> bool {
         self.storage_failing

@@ -249,7 +249,7 @@ impl Service {
     /// transfers, rebalancing), since those writes leave only once durable.
     fn after_input(&self, inner: &mut Inner) {
         route(inner);
-        if inner.replica.written() > self.progress.borrow().durable {
+        if inner.replica.written() > self.progress.borrow().durable || inner.replica.needs_flush() {
             self.wake_group_commit();
         }
     }
