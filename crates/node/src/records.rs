@@ -32,16 +32,6 @@ impl Records {
         self.by_id.contains_key(id)
     }
 
-    /// How many records are held.
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    /// Whether none is held.
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
     /// Stores `record` under `id`, replacing any earlier one.
     pub fn insert(&mut self, id: RecordId, record: IdempotencyRecord) {
         let write = (record.origin, record.seq);
@@ -101,11 +91,6 @@ impl Records {
             .range((origin, after + 1)..=(origin, upto))
             .filter_map(|(&(_, seq), id)| Some((seq, id, self.by_id.get(id)?)))
             .collect()
-    }
-
-    /// Every record, by id.
-    pub fn iter(&self) -> impl Iterator<Item = (&RecordId, &IdempotencyRecord)> + '_ {
-        self.by_id.iter()
     }
 }
 
@@ -171,6 +156,9 @@ mod tests {
             vec![(7, "b".to_owned())]
         );
         assert_eq!(records.expired(60, 20), vec![id("c"), id("legacy")]);
-        assert_eq!(records.len(), 3);
+        assert!(!records.contains(&id("a")));
+        for kept in ["b", "c", "legacy"] {
+            assert!(records.contains(&id(kept)), "{kept}");
+        }
     }
 }

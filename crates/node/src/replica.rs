@@ -504,11 +504,6 @@ impl Replica {
         !self.replays.is_empty()
     }
 
-    /// Whether the last flush failed.
-    pub fn storage_failing(&self) -> bool {
-        self.storage_failing
-    }
-
     /// Forgets idempotency records older than the TTL. Returns how many.
     pub fn expire_records(&mut self, now: u64) -> usize {
         let ttl = self.config.core.idempotency_ttl_ms;
