@@ -16,6 +16,7 @@
 //! - the answers hyper writes by itself for bytes it cannot parse (400, 414,
 //!   431) are rewritten into problem+json ([`ParseErrorsAsProblems`]).
 
+use crate::problem::{Problem, ProblemKind};
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -156,14 +157,14 @@ async fn serve_connection(
 
 /// Answers a connection over the cap with a 503 problem, and closes it.
 async fn refuse(mut stream: TcpStream) {
-    let body = br#"{"type":"/problems/unavailable","title":"Service unavailable","status":503,"detail":"too many open connections; retry shortly"}"#;
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
-        body.len()
-    );
+    let answer = Problem::new(
+        ProblemKind::Unavailable,
+        "too many open connections; retry shortly",
+    )
+    .retry_after(1)
+    .to_http1_closing();
     let write = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body).await?;
+        stream.write_all(&answer).await?;
         stream.shutdown().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
@@ -233,20 +234,17 @@ fn problem_for(head: &[u8]) -> Option<Vec<u8>> {
     let status = head
         .strip_prefix(b"HTTP/1.1 ")
         .or_else(|| head.strip_prefix(b"HTTP/1.0 "))?;
-    let (kind, title, detail) = match status.get(..4)? {
+    let (kind, detail) = match status.get(..4)? {
         b"400 " => (
-            "invalid-request",
-            "Invalid request",
+            ProblemKind::InvalidRequest,
             "the request line or a header could not be parsed",
         ),
         b"414 " => (
-            "uri-too-long",
-            "URI too long",
+            ProblemKind::UriTooLong,
             "the request target is longer than this server accepts",
         ),
         b"431 " => (
-            "headers-too-large",
-            "Request headers too large",
+            ProblemKind::HeadersTooLarge,
             "the request's headers are larger than this server accepts",
         ),
         _ => return None,
@@ -258,22 +256,7 @@ fn problem_for(head: &[u8]) -> Option<Vec<u8>> {
     if has_type {
         return None;
     }
-    let code = std::str::from_utf8(&status[..3]).ok()?;
-    let body = format!(
-        r#"{{"type":"/problems/{kind}","title":"{title}","status":{code},"detail":"{detail}"}}"#
-    );
-    let reason = match code {
-        "400" => "Bad Request",
-        "414" => "URI Too Long",
-        _ => "Request Header Fields Too Large",
-    };
-    Some(
-        format!(
-            "HTTP/1.1 {code} {reason}\r\ncontent-type: application/problem+json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes(),
-    )
+    Some(Problem::new(kind, detail).to_http1_closing())
 }
 
 impl AsyncRead for ParseErrorsAsProblems {

@@ -162,10 +162,8 @@ impl Problem {
     pub fn kind(&self) -> ProblemKind {
         self.kind
     }
-}
 
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+    fn body(&self) -> Vec<u8> {
         let (kind, status) = self.kind.type_and_status();
         let body = Body {
             kind,
@@ -174,8 +172,34 @@ impl IntoResponse for Problem {
             detail: &self.detail,
             balance: self.balance,
         };
-        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
-        let mut response = (status, json).into_response();
+        serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    /// The problem as raw HTTP/1.1 response bytes that close the connection,
+    /// for answers written below axum (see [`crate::listener`]).
+    pub fn to_http1_closing(&self) -> Vec<u8> {
+        let (_, status) = self.kind.type_and_status();
+        let body = self.body();
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/problem+json\r\nconnection: close\r\ncontent-length: {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        );
+        if let Some(secs) = self.retry_after_secs {
+            head.push_str(&format!("retry-after: {secs}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&body);
+        bytes
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let (_, status) = self.kind.type_and_status();
+        let mut response = (status, self.body()).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
