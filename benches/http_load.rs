@@ -286,8 +286,7 @@ async fn smoke_checks(table: &str, hello: &[Step], node: &[Step]) {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Server::maas(dir.path(), &[]).await;
-    let forged =
-        maas_node::auth::sign_hs256(b"not-the-secret", "user-0", u64::MAX / 2).expect("sign");
+    let forged = maas_node::sign_hs256(b"not-the-secret", "user-0", u64::MAX / 2).expect("sign");
     let schedule = Schedule::constant(100, Duration::from_millis(100), Duration::from_secs(1));
     let bad = open_loop(&node.addr, &schedule, move |_| Request {
         bytes: format!("GET /memes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {forged}\r\n\r\n"),

@@ -1,5 +1,5 @@
 //! `maas`: runs one regional node. `maas --help` lists every flag.
 
 fn main() -> std::process::ExitCode {
-    maas_node::server::main()
+    maas_node::main()
 }

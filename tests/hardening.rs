@@ -120,14 +120,14 @@ async fn the_dev_operator_token_is_dead_once_real_credentials_are_set() {
     let node = Node::start(dir.path(), &[]).await;
     node.post(
         "/update-token-balance",
-        maas_node::config::DEV_OPERATOR_TOKEN,
+        maas_node::DEV_OPERATOR_TOKEN,
         r#"{"user_id":"mallory","amount":1000}"#,
     )
     .await
     .assert_problem(401, "unauthenticated");
     // A token signed with the dev secret is no one here either.
-    let dev = maas_node::auth::sign_hs256_valid_for(
-        maas_node::config::DEV_JWT_SECRET.as_bytes(),
+    let dev = maas_node::sign_hs256_valid_for(
+        maas_node::DEV_JWT_SECRET.as_bytes(),
         "mallory",
         std::time::Duration::from_secs(60),
     )

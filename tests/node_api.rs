@@ -133,12 +133,11 @@ async fn every_error_is_a_problem_with_a_stable_type() {
     node.get("/memes", "not.a.jwt")
         .await
         .assert_problem(401, "unauthenticated");
-    let forged =
-        maas_node::auth::sign_hs256(b"another-secret", "alice", u64::MAX / 2).expect("sign");
+    let forged = maas_node::sign_hs256(b"another-secret", "alice", u64::MAX / 2).expect("sign");
     node.get("/memes", &forged)
         .await
         .assert_problem(401, "unauthenticated");
-    let expired = maas_node::auth::sign_hs256(SECRET.as_bytes(), "alice", 1_000).expect("sign");
+    let expired = maas_node::sign_hs256(SECRET.as_bytes(), "alice", 1_000).expect("sign");
     node.get("/memes", &expired)
         .await
         .assert_problem(401, "unauthenticated");

@@ -27,8 +27,8 @@ struct SeedState {
     pool: RedisPool,
     sha: Vec<u8>,
     grant: String,
-    auth: maas_node::auth::Authenticator,
-    catalog: maas_node::catalog::Catalog,
+    auth: maas_node::Authenticator,
+    catalog: maas_node::Catalog,
 }
 
 /// Serves the seed design at `addr` until killed.
@@ -46,16 +46,16 @@ pub fn seed_server(addr: &str, redis: &str, grant: u64) {
         let RespValue::Bulk(sha) = sha else {
             panic!("SCRIPT LOAD answered {sha:?}")
         };
-        let key = maas_node::auth::JwtKey::Secret(super::servers::SECRET.as_bytes().to_vec());
-        let rules = maas_node::auth::JwtRules::default();
-        let auth = maas_node::auth::Authenticator::new(&key, &rules, super::servers::OPERATOR)
-            .expect("auth");
+        let key = maas_node::JwtKey::Secret(super::servers::SECRET.as_bytes().to_vec());
+        let rules = maas_node::JwtRules::default();
+        let auth =
+            maas_node::Authenticator::new(&key, &rules, super::servers::OPERATOR).expect("auth");
         let state = Arc::new(SeedState {
             pool,
             sha,
             grant: grant.to_string(),
             auth,
-            catalog: maas_node::catalog::Catalog::builtin(0),
+            catalog: maas_node::Catalog::builtin(0),
         });
         let app = axum::Router::new()
             .route("/memes", axum::routing::get(seed_memes))
@@ -71,7 +71,7 @@ async fn seed_memes(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let header = headers.get("authorization").map(|v| v.as_bytes());
-    let Ok(maas_node::auth::Principal::User(user)) = state.auth.identify(header) else {
+    let Ok(maas_node::Principal::User(user)) = state.auth.identify(header) else {
         return axum::http::StatusCode::UNAUTHORIZED.into_response();
     };
     let key = format!("balance:{user}");

@@ -277,7 +277,7 @@ pub async fn wait_for(addr: &str) {
 /// A client token for `user`, valid for an hour.
 pub fn jwt(user: &str) -> String {
     let hour = Duration::from_secs(3600);
-    maas_node::auth::sign_hs256_valid_for(SECRET.as_bytes(), user, hour).expect("sign")
+    maas_node::sign_hs256_valid_for(SECRET.as_bytes(), user, hour).expect("sign")
 }
 
 /// The ceiling: a bare axum route, no auth, no storage.

@@ -6,7 +6,7 @@
 //! *maybe applied* (as in Jepsen's checkers); an acknowledged one is applied.
 
 use ledger_crdt::{Account, RegionId};
-use maas_node::core::Receipt;
+use maas_node::Receipt;
 use std::collections::BTreeMap;
 
 /// The kind of a logical operation.

@@ -5,8 +5,10 @@ use crate::checker::{Kind, Truth, Violation, exact_balance};
 use crate::network::{InFlight, Network, NetworkConfig};
 use crate::rng::{Rng, Zipf};
 use ledger_crdt::{Account, Genesis, RegionId};
-use maas_node::core::{Command, CoreConfig, IdempotencyKey, Refusal, SpendPolicy};
-use maas_node::replica::{Durable, Faults, Output, Replica, ReplicaConfig};
+use maas_node::{
+    ClientRequest, Command, Durable, Faults, IdempotencyKey, Millis, Receipt, RecordId, Refusal,
+    Replica, ReplicaConfig, Reply, RequestId, RulesConfig, Seq, SpendPolicy, Transmit,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
@@ -148,7 +150,7 @@ pub struct World {
     /// Violations found while collecting outputs, reported at the end of the step.
     violations: Vec<Violation>,
     /// Once quiet: each region's last write ticket, which must not move again.
-    quiet_marks: Option<Vec<Option<u64>>>,
+    quiet_marks: Option<Vec<Option<Seq>>>,
 }
 
 const TIMEOUT_MS: u64 = 1_000;
@@ -229,7 +231,7 @@ impl World {
             (Policy::Naive, _) => SpendPolicy::NaiveLocalView,
             (Policy::Escrow, _) => SpendPolicy::Escrow,
         };
-        let mut config = ReplicaConfig::new(CoreConfig {
+        let mut config = ReplicaConfig::new(RulesConfig {
             region,
             genesis: self.genesis.clone(),
             meme_cost: self.meme_cost,
@@ -263,7 +265,7 @@ impl World {
             .filter(|r| r.id != id)
             .map(|r| address_of(r.id))
             .collect();
-        replica.join(now, &seeds);
+        replica.join(Millis(now), &seeds);
         self.regions[i].replica = Some(replica);
         self.regions[i].state = State::Up;
         self.drain(i);
@@ -339,13 +341,13 @@ impl World {
                     let persist = replica.prepare_persist();
                     if disk_fails {
                         // Nothing reaches the disk; the node's shell does the same.
-                        replica.flush_failed(persist);
+                        replica.handle_flush_failed(persist);
                     } else {
                         region.disk.apply(&persist);
-                        replica.flushed(now, persist.ticket, persist.number);
+                        replica.handle_flushed(Millis(now), persist.upto, persist.number);
                     }
                 }
-                replica.tick(now);
+                replica.handle_tick(Millis(now));
             }
             self.drain(i);
             self.check_region(i)?;
@@ -381,14 +383,14 @@ impl World {
         if self.now < self.cfg.fault_ms + converged + QUIET_AFTER_MS {
             return Ok(());
         }
-        let tickets: Vec<Option<u64>> = self
+        let tickets: Vec<Option<Seq>> = self
             .regions
             .iter()
             .map(|r| {
                 r.replica
                     .as_ref()
                     .filter(|_| r.state == State::Up)
-                    .map(Replica::written)
+                    .map(Replica::last_written)
             })
             .collect();
         let Some(marks) = &self.quiet_marks else {
@@ -403,7 +405,7 @@ impl World {
                     at_ms: self.now,
                     invariant: "quiescence",
                     detail: format!(
-                        "{} wrote again (ticket {mark} → {now}) after the cluster had converged and gone quiet",
+                        "{} wrote again (last write {mark} → {now}) after the cluster had converged and gone quiet",
                         self.regions[i].id
                     ),
                 });
@@ -465,7 +467,7 @@ impl World {
                     let i = live[self.rng.index(live.len())];
                     let now = self.local_now(i);
                     if let Some(replica) = self.regions[i].replica.as_mut() {
-                        replica.leave(now);
+                        replica.leave(Millis(now));
                     }
                     self.regions[i].state = State::Leaving;
                     self.drain(i);
@@ -543,9 +545,9 @@ impl World {
                 let now = self.local_now(i);
                 if let Some(replica) = self.regions[i].replica.as_mut() {
                     if message.gossip {
-                        replica.gossip(now, &message.bytes);
+                        replica.handle_gossip(Millis(now), &message.bytes);
                     } else {
-                        replica.peer(now, message.from, &message.bytes);
+                        replica.handle_peer(Millis(now), message.from, &message.bytes);
                     }
                 }
                 self.drain(i);
@@ -557,44 +559,40 @@ impl World {
     /// Collects a region's outputs: replies to clients, bytes to the network.
     fn drain(&mut self, i: usize) {
         let from = self.regions[i].id;
-        while let Some(output) = self.regions[i]
+        while let Some(reply) = self.regions[i]
             .replica
             .as_mut()
-            .and_then(Replica::poll_output)
+            .and_then(Replica::poll_reply)
         {
-            self.trace_output(from, &output);
-            match output {
-                Output::Send { to, bytes, .. } => {
-                    let message = InFlight {
-                        from,
-                        to,
-                        bytes,
-                        gossip: false,
-                    };
-                    self.net
-                        .send(&mut self.rng, &self.net_cfg, self.now, message);
-                }
-                Output::Gossip { to, bytes } => {
+            self.trace_reply(from, &reply);
+            self.reply(reply.request, reply.result, reply.replayed);
+        }
+        while let Some(transmit) = self.regions[i]
+            .replica
+            .as_mut()
+            .and_then(Replica::poll_transmit)
+        {
+            self.trace_transmit(from, &transmit);
+            let (to, bytes, gossip) = match transmit {
+                Transmit::Replication { to, bytes, .. } => (to, bytes, false),
+                Transmit::Gossip { to, bytes } => {
                     let Some(to) = region_at(to) else { continue };
-                    let message = InFlight {
-                        from,
-                        to,
-                        bytes,
-                        gossip: true,
-                    };
-                    self.net
-                        .send(&mut self.rng, &self.net_cfg, self.now, message);
+                    (to, bytes, true)
                 }
-                Output::Reply {
-                    request,
-                    result,
-                    replayed,
-                } => self.reply(request, result, replayed),
-            }
+            };
+            let message = InFlight {
+                from,
+                to,
+                bytes,
+                gossip,
+            };
+            self.net
+                .send(&mut self.rng, &self.net_cfg, self.now, message);
         }
     }
 
-    fn trace_output(&mut self, region: RegionId, output: &Output) {
+    /// Mixes `parts` into the trace hash, after the time and the region.
+    fn trace(&mut self, region: RegionId, parts: &[&[u8]]) {
         let mut mix = |bytes: &[u8]| {
             for &b in bytes {
                 self.trace ^= u64::from(b);
@@ -603,31 +601,29 @@ impl World {
         };
         mix(&self.now.to_le_bytes());
         mix(&region.0.to_le_bytes());
-        match output {
-            Output::Send { to, bytes, .. } => {
-                mix(&to.0.to_le_bytes());
-                mix(bytes);
+        for part in parts {
+            mix(part);
+        }
+    }
+
+    fn trace_reply(&mut self, region: RegionId, reply: &Reply) {
+        let result = format!("{:?}", reply.result);
+        self.trace(region, &[&reply.request.0.to_le_bytes(), result.as_bytes()]);
+    }
+
+    fn trace_transmit(&mut self, region: RegionId, transmit: &Transmit) {
+        match transmit {
+            Transmit::Replication { to, bytes, .. } => {
+                self.trace(region, &[&to.0.to_le_bytes(), bytes]);
             }
-            Output::Gossip { to, bytes } => {
-                mix(to.to_string().as_bytes());
-                mix(bytes);
-            }
-            Output::Reply {
-                request, result, ..
-            } => {
-                mix(&request.to_le_bytes());
-                mix(format!("{result:?}").as_bytes());
+            Transmit::Gossip { to, bytes } => {
+                self.trace(region, &[to.to_string().as_bytes(), bytes]);
             }
         }
     }
 
-    fn reply(
-        &mut self,
-        request: u64,
-        result: Result<maas_node::core::Receipt, Refusal>,
-        replayed: bool,
-    ) {
-        let Some(p) = self.pending.remove(&request) else {
+    fn reply(&mut self, request: RequestId, result: Result<Receipt, Refusal>, replayed: bool) {
+        let Some(p) = self.pending.remove(&request.0) else {
             return;
         };
         let slot = (p.user.clone(), p.region);
@@ -751,8 +747,10 @@ impl World {
             "op".to_owned()
         };
         let idempotency = IdempotencyKey {
-            scope,
-            key: key.clone(),
+            id: RecordId {
+                scope,
+                key: key.clone(),
+            },
             fingerprint,
         };
         self.pending.insert(
@@ -770,7 +768,8 @@ impl World {
         }
         let now = self.local_now(region);
         if let Some(replica) = self.regions[region].replica.as_mut() {
-            replica.client(now, id, user, command, Some(idempotency));
+            let request = ClientRequest::new(RequestId(id), user, command, Some(idempotency));
+            replica.handle_client(Millis(now), request);
         }
         self.drain(region);
     }

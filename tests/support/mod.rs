@@ -220,7 +220,7 @@ pub async fn run_to_exit(
 /// A client token for `user`, valid for an hour.
 pub fn token(user: &str) -> String {
     let hour = Duration::from_secs(3600);
-    maas_node::auth::sign_hs256_valid_for(SECRET.as_bytes(), user, hour).expect("sign")
+    maas_node::sign_hs256_valid_for(SECRET.as_bytes(), user, hour).expect("sign")
 }
 
 /// A parsed HTTP response.

@@ -6,80 +6,72 @@
 //! shell's modules and crates (tokio, sled, quinn, axum, rustls, jsonwebtoken)
 //! are behind the default `shell` feature, and the simulator builds this crate
 //! without it (`.ci/run` checks that its dependency tree has none of them).
+//! Modules are private; what callers use is re-exported here.
 //!
-//! - Core (no I/O, no clock; time is an input):
-//!   - [`core`]: ledger rules on one account, idempotency records, in-flight keys.
-//!   - [`rate_limit`]: per-user request limits over explicit time.
-//!   - [`catalog`]: the built-in memes and the deterministic choice of one.
-//!   - [`replica`]: one region's replicated ledger: batches, watermarks,
-//!     anti-entropy, rebalancing, rights requests, graceful leave.
-//!   - [`membership`]: who is up: SWIM (foca) with our identity, codec and
-//!     timer queue.
-//!   - [`records`]: idempotency records, by key and by the write that made them.
-//!   - [`demand`]: per-user spend rates observed from deltas.
-//!   - [`message`]: what regions say to each other, and its wire format.
-//!   - [`packed`]: accounts held in memory as their bytes (a million users fit).
-//! - Shell:
-//!   - [`service`]: the replica behind one lock; group commit (prepare → write →
-//!     flush → release replies); routing replies to waiting requests.
-//!   - [`transport`]: QUIC between regions (quinn, mutual TLS): datagrams for
-//!     membership, one stream per replication message, one connection per peer.
-//!   - [`certs`]: the cluster CA and node certificates (`maas certs`).
-//!   - [`store`]: sled: one atomic batch per flush, and loading at startup.
-//!   - [`http`]: axum routes, parsing and responses.
-//!   - [`listener`]: the accept loop: header timeout, connection cap, bounded
-//!     drain, problem+json for what hyper refuses on its own.
-//!   - [`problem`]: `application/problem+json` errors with stable `type`s.
-//!   - [`auth`]: JWT clients and the operator credential.
-//!   - [`metrics`]: Prometheus text.
-//!   - [`config`]: flags and environment variables.
-//!   - [`dev`]: `maas dev --regions N`, a loopback cluster for demos.
-//!   - [`server`]: startup, the dev banner, background tasks, graceful shutdown.
-//! - [`error`]: [`NodeError`], this crate's one error type.
+//! - `region/` — the region core (no I/O, no clock; time is an input):
+//!   - `replica/`: [`Replica`], one region's replicated ledger, as owned
+//!     sub-states that decide (journal, reply gate, key queries, rights
+//!     waits, replication, escrow, peers) and a thin struct that applies
+//!     their decisions. Handlers are verbs: `handle_client`, `handle_peer`,
+//!     `handle_gossip`, `handle_tick`, `handle_flushed`; outputs are polled:
+//!     `poll_reply`, `poll_transmit`, `poll_timeout`, `prepare_persist`.
+//!   - `rules.rs` ([`Rules`]): the ledger rules on one account.
+//!   - `command.rs`, `idempotency.rs`, `records.rs`: requests, answers, keys
+//!     (one scoping and fingerprint rule, used by HTTP and the simulator).
+//!   - `membership/` ([`Membership`]): SWIM (foca) with our identity, codec, timers.
+//!   - `message.rs` ([`Message`]), `demand.rs`, `packed.rs`, `units.rs`
+//!     ([`Seq`], [`Millis`], [`RequestId`]).
+//! - `catalog.rs` ([`Catalog`]), `rate_limit.rs` ([`RateLimiter`]): pure
+//!   helpers of the API.
+//! - `shell/` — the node around the core (feature `shell`):
+//!   - `engine.rs`: the replica behind one lock; group commit (prepare → write
+//!     → flush → release replies); routing replies and transmits; ticks at
+//!     the core's `poll_timeout`.
+//!   - `app.rs`: what an HTTP handler needs (engine, catalog, auth, limiter,
+//!     metrics).
+//!   - `http.rs`: axum routes, parsing and responses; `listener.rs`: the
+//!     accept loop (header timeout, connection cap, bounded drain).
+//!   - `transport.rs`: QUIC between regions (quinn, mutual TLS); `certs.rs`.
+//!   - `store.rs`: sled, one atomic batch per flush, loading at startup.
+//!   - `problem.rs`, `auth.rs`, `metrics.rs`, `config.rs`, `dev.rs`, `server.rs`.
+//! - `error.rs`: [`NodeError`], this crate's one error type.
 //!
 //! # A spend, end to end
 //!
-//! `GET /memes` → [`http`] authenticates and validates → [`service`] takes the
-//! lock and hands the command to [`replica::Replica::client`], which applies it
-//! under the escrow rule ([`core::Core`]) in memory and holds the reply → the
-//! group-commit thread takes [`replica::Replica::prepare_persist`], writes it to
-//! sled in one batch and flushes, then calls [`replica::Replica::flushed`] → the
-//! reply is released and the meme returned. The simulator (`sim/`) drives the
-//! same replica in the same order.
+//! `GET /memes` → `http` authenticates and validates → the engine takes the
+//! lock and hands a [`ClientRequest`] to [`Replica::handle_client`], which
+//! applies it under the [`Rules`] in memory and holds the reply → the
+//! group-commit thread takes [`Replica::prepare_persist`], writes it to sled in
+//! one batch and flushes, then calls [`Replica::handle_flushed`] → the reply
+//! comes out of [`Replica::poll_reply`] and the meme is returned. The simulator
+//! (`sim/`) drives the same replica in the same order.
 
+mod catalog;
+mod error;
+mod rate_limit;
+mod region;
 #[cfg(feature = "shell")]
-pub mod auth;
-pub mod catalog;
-#[cfg(feature = "shell")]
-pub mod certs;
-#[cfg(feature = "shell")]
-pub mod config;
-pub mod core;
-pub mod demand;
-#[cfg(feature = "shell")]
-pub mod dev;
-pub mod error;
-#[cfg(feature = "shell")]
-pub mod http;
-#[cfg(feature = "shell")]
-pub mod listener;
-pub mod membership;
-pub mod message;
-#[cfg(feature = "shell")]
-pub mod metrics;
-pub mod packed;
-#[cfg(feature = "shell")]
-pub mod problem;
-pub mod rate_limit;
-pub mod records;
-pub mod replica;
-#[cfg(feature = "shell")]
-pub mod server;
-#[cfg(feature = "shell")]
-pub mod service;
-#[cfg(feature = "shell")]
-pub mod store;
-#[cfg(feature = "shell")]
-pub mod transport;
+mod shell;
 
+pub use catalog::{Catalog, Meme, Position};
 pub use error::NodeError;
+pub use rate_limit::RateLimiter;
+pub use region::command::{ClientRequest, Command, Receipt, Refusal};
+pub use region::idempotency::{IdempotencyKey, IdempotencyRecord, RecordId};
+pub use region::membership::{
+    MAX_GOSSIP_PACKET, MemberEvent, MemberView, Membership, MembershipConfig, NodeIdentity,
+    WireCodec,
+};
+pub use region::message::{Covered, Item, KeyState, MAX_MESSAGE_BYTES, Message};
+pub use region::replica::{
+    ClusterView, Durable, EscrowStats, Faults, Meta, PeerLag, Persist, Replica, ReplicaConfig,
+    Reply, Transmit,
+};
+pub use region::rules::{Executed, Rules, RulesConfig, SpendPolicy};
+pub use region::units::{Millis, RequestId, Seq};
+#[cfg(feature = "shell")]
+pub use shell::{
+    auth::{Authenticator, JwtKey, JwtRules, Principal, sign_hs256, sign_hs256_valid_for},
+    config::{DEV_JWT_SECRET, DEV_OPERATOR_TOKEN},
+    server::main,
+};

@@ -1,34 +1,31 @@
-//! The shell around the replica: one lock, group commit, replies.
+//! The engine: the replica behind one lock, group commit, replies, ticks.
 //!
 //! Requests run the [`Replica`] under one short lock and then wait, lock
 //! released, for their reply. One group-commit thread repeatedly takes what the
 //! replica says must be written ([`Replica::prepare_persist`]), writes and
-//! flushes it to sled, and only then tells the replica ([`Replica::flushed`]),
-//! which releases the replies of every request that flush covered. Many requests
-//! share one `fsync`, and nothing is acknowledged before it is durable.
+//! flushes it to sled, and only then tells the replica
+//! ([`Replica::handle_flushed`]), which releases the replies of every request
+//! that flush covered. Many requests share one `fsync`, and nothing is
+//! acknowledged before it is durable. One task ticks the replica when its
+//! [`Replica::poll_timeout`] comes, and sleeps otherwise.
 
-use crate::NodeError;
-use crate::auth::Authenticator;
-use crate::catalog::Catalog;
-use crate::core::{Command, IdempotencyKey, Receipt, Refusal};
-use crate::membership::MemberView;
-use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
-use crate::replica::{EscrowStats, PeerLag};
-use crate::replica::{Output, Replica};
-use crate::store::Store;
+use crate::shell::metrics::Metrics;
+use crate::shell::store::Store;
+use crate::{
+    ClientRequest, ClusterView, Command, IdempotencyKey, Millis, NodeError, Receipt, Refusal,
+    Replica, RequestId, Seq, Transmit,
+};
 use ledger_crdt::RegionId;
-use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 /// Why the service could not complete a request.
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The core refused it (storage failing among the reasons); nothing changed.
     Refused(Refusal),
     /// The request was applied in memory, but its flush failed or did not finish
@@ -39,7 +36,11 @@ pub enum Failure {
 
 /// The longest a request waits for its write to become durable before it is
 /// answered 503: a failing disk must never hang a request.
-pub const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const ACK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The longest the ticker sleeps, whatever the replica's deadline: a wall
+/// clock stepped back must not park the timers.
+const MAX_TICK_SLEEP_MS: u64 = 200;
 
 /// How often the group-commit thread wakes when idle: to show it is alive, and,
 /// while storage fails, to try the failed write again.
@@ -47,11 +48,11 @@ const COMMIT_BEAT: Duration = Duration::from_millis(250);
 
 /// The group-commit thread counts as stalled when it has not beaten for this
 /// long (one fsync stuck on a dying disk, say).
-pub const COMMIT_STALLED_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const COMMIT_STALLED_AFTER: Duration = Duration::from_secs(5);
 
 /// A request's answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// The caller's standing after the request.
     pub receipt: Receipt,
     /// Whether this replays an earlier request with the same idempotency key.
@@ -65,22 +66,22 @@ enum Outcome {
 
 struct Inner {
     replica: Replica,
-    /// Where peer-bound outputs go: the cluster transport, once started.
-    outbound: Option<mpsc::UnboundedSender<Output>>,
-    waiting: HashMap<u64, oneshot::Sender<Outcome>>,
+    /// Where transmits go: the cluster transport, once started.
+    outbound: Option<mpsc::UnboundedSender<Transmit>>,
+    waiting: HashMap<RequestId, oneshot::Sender<Outcome>>,
 }
 
 /// How far group commit has come.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Progress {
-    /// Every write ticket up to this one is durable.
-    durable: u64,
+    /// Every write of ours up to this one is durable.
+    durable: Seq,
     /// The last flush failed.
     failing: bool,
 }
 
-/// Everything a request handler needs.
-pub struct Service {
+/// The replica, driven: group commit, reply routing, ticks.
+pub(crate) struct Engine {
     inner: Mutex<Inner>,
     next_request: AtomicU64,
     pending: Mutex<bool>,
@@ -91,29 +92,18 @@ pub struct Service {
     progress: watch::Sender<Progress>,
     /// When the group-commit thread last went round its loop, ms.
     commit_beat_ms: AtomicU64,
-    /// Durable storage.
-    pub store: Store,
-    /// The meme catalog.
-    pub catalog: Catalog,
-    /// Credential checks.
-    pub auth: Authenticator,
-    /// Per-user rate limit.
-    pub limiter: Mutex<RateLimiter>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
+    /// When the replica next needs a tick, ms (see [`Engine::run_ticker`]).
+    next_tick_ms: AtomicU64,
+    /// Wakes the ticker when an input moved the next tick earlier.
+    tick_sooner: Notify,
+    store: Store,
+    metrics: Arc<Metrics>,
 }
 
-impl Service {
-    /// Assembles the service around a replica restored from `store`.
-    pub fn new(
-        replica: Replica,
-        store: Store,
-        catalog: Catalog,
-        auth: Authenticator,
-        limiter: RateLimiter,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        let durable = replica.written();
+impl Engine {
+    /// The engine around a replica restored from `store`.
+    pub(crate) fn new(replica: Replica, store: Store, metrics: Arc<Metrics>) -> Self {
+        let durable = replica.last_written();
         Self {
             inner: Mutex::new(Inner {
                 replica,
@@ -129,12 +119,16 @@ impl Service {
                 failing: false,
             }),
             commit_beat_ms: AtomicU64::new(now_ms()),
+            next_tick_ms: AtomicU64::new(0),
+            tick_sooner: Notify::new(),
             store,
-            catalog,
-            auth,
-            limiter: Mutex::new(limiter),
             metrics,
         }
+    }
+
+    /// The node's metrics.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -144,29 +138,30 @@ impl Service {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Executes `command` for `user`; returns once the result is durable, or
-    /// fails within [`ACK_TIMEOUT`].
-    pub async fn execute(
+    /// Executes `command` for `user`, letting it wait up to `wait_for_rights`
+    /// for rights held by other regions; returns once the result is durable,
+    /// or fails within that wait plus [`ACK_TIMEOUT`].
+    pub(crate) async fn execute(
         &self,
         user: &str,
         command: Command,
         key: Option<IdempotencyKey>,
+        wait_for_rights: Duration,
     ) -> Result<Answer, Failure> {
-        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
+        let mut request = ClientRequest::new(id, user, command, key);
+        request.wait_for_rights_ms = u64::try_from(wait_for_rights.as_millis()).unwrap_or(u64::MAX);
         let (tx, rx) = oneshot::channel();
         {
             let mut inner = self.lock();
-            inner.waiting.insert(request, tx);
-            inner.replica.client(now_ms(), request, user, command, key);
-            route(&mut inner);
-            if inner.waiting.contains_key(&request) {
-                self.wake_group_commit();
-            }
+            inner.waiting.insert(id, tx);
+            inner.replica.handle_client(now(), request);
+            self.after_input(&mut inner);
         }
-        let outcome = match tokio::time::timeout(ACK_TIMEOUT, rx).await {
+        let outcome = match tokio::time::timeout(ACK_TIMEOUT + wait_for_rights, rx).await {
             Ok(outcome) => outcome,
             Err(_) => {
-                self.lock().waiting.remove(&request);
+                self.lock().waiting.remove(&id);
                 return Err(Failure::NotAcknowledged);
             }
         };
@@ -188,16 +183,16 @@ impl Service {
     /// The user's standing, once every write of this region that it shows is
     /// durable (at most [`ACK_TIMEOUT`]). A user with no write in flight is
     /// answered at once, even while storage fails.
-    pub async fn receipt(&self, user: &str) -> Result<Receipt, Failure> {
-        let (receipt, ticket) = {
+    pub(crate) async fn receipt(&self, user: &str) -> Result<Receipt, Failure> {
+        let (receipt, shown) = {
             let inner = self.lock();
             inner.replica.receipt_durable_at(user)
         };
-        if self.progress.borrow().durable < ticket {
+        if self.progress.borrow().durable < shown {
             self.wake_group_commit();
             let mut rx = self.progress.subscribe();
             let reached =
-                tokio::time::timeout(ACK_TIMEOUT, rx.wait_for(|p| p.durable >= ticket)).await;
+                tokio::time::timeout(ACK_TIMEOUT, rx.wait_for(|p| p.durable >= shown)).await;
             if !matches!(reached, Ok(Ok(_))) {
                 return Err(Failure::NotAcknowledged);
             }
@@ -206,109 +201,119 @@ impl Service {
     }
 
     /// Whether this region has seen `user` (a write here or replicated here).
-    pub fn knows(&self, user: &str) -> bool {
+    pub(crate) fn knows(&self, user: &str) -> bool {
         self.lock().replica.knows(user)
-    }
-
-    /// Whether `who` may make another request now.
-    pub fn admit(&self, who: &str) -> bool {
-        let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-        limiter.admit(who, now_ms())
     }
 
     /// Whether storage works: the commit thread is alive, the last flush
     /// succeeded, and the store takes a write.
-    pub fn ready(&self) -> bool {
+    pub(crate) fn ready(&self) -> bool {
         self.commit_thread_alive() && !self.progress.borrow().failing && self.store.writable()
     }
 
     /// Whether the last flush failed (and is being retried).
-    pub fn storage_failing(&self) -> bool {
+    pub(crate) fn storage_failing(&self) -> bool {
         self.progress.borrow().failing
     }
 
     /// How long ago the group-commit thread last went round its loop.
-    pub fn commit_beat_age(&self) -> Duration {
+    pub(crate) fn commit_beat_age(&self) -> Duration {
         let beat = self.commit_beat_ms.load(Ordering::Relaxed);
         Duration::from_millis(now_ms().saturating_sub(beat))
     }
 
     /// Whether the group-commit thread has beaten recently.
-    pub fn commit_thread_alive(&self) -> bool {
+    pub(crate) fn commit_thread_alive(&self) -> bool {
         self.commit_beat_age() < COMMIT_STALLED_AFTER
     }
 
-    /// Time passes for the replica (batches, anti-entropy, membership timers).
-    pub fn tick(&self) {
-        let mut inner = self.lock();
-        inner.replica.tick(now_ms());
-        self.after_input(&mut inner);
-    }
-
-    /// Routes what an input produced; wakes group commit if it wrote (accepted
-    /// transfers, rebalancing), since those writes leave only once durable.
-    fn after_input(&self, inner: &mut Inner) {
-        route(inner);
-        if inner.replica.written() > self.progress.borrow().durable || inner.replica.needs_flush() {
-            self.wake_group_commit();
+    /// Ticks the replica whenever its [`Replica::poll_timeout`] comes, and
+    /// sooner when an input asks for it; runs for the life of the node.
+    pub(crate) async fn run_ticker(self: Arc<Self>) {
+        loop {
+            let due = self.next_tick_ms.load(Ordering::Acquire);
+            let wait = due.saturating_sub(now_ms()).min(MAX_TICK_SLEEP_MS);
+            if wait > 0 {
+                // A wake registered before this wait still counts (Notify
+                // keeps one permit), so no input's deadline is missed.
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                    () = self.tick_sooner.notified() => continue,
+                }
+            }
+            let mut inner = self.lock();
+            inner.replica.handle_tick(now());
+            // The deadline is re-read from the replica: set it outright, even
+            // if later than before.
+            self.next_tick_ms
+                .store(inner.replica.poll_timeout().0, Ordering::Release);
+            self.after_input(&mut inner);
         }
     }
 
-    /// Sends peer-bound outputs to the transport from now on.
-    pub fn set_outbound(&self, tx: mpsc::UnboundedSender<Output>) {
+    /// Routes what an input produced; wakes group commit if it wrote (accepted
+    /// transfers, rebalancing), since those writes leave only once durable;
+    /// wakes the ticker if the replica needs a tick sooner than planned.
+    fn after_input(&self, inner: &mut Inner) {
+        route(inner);
+        if inner.replica.last_written() > self.progress.borrow().durable
+            || inner.replica.needs_flush()
+        {
+            self.wake_group_commit();
+        }
+        let due = inner.replica.poll_timeout().0;
+        if due < self.next_tick_ms.fetch_min(due, Ordering::AcqRel) {
+            self.tick_sooner.notify_one();
+        }
+    }
+
+    /// Sends transmits to the transport from now on.
+    pub(crate) fn set_outbound(&self, tx: mpsc::UnboundedSender<Transmit>) {
         self.lock().outbound = Some(tx);
     }
 
     /// A replication message from peer region `from`.
-    pub fn peer(&self, from: RegionId, bytes: &[u8]) {
+    pub(crate) fn peer(&self, from: RegionId, bytes: &[u8]) {
         let mut inner = self.lock();
-        inner.replica.peer(now_ms(), from, bytes);
+        inner.replica.handle_peer(now(), from, bytes);
         self.after_input(&mut inner);
     }
 
     /// A membership packet from the network.
-    pub fn gossip(&self, bytes: &[u8]) {
+    pub(crate) fn gossip(&self, bytes: &[u8]) {
         let mut inner = self.lock();
-        inner.replica.gossip(now_ms(), bytes);
+        inner.replica.handle_gossip(now(), bytes);
         self.after_input(&mut inner);
     }
 
     /// Joins the cluster through these seed addresses.
-    pub fn join(&self, seeds: &[SocketAddr]) {
+    pub(crate) fn join(&self, seeds: &[SocketAddr]) {
         let mut inner = self.lock();
-        inner.replica.join(now_ms(), seeds);
+        inner.replica.join(now(), seeds);
         self.after_input(&mut inner);
     }
 
     /// Starts a graceful leave: every right this region holds goes to live
-    /// peers. Poll [`Service::left`] (ticking continues) until it is done.
-    pub fn leave(&self) {
+    /// peers. Poll [`Engine::left`] (ticking continues) until it is done.
+    pub(crate) fn leave(&self) {
         let mut inner = self.lock();
-        inner.replica.leave(now_ms());
+        inner.replica.leave(now());
         self.after_input(&mut inner);
     }
 
     /// Whether a graceful leave has finished.
-    pub fn left(&self) -> bool {
+    pub(crate) fn left(&self) -> bool {
         self.lock().replica.left()
     }
 
     /// What this node knows of the cluster, for `GET /v1/cluster`.
-    pub fn cluster(&self) -> ClusterView {
-        let now = now_ms();
-        let inner = self.lock();
-        ClusterView {
-            identity: inner.replica.identity(),
-            members: inner.replica.members().clone(),
-            lag: inner.replica.lag(now),
-            escrow: inner.replica.stats(),
-            now_ms: now,
-        }
+    pub(crate) fn cluster(&self) -> ClusterView {
+        self.lock().replica.cluster_view(now())
     }
 
     /// Forgets expired idempotency records (persisted by the next flush).
-    pub fn expire_records(&self) -> usize {
-        let removed = self.lock().replica.expire_records(now_ms());
+    pub(crate) fn expire_records(&self) -> usize {
+        let removed = self.lock().replica.expire_records(now());
         if removed > 0 {
             self.wake_group_commit();
         }
@@ -332,7 +337,7 @@ impl Service {
     /// The thread never dies of an error: a failed flush is kept and tried again
     /// every [`COMMIT_BEAT`] until storage recovers, and a panic inside the store
     /// counts as a failed flush.
-    pub fn start_group_commit(self: &Arc<Self>, linger: Duration) -> Result<(), NodeError> {
+    pub(crate) fn start_group_commit(self: &Arc<Self>, linger: Duration) -> Result<(), NodeError> {
         let service = self.clone();
         std::thread::Builder::new()
             .name("group-commit".into())
@@ -366,19 +371,19 @@ impl Service {
 
     /// One group commit: write what changed, make it durable, release replies.
     /// Blocking; also used once at shutdown, where its result is the exit code.
-    pub fn commit(&self) -> Result<(), NodeError> {
+    pub(crate) fn commit(&self) -> Result<(), NodeError> {
         let _one_at_a_time = self.committing.lock().unwrap_or_else(|p| p.into_inner());
         let persist = self.lock().replica.prepare_persist();
         let progress = *self.progress.borrow();
         // While failing, even a persist of scalars alone is tried: its success
         // is what tells the replica that storage is back.
-        if persist.is_empty() && persist.ticket <= progress.durable && !progress.failing {
+        if persist.is_empty() && persist.upto <= progress.durable && !progress.failing {
             // Nothing to write: all before it is durable (replays wait on this).
             let mut inner = self.lock();
             inner
                 .replica
-                .flushed(now_ms(), persist.ticket, persist.number);
-            route(&mut inner);
+                .handle_flushed(now(), persist.upto, persist.number);
+            self.after_input(&mut inner);
             return Ok(());
         }
         let started = Instant::now();
@@ -394,13 +399,13 @@ impl Service {
             Ok(()) => {
                 inner
                     .replica
-                    .flushed(now_ms(), persist.ticket, persist.number);
-                route(&mut inner);
+                    .handle_flushed(now(), persist.upto, persist.number);
                 let recovered = self.progress.borrow().failing;
                 self.progress.send_modify(|p| {
-                    p.durable = p.durable.max(persist.ticket);
+                    p.durable = p.durable.max(persist.upto);
                     p.failing = false;
                 });
+                self.after_input(&mut inner);
                 if recovered {
                     tracing::warn!("storage recovered; writes are accepted again");
                 }
@@ -411,7 +416,7 @@ impl Service {
                     tracing::error!(error = %e, "group commit failed; requests it covered are not acknowledged, new writes are refused until storage recovers");
                 }
                 // The replica marks it all changed again for the next round.
-                inner.replica.flush_failed(persist);
+                inner.replica.handle_flush_failed(persist);
                 for (_, tx) in inner.waiting.drain() {
                     let _ = tx.send(Outcome::StorageFailed);
                 }
@@ -422,47 +427,28 @@ impl Service {
     }
 }
 
-/// A snapshot of the cluster as this node sees it.
-#[derive(Clone, Debug)]
-pub struct ClusterView {
-    /// This node's identity.
-    pub identity: crate::membership::NodeIdentity,
-    /// Every other region seen.
-    pub members: BTreeMap<RegionId, MemberView>,
-    /// Replication lag of peers that are up.
-    pub lag: BTreeMap<RegionId, PeerLag>,
-    /// Escrow counters.
-    pub escrow: EscrowStats,
-    /// When the snapshot was taken, ms.
-    pub now_ms: u64,
-}
-
-/// Hands the replica's outputs on: replies to their waiting requests, peer
-/// bytes to the transport (dropped when there is none: a lone region).
+/// Hands the replica's outputs on: replies to their waiting requests,
+/// transmits to the transport (dropped when there is none: a lone region).
 fn route(inner: &mut Inner) {
-    while let Some(output) = inner.replica.poll_output() {
-        match output {
-            Output::Reply {
-                request,
-                result,
-                replayed,
-            } => {
-                if let Some(tx) = inner.waiting.remove(&request) {
-                    let _ = tx.send(Outcome::Replied(result, replayed));
-                }
-            }
-            peer_bound => {
-                if let Some(tx) = &inner.outbound {
-                    let _ = tx.send(peer_bound);
-                }
-            }
+    while let Some(reply) = inner.replica.poll_reply() {
+        if let Some(tx) = inner.waiting.remove(&reply.request) {
+            let _ = tx.send(Outcome::Replied(reply.result, reply.replayed));
+        }
+    }
+    while let Some(transmit) = inner.replica.poll_transmit() {
+        if let Some(tx) = &inner.outbound {
+            let _ = tx.send(transmit);
         }
     }
 }
 
-/// Wall-clock milliseconds since the Unix epoch: the shell's one clock, handed to
-/// the core as an input.
-pub fn now_ms() -> u64 {
+/// The shell's one clock, handed to the core as an input.
+pub(crate) fn now() -> Millis {
+    Millis(now_ms())
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

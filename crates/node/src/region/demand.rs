@@ -5,6 +5,7 @@
 //! exponentially decaying rate, so no region has to publish its demand separately:
 //! the deltas it already sends are the demand signal.
 
+use crate::region::units::Millis;
 use ledger_crdt::RegionId;
 use std::collections::HashMap;
 
@@ -18,7 +19,7 @@ fn decayed(half_life_ms: u64, rate: Rate, now_ms: u64) -> f64 {
 
 /// Per (user, region) spend rate, decaying with a half-life.
 #[derive(Debug, Default, Clone)]
-pub struct Demand {
+pub(crate) struct Demand {
     half_life_ms: u64,
     rates: HashMap<(String, RegionId), Rate>,
 }
@@ -32,7 +33,7 @@ struct Rate {
 
 impl Demand {
     /// Rates that halve every `half_life_ms` without new spends.
-    pub fn new(half_life_ms: u64) -> Self {
+    pub(crate) fn new(half_life_ms: u64) -> Self {
         Self {
             half_life_ms: half_life_ms.max(1),
             rates: HashMap::new(),
@@ -45,24 +46,28 @@ impl Demand {
 
     /// Forgets every rate that has decayed below the no-demand threshold: without
     /// this, every user who ever spent would keep an entry for the node's lifetime.
-    pub fn prune(&mut self, now_ms: u64) {
+    pub(crate) fn prune(&mut self, now: Millis) {
+        let now_ms = now.0;
         let half_life_ms = self.half_life_ms;
         self.rates
             .retain(|_, r| decayed(half_life_ms, *r, now_ms) * 1000.0 >= NO_DEMAND_MILLI as f64);
     }
 
     /// How many (user, region) rates are remembered.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.rates.len()
     }
 
     /// Whether no rate is remembered.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.rates.is_empty()
     }
 
     /// Records `amount` tokens spent by `user` at `region`.
-    pub fn observe(&mut self, user: &str, region: RegionId, amount: u64, now_ms: u64) {
+    pub(crate) fn observe(&mut self, user: &str, region: RegionId, amount: u64, now: Millis) {
+        let now_ms = now.0;
         if amount == 0 {
             return;
         }
@@ -81,15 +86,18 @@ impl Demand {
     }
 
     /// When a spend of `user` at `region` was last observed, if it still counts.
-    pub fn last_seen(&self, user: &str, region: RegionId) -> Option<u64> {
-        self.rates.get(&(user.to_owned(), region)).map(|r| r.at_ms)
+    pub(crate) fn last_seen(&self, user: &str, region: RegionId) -> Option<Millis> {
+        self.rates
+            .get(&(user.to_owned(), region))
+            .map(|r| Millis(r.at_ms))
     }
 
     /// The current rate of `user` at `region`, in thousandths of a token per second
     /// (an integer, as the rebalancing policy wants).
     /// Rates under 0.01 tokens/s count as no demand, so a cluster at rest stays at
     /// rest instead of moving rights on vanishing differences.
-    pub fn milli_rate(&self, user: &str, region: RegionId, now_ms: u64) -> u64 {
+    pub(crate) fn milli_rate(&self, user: &str, region: RegionId, now: Millis) -> u64 {
+        let now_ms = now.0;
         let milli = self
             .rates
             .get(&(user.to_owned(), region))
@@ -106,25 +114,25 @@ mod tests {
     fn a_steady_spender_shows_its_rate_and_it_decays() {
         let mut d = Demand::new(1_000);
         for t in 0..50 {
-            d.observe("u", RegionId(2), 10, t * 100);
+            d.observe("u", RegionId(2), 10, Millis(t * 100));
         }
         // 10 tokens every 100 ms is 100 tokens/s.
-        let rate = d.milli_rate("u", RegionId(2), 4_900);
+        let rate = d.milli_rate("u", RegionId(2), Millis(4_900));
         assert!((80_000..=120_000).contains(&rate), "{rate}");
-        assert!(d.milli_rate("u", RegionId(2), 14_900) < rate / 500);
-        assert_eq!(d.milli_rate("u", RegionId(1), 4_900), 0);
+        assert!(d.milli_rate("u", RegionId(2), Millis(14_900)) < rate / 500);
+        assert_eq!(d.milli_rate("u", RegionId(1), Millis(4_900)), 0);
     }
 
     #[test]
     fn pruning_forgets_only_rates_that_no_longer_count() {
         let mut d = Demand::new(1_000);
-        d.observe("idle", RegionId(1), 1, 0);
-        d.observe("busy", RegionId(1), 1, 0);
-        d.observe("busy", RegionId(1), 1, 20_000);
-        d.prune(20_000);
+        d.observe("idle", RegionId(1), 1, Millis(0));
+        d.observe("busy", RegionId(1), 1, Millis(0));
+        d.observe("busy", RegionId(1), 1, Millis(20_000));
+        d.prune(Millis(20_000));
         assert_eq!(d.len(), 1);
-        assert!(d.milli_rate("busy", RegionId(1), 20_000) > 0);
-        d.prune(60_000);
+        assert!(d.milli_rate("busy", RegionId(1), Millis(20_000)) > 0);
+        d.prune(Millis(60_000));
         assert!(d.is_empty());
     }
 }

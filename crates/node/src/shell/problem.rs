@@ -10,7 +10,7 @@ use serde::Serialize;
 
 /// The kinds of problem the API reports. Each has one stable `type` and status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProblemKind {
+pub(crate) enum ProblemKind {
     /// 400: a malformed query or request.
     InvalidRequest,
     /// 401: missing, malformed, expired or wrongly signed credentials.
@@ -51,7 +51,7 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// The stable `type` URI reference and the HTTP status.
-    pub fn type_and_status(self) -> (&'static str, StatusCode) {
+    pub(crate) fn type_and_status(self) -> (&'static str, StatusCode) {
         use ProblemKind::*;
         match self {
             InvalidRequest => ("/problems/invalid-request", StatusCode::BAD_REQUEST),
@@ -117,7 +117,7 @@ impl ProblemKind {
 
 /// A problem response: kind, human detail, and optional extra fields.
 #[derive(Debug)]
-pub struct Problem {
+pub(crate) struct Problem {
     kind: ProblemKind,
     detail: String,
     balance: Option<u64>,
@@ -137,7 +137,7 @@ struct Body<'a> {
 
 impl Problem {
     /// A problem of `kind` with a human-readable `detail`.
-    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
         Self {
             kind,
             detail: detail.into(),
@@ -147,20 +147,15 @@ impl Problem {
     }
 
     /// Adds the caller's balance, for 402s.
-    pub fn with_balance(mut self, balance: u64) -> Self {
+    pub(crate) fn with_balance(mut self, balance: u64) -> Self {
         self.balance = Some(balance);
         self
     }
 
     /// Adds a `Retry-After` header.
-    pub fn retry_after(mut self, secs: u64) -> Self {
+    pub(crate) fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after_secs = Some(secs);
         self
-    }
-
-    /// The kind of this problem.
-    pub fn kind(&self) -> ProblemKind {
-        self.kind
     }
 
     fn body(&self) -> Vec<u8> {
@@ -177,7 +172,7 @@ impl Problem {
 
     /// The problem as raw HTTP/1.1 response bytes that close the connection,
     /// for answers written below axum (see [`crate::listener`]).
-    pub fn to_http1_closing(&self) -> Vec<u8> {
+    pub(crate) fn to_http1_closing(&self) -> Vec<u8> {
         let (_, status) = self.kind.type_and_status();
         let body = self.body();
         let mut head = format!(

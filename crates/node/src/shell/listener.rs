@@ -16,7 +16,7 @@
 //! - the answers hyper writes by itself for bytes it cannot parse (400, 414,
 //!   431) are rewritten into problem+json ([`ParseErrorsAsProblems`]).
 
-use crate::problem::{Problem, ProblemKind};
+use crate::shell::problem::{Problem, ProblemKind};
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -34,7 +34,7 @@ use tokio::task::JoinSet;
 
 /// The limits of the HTTP listener.
 #[derive(Clone, Copy, Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// A request head must arrive completely within this, counted from when the
     /// connection starts waiting for it (so it also closes idle keep-alives).
     pub header_read_timeout: Duration,
@@ -46,7 +46,7 @@ pub struct Limits {
 
 /// How the listener ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Drained {
+pub(crate) struct Drained {
     /// Connections still open when the grace ran out, closed by force.
     pub closed_by_force: usize,
 }
@@ -59,7 +59,7 @@ const MAX_REFUSING: usize = 64;
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
@@ -196,7 +196,7 @@ impl Quiet {
 /// `content-type` (the app turns every error into a problem), so a 400, 414 or
 /// 431 head without one is hyper's: it is replaced, on its way out, by the
 /// problem of the same status. hyper closes the connection after it.
-pub struct ParseErrorsAsProblems {
+pub(crate) struct ParseErrorsAsProblems {
     inner: TcpStream,
     /// Replacement bytes still to be written, and how many were.
     replacement: Option<(Vec<u8>, usize)>,
@@ -204,7 +204,7 @@ pub struct ParseErrorsAsProblems {
 
 impl ParseErrorsAsProblems {
     /// Wraps a connection.
-    pub fn new(inner: TcpStream) -> Self {
+    pub(crate) fn new(inner: TcpStream) -> Self {
         Self {
             inner,
             replacement: None,
@@ -301,7 +301,7 @@ impl AsyncWrite for ParseErrorsAsProblems {
 
 /// Raises the soft open-file limit to the hard one, where the OS allows, and
 /// returns the soft limit in force.
-pub fn raise_fd_limit() -> Option<u64> {
+pub(crate) fn raise_fd_limit() -> Option<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut limit = getrlimit(Resource::Nofile);
     if let (Some(current), Some(max)) = (limit.current, limit.maximum)

@@ -1,6 +1,6 @@
 //! Prometheus metrics, rendered as text by `GET /metrics`.
 
-use crate::service::ClusterView;
+use crate::ClusterView;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -57,7 +57,7 @@ impl Histogram {
 
 /// The node's counters and histograms.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), Histogram>>,
     refusals: Mutex<BTreeMap<&'static str, u64>>,
     flush: Mutex<Histogram>,
@@ -68,7 +68,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Records one request's route, status and latency.
-    pub fn observe_request(&self, route: &str, status: u16, latency: Duration) {
+    pub(crate) fn observe_request(&self, route: &str, status: u16, latency: Duration) {
         if let Ok(mut map) = self.requests.lock() {
             map.entry((route.to_owned(), status))
                 .or_default()
@@ -77,36 +77,36 @@ impl Metrics {
     }
 
     /// Records one group-commit flush.
-    pub fn observe_flush(&self, latency: Duration) {
+    pub(crate) fn observe_flush(&self, latency: Duration) {
         if let Ok(mut h) = self.flush.lock() {
             h.observe(latency);
         }
     }
 
     /// Counts an acknowledged spend.
-    pub fn spend(&self) {
+    pub(crate) fn spend(&self) {
         self.spends.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an acknowledged credit.
-    pub fn credit(&self) {
+    pub(crate) fn credit(&self) {
         self.credits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a refusal, by reason.
-    pub fn refusal(&self, reason: &'static str) {
+    pub(crate) fn refusal(&self, reason: &'static str) {
         if let Ok(mut map) = self.refusals.lock() {
             *map.entry(reason).or_default() += 1;
         }
     }
 
     /// Counts a message to a peer dropped (queue full, peer unreachable).
-    pub fn peer_message_dropped(&self) {
+    pub(crate) fn peer_message_dropped(&self) {
         self.peer_drops.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# TYPE maas_http_request_duration_seconds histogram\n");
         if let Ok(map) = self.requests.lock() {
@@ -146,7 +146,7 @@ fn counter(out: &mut String, name: &str, value: &AtomicU64) {
 
 /// Appends the cluster's gauges (members up, replication lag per peer) and
 /// escrow counters, from a [`ClusterView`], in Prometheus text.
-pub fn render_cluster(view: &ClusterView, out: &mut String) {
+pub(crate) fn render_cluster(view: &ClusterView, out: &mut String) {
     out.push_str("# TYPE maas_cluster_member_up gauge\n");
     for (region, m) in &view.members {
         let _ = writeln!(

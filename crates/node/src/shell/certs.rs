@@ -13,12 +13,12 @@ use rcgen::{
 use std::path::{Path, PathBuf};
 
 /// The TLS server name every node certificate carries.
-pub const SERVER_NAME: &str = "maas-node";
+pub(crate) const SERVER_NAME: &str = "maas-node";
 const CA_NAME: &str = "MaaS cluster CA";
 
 /// Paths of one node's TLS material.
 #[derive(Clone, Debug)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     /// The cluster CA certificate (PEM).
     pub ca: PathBuf,
     /// This node's certificate (PEM).
@@ -44,7 +44,7 @@ fn ca_params() -> Result<CertificateParams, NodeError> {
 }
 
 /// Creates the cluster CA in `dir` unless one is there.
-pub fn ensure_ca(dir: &Path) -> Result<(), NodeError> {
+pub(crate) fn ensure_ca(dir: &Path) -> Result<(), NodeError> {
     let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
     if cert_path.exists() && key_path.exists() {
         return Ok(());
@@ -61,7 +61,7 @@ pub fn ensure_ca(dir: &Path) -> Result<(), NodeError> {
 
 /// Issues `<name>.pem`/`<name>.key` in `dir`, signed by the CA there, unless
 /// they exist. Creates the CA first if needed.
-pub fn ensure_node(dir: &Path, name: &str) -> Result<TlsFiles, NodeError> {
+pub(crate) fn ensure_node(dir: &Path, name: &str) -> Result<TlsFiles, NodeError> {
     if name.is_empty()
         || name == "ca"
         || !name

@@ -1,20 +1,18 @@
 //! Startup, the dev banner, background tasks and graceful shutdown.
 
-use crate::auth::{Authenticator, JwtKey, JwtRules, sign_hs256_valid_for};
-use crate::catalog::Catalog;
-use crate::certs::TlsFiles;
-use crate::config::{
+use crate::shell::app::App;
+use crate::shell::auth::{Authenticator, JwtKey, JwtRules, sign_hs256_valid_for};
+use crate::shell::certs::TlsFiles;
+use crate::shell::config::{
     Cli, ConfiguredJwt, Credentials, DEV_JWT_SECRET, DEV_OPERATOR_TOKEN, LogFormat,
     PublicKeyAlgorithm, Subcommand,
 };
-use crate::core::CoreConfig;
-use crate::metrics::Metrics;
-use crate::rate_limit::RateLimiter;
-use crate::replica::{Replica, ReplicaConfig};
-use crate::service::Service;
-use crate::store::Store;
-use crate::transport::Transport;
-use crate::{NodeError, http};
+use crate::shell::engine::{Engine, now_ms};
+use crate::shell::http;
+use crate::shell::metrics::Metrics;
+use crate::shell::store::Store;
+use crate::shell::transport::Transport;
+use crate::{Catalog, NodeError, RateLimiter, Replica, ReplicaConfig, RulesConfig};
 use ledger_crdt::{Genesis, RegionId};
 use std::io::Write;
 use std::sync::Arc;
@@ -35,7 +33,7 @@ pub fn main() -> std::process::ExitCode {
             dir,
             no_restart,
         }) => {
-            return crate::dev::run(&crate::dev::DevCluster {
+            return crate::shell::dev::run(&crate::shell::dev::DevCluster {
                 regions: *regions,
                 http_port: *http_port,
                 peer_port: *peer_port,
@@ -74,7 +72,7 @@ pub fn main() -> std::process::ExitCode {
 
 /// The exit code when the final flush at shutdown failed or did not finish:
 /// writes never acknowledged may be lost (no acknowledged write is).
-pub const EXIT_FINAL_FLUSH_FAILED: u8 = 3;
+pub(crate) const EXIT_FINAL_FLUSH_FAILED: u8 = 3;
 
 /// How long shutdown waits for its final flush.
 const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,10 +94,10 @@ fn init_logging(cli: &Cli) {
 }
 
 /// Runs a node until SIGINT or SIGTERM, then drains requests and flushes.
-pub async fn run(cli: Cli) -> Result<(), NodeError> {
+pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
     cli.check().map_err(NodeError::Config)?;
     if cli.exit_with_parent {
-        crate::dev::exit_with_parent().map_err(NodeError::Config)?;
+        crate::shell::dev::exit_with_parent().map_err(NodeError::Config)?;
     }
     let region = RegionId(cli.region);
     let genesis_regions: Vec<RegionId> = if cli.genesis_regions.is_empty() {
@@ -130,14 +128,14 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
     let metrics = Arc::new(Metrics::default());
     let store = Store::open(&cli.data_dir, cli.cache_bytes)?;
     let durable = store.load()?;
-    let core = CoreConfig {
+    let rules = RulesConfig {
         region,
         genesis,
         meme_cost: cli.meme_cost,
         idempotency_ttl_ms: cli.idempotency_ttl_secs.saturating_mul(1000),
         policy: spend_policy(&cli),
     };
-    let mut config = ReplicaConfig::new(core);
+    let mut config = ReplicaConfig::new(rules);
     // The peer socket is bound first: its address is part of our identity.
     let clustered = cli.peer_listen.is_some() || !cli.join.is_empty();
     let peer_socket = if clustered {
@@ -151,26 +149,19 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
         None
     };
     // A new life of this node wins over its older self in the membership.
-    config.generation = crate::service::now_ms();
+    config.generation = now_ms();
     config.seed = config.generation ^ u64::from(region.0);
     let replica = Replica::restore(config, durable);
-    let service = Arc::new(Service::new(
-        replica,
-        store,
-        Catalog::builtin(cli.catalog_seed),
-        auth,
-        RateLimiter::new(cli.rate_limit),
-        metrics,
-    ));
-    service.start_group_commit(Duration::from_micros(cli.commit_linger_us))?;
-    tokio::spawn(tick(service.clone()));
-    tokio::spawn(sweep_idempotency(service.clone()));
+    let engine = Arc::new(Engine::new(replica, store, metrics.clone()));
+    engine.start_group_commit(Duration::from_micros(cli.commit_linger_us))?;
+    tokio::spawn(engine.clone().run_ticker());
+    tokio::spawn(sweep_idempotency(engine.clone()));
     let transport = match peer_socket {
         Some(socket) => {
             let tls = tls_files(&cli)?;
             let peer_addr = socket.local_addr()?;
-            let transport = Transport::start(socket, &tls, region, service.clone())?;
-            service.join(&cli.join);
+            let transport = Transport::start(socket, &tls, region, engine.clone())?;
+            engine.join(&cli.join);
             tracing::info!(%peer_addr, seeds = ?cli.join, "cluster transport up");
             Some((transport, peer_addr))
         }
@@ -186,12 +177,19 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
     tracing::info!(%addr, region = %region, data_dir = %cli.data_dir.display(), "serving");
 
     let limits = listener_limits(&cli);
+    let app = App::new(
+        engine.clone(),
+        Catalog::builtin(cli.catalog_seed),
+        auth,
+        RateLimiter::new(cli.rate_limit),
+        metrics,
+    );
     let router = http::router(
-        service.clone(),
+        Arc::new(app),
         cli.max_body_bytes,
         Duration::from_secs(cli.request_timeout_secs),
     );
-    let drained = crate::listener::serve(listener, router, limits, shutdown_signal()).await;
+    let drained = crate::shell::listener::serve(listener, router, limits, shutdown_signal()).await;
     if drained.closed_by_force > 0 {
         tracing::warn!(
             connections = drained.closed_by_force,
@@ -200,13 +198,13 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
     }
     if let Some((transport, _)) = transport {
         if !cli.stay_on_shutdown {
-            leave(&service).await;
+            leave(&engine).await;
         }
         transport.close(Duration::from_secs(2)).await;
     }
     // Every acknowledged write already waited for its flush; this one covers
     // writes whose requests were abandoned mid-way, and is bounded in time.
-    let last = service.clone();
+    let last = engine.clone();
     let flushed = tokio::time::timeout(
         FINAL_FLUSH_TIMEOUT,
         tokio::task::spawn_blocking(move || last.commit()),
@@ -230,11 +228,11 @@ pub async fn run(cli: Cli) -> Result<(), NodeError> {
 
 /// The listener's limits: the flags', with the connection cap lowered to fit
 /// the open-file limit (raised first, where the OS allows).
-fn listener_limits(cli: &Cli) -> crate::listener::Limits {
+fn listener_limits(cli: &Cli) -> crate::shell::listener::Limits {
     /// Descriptors kept for sled, QUIC and the rest of the process.
     const RESERVED_FDS: u64 = 256;
     let mut max_connections = cli.max_connections;
-    if let Some(fds) = crate::listener::raise_fd_limit() {
+    if let Some(fds) = crate::shell::listener::raise_fd_limit() {
         let fit = fds.saturating_sub(RESERVED_FDS).max(1);
         if max_connections > fit {
             tracing::warn!(
@@ -246,7 +244,7 @@ fn listener_limits(cli: &Cli) -> crate::listener::Limits {
             max_connections = fit;
         }
     }
-    crate::listener::Limits {
+    crate::shell::listener::Limits {
         header_read_timeout: Duration::from_secs(cli.header_read_timeout_secs),
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         shutdown_grace: Duration::from_secs(cli.shutdown_grace),
@@ -271,13 +269,13 @@ fn jwt_key(jwt: ConfiguredJwt) -> Result<JwtKey, NodeError> {
 /// Hands every right this region holds to live peers, then leaves the
 /// membership; gives up after 10 s (the rights stay ours, safely, until we
 /// return).
-async fn leave(service: &Service) {
-    service.leave();
+async fn leave(engine: &Engine) {
+    engine.leave();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !service.left() && tokio::time::Instant::now() < deadline {
+    while !engine.left() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    if service.left() {
+    if engine.left() {
         tracing::info!("left the cluster; rights handed to live peers");
     } else {
         tracing::warn!("graceful leave did not finish; this region keeps its rights");
@@ -295,7 +293,7 @@ fn tls_files(cli: &Cli) -> Result<TlsFiles, NodeError> {
         _ => {
             let dir = cli.data_dir.join("tls");
             tracing::warn!(dir = %dir.display(), "DEV ONLY: using a generated cluster CA; peers need certificates from it (see `maas certs`)");
-            crate::certs::ensure_node(&dir, &format!("region-{}", cli.region))
+            crate::shell::certs::ensure_node(&dir, &format!("region-{}", cli.region))
         }
     }
 }
@@ -303,7 +301,7 @@ fn tls_files(cli: &Cli) -> Result<TlsFiles, NodeError> {
 /// `maas certs`: creates the CA and the named node certificates.
 fn certs_command(dir: &std::path::Path, names: &[String]) -> std::process::ExitCode {
     for name in names {
-        match crate::certs::ensure_node(dir, name) {
+        match crate::shell::certs::ensure_node(dir, name) {
             Ok(files) => println!(
                 "{name}: --tls-ca {} --tls-cert {} --tls-key {}",
                 files.ca.display(),
@@ -365,22 +363,11 @@ fn banner(
     Ok(())
 }
 
-/// How often the replica's timers run.
-const TICK_EVERY: Duration = Duration::from_millis(10);
-
-async fn tick(service: Arc<Service>) {
-    let mut every = tokio::time::interval(TICK_EVERY);
-    loop {
-        every.tick().await;
-        service.tick();
-    }
-}
-
-async fn sweep_idempotency(service: Arc<Service>) {
+async fn sweep_idempotency(engine: Arc<Engine>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     loop {
         every.tick().await;
-        let removed = service.expire_records();
+        let removed = engine.expire_records();
         if removed > 0 {
             tracing::info!(removed, "expired idempotency records");
         }
@@ -409,12 +396,12 @@ async fn shutdown_signal() {
 }
 
 /// Escrow, except in a benchmark that asks for the naive baseline.
-fn spend_policy(cli: &Cli) -> crate::core::SpendPolicy {
+fn spend_policy(cli: &Cli) -> crate::SpendPolicy {
     #[cfg(feature = "simulation")]
     if cli.naive_counters_that_overspend {
         tracing::warn!("BENCHMARK ONLY: naive counters, spends can overdraw balances");
-        return crate::core::SpendPolicy::NaiveLocalView;
+        return crate::SpendPolicy::NaiveLocalView;
     }
     let _ = cli;
-    crate::core::SpendPolicy::Escrow
+    crate::SpendPolicy::Escrow
 }

@@ -16,11 +16,11 @@
 //! - Each peer has its own bounded queue; when it is full (a slow or dead
 //!   peer), messages to that peer are dropped rather than buffered forever.
 
+use crate::MAX_MESSAGE_BYTES;
 use crate::NodeError;
-use crate::certs::{SERVER_NAME, TlsFiles};
-use crate::message::MAX_MESSAGE_BYTES;
-use crate::replica::Output;
-use crate::service::Service;
+use crate::Transmit;
+use crate::shell::certs::{SERVER_NAME, TlsFiles};
+use crate::shell::engine::Engine;
 use ledger_crdt::RegionId;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::pem::PemObject;
@@ -40,12 +40,12 @@ const BACKOFF: Duration = Duration::from_secs(1);
 const PEER_QUEUE: usize = 4096;
 
 /// The running transport.
-pub struct Transport {
+pub(crate) struct Transport {
     endpoint: quinn::Endpoint,
     region: RegionId,
-    service: Arc<Service>,
+    engine: Arc<Engine>,
     connections: Mutex<HashMap<SocketAddr, quinn::Connection>>,
-    queues: Mutex<HashMap<SocketAddr, mpsc::Sender<Output>>>,
+    queues: Mutex<HashMap<SocketAddr, mpsc::Sender<Transmit>>>,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> NodeError {
@@ -114,13 +114,13 @@ fn configs(tls: &TlsFiles) -> Result<(quinn::ServerConfig, quinn::ClientConfig),
 
 impl Transport {
     /// Serves QUIC on `socket` (bound by the caller, who needed its address
-    /// for the node's identity), starts accepting peers, and hands the service
+    /// for the node's identity), starts accepting peers, and hands the engine
     /// a channel for what its replica sends.
-    pub fn start(
+    pub(crate) fn start(
         socket: std::net::UdpSocket,
         tls: &TlsFiles,
         region: RegionId,
-        service: Arc<Service>,
+        engine: Arc<Engine>,
     ) -> Result<Arc<Self>, NodeError> {
         let (server, client) = configs(tls)?;
         let mut endpoint = quinn::Endpoint::new(
@@ -133,12 +133,12 @@ impl Transport {
         let transport = Arc::new(Self {
             endpoint,
             region,
-            service: service.clone(),
+            engine: engine.clone(),
             connections: Mutex::new(HashMap::new()),
             queues: Mutex::new(HashMap::new()),
         });
         let (tx, rx) = mpsc::unbounded_channel();
-        service.set_outbound(tx);
+        engine.set_outbound(tx);
         tokio::spawn(transport.clone().accept());
         tokio::spawn(transport.clone().dispatch(rx));
         Ok(transport)
@@ -146,7 +146,7 @@ impl Transport {
 
     /// Closes every connection, waiting up to `grace` for data in flight to be
     /// acknowledged first.
-    pub async fn close(&self, grace: Duration) {
+    pub(crate) async fn close(&self, grace: Duration) {
         let _ = tokio::time::timeout(grace, async {
             // Let queued messages reach their streams before closing.
             loop {
@@ -211,7 +211,7 @@ impl Transport {
                     Err(_) => break,
                 },
                 datagram = conn.read_datagram() => match datagram {
-                    Ok(bytes) => self.service.gossip(&bytes),
+                    Ok(bytes) => self.engine.gossip(&bytes),
                     Err(_) => break,
                 },
             }
@@ -231,21 +231,17 @@ impl Transport {
         };
         match lane {
             LANE_REPLICATION => self
-                .service
+                .engine
                 .peer(RegionId(u16::from_be_bytes([hi, lo])), body),
-            LANE_GOSSIP => self.service.gossip(body),
+            LANE_GOSSIP => self.engine.gossip(body),
             _ => tracing::debug!(lane, "dropped a frame of an unknown lane"),
         }
     }
 
     /// Hands each outgoing message to its peer's queue.
-    async fn dispatch(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Output>) {
+    async fn dispatch(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Transmit>) {
         while let Some(output) = rx.recv().await {
-            let addr = match &output {
-                Output::Send { addr, .. } => *addr,
-                Output::Gossip { to, .. } => *to,
-                Output::Reply { .. } => continue,
-            };
+            let addr = output.addr();
             let queue = {
                 let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
                 queues
@@ -258,17 +254,17 @@ impl Transport {
                     .clone()
             };
             if queue.try_send(output).is_err() {
-                self.service.metrics.peer_message_dropped();
+                self.engine.metrics().peer_message_dropped();
             }
         }
     }
 
     /// Sends one peer's messages in order over its (re-established) connection.
-    async fn send_loop(self: Arc<Self>, addr: SocketAddr, mut rx: mpsc::Receiver<Output>) {
+    async fn send_loop(self: Arc<Self>, addr: SocketAddr, mut rx: mpsc::Receiver<Transmit>) {
         let mut failed_at: Option<Instant> = None;
         while let Some(output) = rx.recv().await {
             if failed_at.is_some_and(|t| t.elapsed() < BACKOFF) {
-                self.service.metrics.peer_message_dropped();
+                self.engine.metrics().peer_message_dropped();
                 continue;
             }
             let conn = match self.connect(addr).await {
@@ -279,12 +275,12 @@ impl Transport {
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "peer unreachable");
                     failed_at = Some(Instant::now());
-                    self.service.metrics.peer_message_dropped();
+                    self.engine.metrics().peer_message_dropped();
                     continue;
                 }
             };
             let sent = match output {
-                Output::Gossip { bytes, .. } => {
+                Transmit::Gossip { bytes, .. } => {
                     let fits = conn
                         .max_datagram_size()
                         .is_some_and(|max| bytes.len() <= max);
@@ -295,14 +291,13 @@ impl Transport {
                         self.send_stream(&conn, LANE_GOSSIP, &bytes).await
                     }
                 }
-                Output::Send { bytes, .. } => {
+                Transmit::Replication { bytes, .. } => {
                     self.send_stream(&conn, LANE_REPLICATION, &bytes).await
                 }
-                Output::Reply { .. } => Ok(()),
             };
             if let Err(e) = sent {
                 tracing::debug!(%addr, error = %e, "send to peer failed");
-                self.service.metrics.peer_message_dropped();
+                self.engine.metrics().peer_message_dropped();
             }
         }
     }

@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 use crate::NodeError;
 
 /// The longest bearer credential accepted; longer ones are refused before parsing.
-pub const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
 
 /// The longest user id (a JWT's `sub`) accepted.
-pub const MAX_USER_ID_BYTES: usize = 128;
+pub(crate) const MAX_USER_ID_BYTES: usize = 128;
 
 /// How client JWTs are verified.
 pub enum JwtKey {
@@ -52,7 +52,7 @@ pub struct JwtRules {
 
 /// The claims a client JWT carries.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// The user id.
     pub sub: String,
     /// Expiry, seconds since the Unix epoch.
@@ -71,7 +71,7 @@ impl Authenticator {
     /// operator credential.
     pub fn new(key: &JwtKey, rules: &JwtRules, operator_token: &str) -> Result<Self, NodeError> {
         if let JwtKey::Secret(s) = key
-            && s.len() < crate::config::MIN_HS256_SECRET_BYTES
+            && s.len() < crate::shell::config::MIN_HS256_SECRET_BYTES
         {
             return Err(NodeError::Config(
                 "an HS256 secret must be at least 32 bytes".into(),
@@ -89,7 +89,7 @@ impl Authenticator {
                 Algorithm::RS256,
             ),
         };
-        if operator_token.trim().len() < crate::config::MIN_OPERATOR_TOKEN_BYTES {
+        if operator_token.trim().len() < crate::shell::config::MIN_OPERATOR_TOKEN_BYTES {
             return Err(NodeError::Config(
                 "the operator token must be at least 16 characters, not blank".into(),
             ));
@@ -168,7 +168,7 @@ pub fn sign_hs256_valid_for(
 }
 
 /// Whether a user id is acceptable in a path or body (same rule as a JWT `sub`).
-pub fn valid_user_id(id: &str) -> bool {
+pub(crate) fn valid_user_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_USER_ID_BYTES && !id.chars().any(char::is_control)
 }
 

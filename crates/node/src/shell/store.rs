@@ -3,7 +3,7 @@
 //! The store only moves bytes: [`Store::persist`] writes one flush's
 //! [`Persist`] in a single atomic batch and makes it durable (`flush`), and
 //! [`Store::load`] reads everything back at startup. When to flush is decided by
-//! the group commit in [`crate::service`].
+//! the group commit in [`crate::shell::engine`].
 //!
 //! Keys (one sled tree, so that a whole flush is one atomic batch):
 //! - `a` + user → the user's [`Account`]
@@ -13,8 +13,8 @@
 //! - `m` → the [`Meta`] scalars
 
 use crate::NodeError;
-use crate::core::IdempotencyRecord;
-use crate::replica::{Durable, Meta, Persist};
+use crate::{Durable, Meta, Persist};
+use crate::{IdempotencyRecord, Millis, RecordId, Seq};
 use ledger_crdt::{Account, RegionId, wire};
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
@@ -30,7 +30,7 @@ const MAX_META_BYTES: usize = 1024 * 1024;
 /// every later call fails, even once space is free. So a failed write closes
 /// the database, and the next write opens it again from disk; sled's recovery
 /// keeps exactly what was flushed, and the caller writes the rest again.
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
     cache_bytes: u64,
     /// `None` after a failure, until it could be opened again.
@@ -75,7 +75,7 @@ fn remove_unfinished_snapshots(dir: &Path) -> Result<(), NodeError> {
 
 impl Store {
     /// Opens (or creates) the database in `dir`.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, NodeError> {
+    pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Self, NodeError> {
         let db = open_db(dir, cache_bytes)?;
         Ok(Self {
             dir: dir.to_owned(),
@@ -116,7 +116,7 @@ impl Store {
 
     /// Writes one flush's changes atomically and makes them durable. Blocking.
     /// After a failure the database is reopened by the next call.
-    pub fn persist(&self, persist: &Persist) -> Result<(), NodeError> {
+    pub(crate) fn persist(&self, persist: &Persist) -> Result<(), NodeError> {
         let result = self.db().and_then(|db| Self::write(&db, persist));
         if result.is_err() {
             self.close_after_failure();
@@ -130,13 +130,13 @@ impl Store {
             batch.insert(key(b'a', user.as_bytes()), account.to_bytes()?);
         }
         for ((origin, user), seq) in &persist.seqs {
-            batch.insert(seq_key(*origin, user), &seq.to_be_bytes()[..]);
+            batch.insert(seq_key(*origin, user), &seq.0.to_be_bytes()[..]);
         }
         for (user, own) in &persist.own {
             batch.insert(key(b'o', user.as_bytes()), wire::encode(own)?);
         }
-        for ((scope, k), record) in &persist.records {
-            let id = record_key(scope, k);
+        for (id, record) in &persist.records {
+            let id = record_key(&id.scope, &id.key);
             match record {
                 Some(r) => batch.insert(id, wire::encode(r)?),
                 None => batch.remove(id),
@@ -149,7 +149,7 @@ impl Store {
     }
 
     /// Reads the whole durable state back.
-    pub fn load(&self) -> Result<Durable, NodeError> {
+    pub(crate) fn load(&self) -> Result<Durable, NodeError> {
         let db = self.db()?;
         let mut all = Persist::default();
         for item in db.scan_prefix(b"a") {
@@ -165,11 +165,11 @@ impl Store {
             let origin = RegionId(u16::from_be_bytes([origin[0], origin[1]]));
             let seq: [u8; 8] = v.as_ref().try_into().map_err(|_| corrupt("seq value"))?;
             all.seqs
-                .push(((origin, text(user)?), u64::from_be_bytes(seq)));
+                .push(((origin, text(user)?), Seq(u64::from_be_bytes(seq))));
         }
         for item in db.scan_prefix(b"o") {
             let (k, v) = item?;
-            let own: (u64, Account) = wire::decode::<_, { wire::MAX_ACCOUNT_BYTES + 16 }>(&v)?;
+            let own: (Seq, Account) = wire::decode::<_, { wire::MAX_ACCOUNT_BYTES + 16 }>(&v)?;
             all.own.push((text(&k[1..])?, own));
         }
         for item in db.scan_prefix(b"i") {
@@ -181,7 +181,11 @@ impl Store {
                 .ok_or_else(|| corrupt("record key"))?;
             let (scope, key) = (&rest[..zero], &rest[zero + 1..]);
             let record = decode_record(&v)?;
-            all.records.push(((text(scope)?, text(key)?), Some(record)));
+            let id = RecordId {
+                scope: text(scope)?,
+                key: text(key)?,
+            };
+            all.records.push((id, Some(record)));
         }
         if let Some(meta) = db.get(b"m")? {
             all.meta = wire::decode::<Meta, MAX_META_BYTES>(&meta)?;
@@ -192,7 +196,7 @@ impl Store {
     }
 
     /// Whether storage accepts a write right now (for `/ready`).
-    pub fn writable(&self) -> bool {
+    pub(crate) fn writable(&self) -> bool {
         self.db()
             .and_then(|db| Ok(db.insert(b"~ready", &b"1"[..])?))
             .is_ok()
@@ -203,7 +207,7 @@ impl Store {
 #[derive(bincode::Decode)]
 struct RecordBeforeWrites {
     fingerprint: String,
-    receipt: crate::core::Receipt,
+    receipt: crate::Receipt,
     at_ms: u64,
 }
 
@@ -220,9 +224,9 @@ fn decode_record(bytes: &[u8]) -> Result<IdempotencyRecord, NodeError> {
             Ok(IdempotencyRecord {
                 fingerprint: old.fingerprint,
                 receipt: old.receipt,
-                at_ms: old.at_ms,
+                at: Millis(old.at_ms),
                 origin: RegionId(0),
-                seq: 0,
+                seq: Seq::ZERO,
             })
         }
     }
@@ -259,7 +263,7 @@ fn corrupt(what: &str) -> NodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::Receipt;
+    use crate::Receipt;
 
     #[derive(bincode::Encode)]
     struct OldRecord {
@@ -282,10 +286,13 @@ mod tests {
         })
         .expect("encode");
         let record = decode_record(&old).expect("decodes");
-        assert_eq!((record.receipt, record.at_ms, record.seq), (receipt, 42, 0));
+        assert_eq!(
+            (record.receipt, record.at, record.seq),
+            (receipt, Millis(42), Seq::ZERO)
+        );
         let new = IdempotencyRecord {
             origin: RegionId(2),
-            seq: 9,
+            seq: Seq(9),
             ..record
         };
         let bytes = wire::encode(&new).expect("encode");

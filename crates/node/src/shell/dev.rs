@@ -20,7 +20,7 @@
 //! Regions run with `--stay-on-shutdown`: they keep their rights for the next
 //! run instead of handing them over.
 
-use crate::certs;
+use crate::shell::certs;
 use rustix::process::{Pid, Signal, kill_process};
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -33,7 +33,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
 /// How long regions get to stop after SIGTERM before they are killed.
-pub const STOP_GRACE: Duration = Duration::from_secs(15);
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// How long after a region died it is started again.
 const RESTART_AFTER: Duration = Duration::from_secs(1);
@@ -44,7 +44,7 @@ const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// What `maas dev` was asked to run.
 #[derive(Clone, Debug)]
-pub struct DevCluster {
+pub(crate) struct DevCluster {
     /// How many regions.
     pub regions: u16,
     /// HTTP port of region 1.
@@ -83,7 +83,7 @@ impl Region {
 }
 
 /// Runs the regions until SIGTERM or SIGINT; returns the exit code.
-pub fn run(cluster: &DevCluster) -> ExitCode {
+pub(crate) fn run(cluster: &DevCluster) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -278,7 +278,7 @@ async fn stop_all(regions: &mut [Region]) -> ExitCode {
 
 /// For a region started by `maas dev`: exit (through the usual SIGTERM path)
 /// when the supervisor dies, whatever killed it.
-pub fn exit_with_parent() -> Result<(), String> {
+pub(crate) fn exit_with_parent() -> Result<(), String> {
     rustix::process::set_parent_process_death_signal(Some(Signal::TERM))
         .map_err(|e| format!("asking for a signal on the supervisor's death: {e}"))?;
     // The supervisor may have died before the request above took effect.

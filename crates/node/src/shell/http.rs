@@ -1,13 +1,14 @@
 //! The HTTP API: routes, request parsing, responses. The ledger's decisions are
-//! the core's; what is decided here is HTTP's own (limits, problem answers) and
-//! the opt-in `wait` of `GET /memes`, a retry loop that belongs in the core (an
-//! open issue).
+//! the core's (the opt-in `wait` of `GET /memes` included: the region holds
+//! the spend until rights arrive); what is decided here is HTTP's own (limits,
+//! problem answers).
 
-use crate::auth::{AuthFailure, Principal, valid_user_id};
-use crate::catalog::Position;
-use crate::core::{Command, IdempotencyKey, Refusal};
-use crate::problem::{Problem, ProblemKind};
-use crate::service::{Answer, Failure, Service};
+use crate::Position;
+use crate::shell::app::App;
+use crate::shell::auth::{AuthFailure, Principal, valid_user_id};
+use crate::shell::engine::{Answer, Failure};
+use crate::shell::problem::{Problem, ProblemKind};
+use crate::{Command, IdempotencyKey, Refusal};
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
@@ -21,24 +22,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The longest `Idempotency-Key` accepted.
-pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// The longest `query` accepted, in characters.
-pub const MAX_QUERY_CHARS: usize = 200;
+pub(crate) const MAX_QUERY_CHARS: usize = 200;
 /// Header carrying the caller's remaining balance on a memes response.
-pub const BALANCE_HEADER: &str = "x-tokens-remaining";
+pub(crate) const BALANCE_HEADER: &str = "x-tokens-remaining";
 /// Header set on a response replayed from an idempotency record.
-pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+pub(crate) const REPLAYED_HEADER: &str = "idempotent-replayed";
 
-type Shared = Arc<Service>;
+type Shared = Arc<App>;
 
 /// The longest request target accepted (path and query), in bytes.
-pub const MAX_URI_BYTES: usize = 8 * 1024;
+pub(crate) const MAX_URI_BYTES: usize = 8 * 1024;
 /// The most header bytes (names and values) a request may carry.
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// The node's routes; a request taking longer than `request_timeout` (a slow
 /// body, say) is answered 408.
-pub fn router(service: Shared, max_body_bytes: usize, request_timeout: Duration) -> Router {
+pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Duration) -> Router {
     Router::new()
         // A HEAD would run the GET handler and spend a token for a response
         // with no meme: it is refused instead (HEAD must be safe).
@@ -150,7 +151,7 @@ async fn not_found() -> Problem {
     Problem::new(ProblemKind::NotFound, "no such route")
 }
 
-fn principal(service: &Service, headers: &HeaderMap) -> Result<Principal, Problem> {
+fn principal(service: &App, headers: &HeaderMap) -> Result<Principal, Problem> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
@@ -164,7 +165,7 @@ fn principal(service: &Service, headers: &HeaderMap) -> Result<Principal, Proble
 }
 
 /// The calling client's user id, admitted by the rate limiter.
-fn client(service: &Service, headers: &HeaderMap) -> Result<String, Problem> {
+fn client(service: &App, headers: &HeaderMap) -> Result<String, Problem> {
     match principal(service, headers)? {
         Principal::User(user) => {
             if service.admit(&user) {
@@ -184,7 +185,7 @@ fn client(service: &Service, headers: &HeaderMap) -> Result<String, Problem> {
     }
 }
 
-fn operator(service: &Service, headers: &HeaderMap) -> Result<(), Problem> {
+fn operator(service: &App, headers: &HeaderMap) -> Result<(), Problem> {
     match principal(service, headers)? {
         Principal::Operator => Ok(()),
         Principal::User(_) => Err(Problem::new(
@@ -194,12 +195,9 @@ fn operator(service: &Service, headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
-/// The request's idempotency key, scoped to `scope`, if it sent one.
-fn idempotency_key(
-    headers: &HeaderMap,
-    scope: String,
-    fingerprint: String,
-) -> Result<Option<IdempotencyKey>, Problem> {
+/// The request's `Idempotency-Key`, if it sent one; the core scopes it and
+/// fingerprints the request ([`IdempotencyKey`]).
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -215,14 +213,10 @@ fn idempotency_key(
                 ),
             )
         })?;
-    Ok(Some(IdempotencyKey {
-        scope,
-        key: key.to_owned(),
-        fingerprint,
-    }))
+    Ok(Some(key.to_owned()))
 }
 
-fn failure(service: &Service, failure: Failure) -> Problem {
+fn failure(service: &App, failure: Failure) -> Problem {
     let (reason, problem) = match failure {
         Failure::Refused(Refusal::InsufficientTokens { balance }) => (
             "insufficient_tokens",
@@ -398,28 +392,13 @@ async fn memes(
     let Query(pairs) =
         query.map_err(|_| Problem::new(ProblemKind::InvalidRequest, "malformed query string"))?;
     let request = parse_meme_query(pairs)?;
-    let fingerprint = format!(
-        "memes {:?} {:?}",
-        request.position.map(|p| (p.lat.to_bits(), p.lon.to_bits())),
-        request.query
-    );
-    let key = idempotency_key(&headers, format!("u:{user}"), fingerprint)?;
-    // The refusal already asked the regions holding rights for some; with
-    // `wait`, retry while they arrive.
-    let deadline = Instant::now() + request.wait;
-    let executed = loop {
-        match service
-            .execute(&user, Command::ChargeCall, key.clone())
-            .await
-        {
-            Err(Failure::Refused(Refusal::TokensInOtherRegion { .. }))
-                if Instant::now() + WAIT_STEP <= deadline =>
-            {
-                tokio::time::sleep(WAIT_STEP).await;
-            }
-            other => break other.map_err(|f| failure(&service, f))?,
-        }
-    };
+    let key = idempotency_key(&headers)?
+        .map(|k| IdempotencyKey::meme_call(&user, k, request.position, &request.query));
+    let executed = service
+        .engine
+        .execute(&user, Command::ChargeCall, key, request.wait)
+        .await
+        .map_err(|f| failure(&service, f))?;
     let meme = service.catalog.choose(&request.query, request.position);
     let body = MemeResponse {
         id: meme.id,
@@ -455,8 +434,9 @@ struct Standing {
     calls: u64,
 }
 
-async fn standing(service: &Service, user: String) -> Result<Json<Standing>, Problem> {
+async fn standing(service: &App, user: String) -> Result<Json<Standing>, Problem> {
     let receipt = service
+        .engine
         .receipt(&user)
         .await
         .map_err(|f| failure(service, f))?;
@@ -498,7 +478,7 @@ async fn user(
     let user = path_user(path)?;
     // A client's own balance route shows the welcome grant to a new user; an
     // operator looking up an id this region never saw gets told so.
-    if !service.knows(&user) {
+    if !service.engine.knows(&user) {
         return Err(Problem::new(
             ProblemKind::UserNotFound,
             format!(
@@ -539,7 +519,7 @@ struct UpdateTokenBalanceResponse {
 }
 
 async fn adjust_balance(
-    service: &Service,
+    service: &App,
     headers: &HeaderMap,
     user: &str,
     amount: i64,
@@ -550,9 +530,10 @@ async fn adjust_balance(
             "user_id must be 1 to 128 characters",
         ));
     }
-    let key = idempotency_key(headers, "op".into(), format!("adjust {user:?} {amount}"))?;
+    let key = idempotency_key(headers)?.map(|k| IdempotencyKey::adjustment(user, amount, k));
     service
-        .execute(user, Command::Adjust(amount), key)
+        .engine
+        .execute(user, Command::Adjust(amount), key, Duration::ZERO)
         .await
         .map_err(|f| failure(service, f))
 }
@@ -612,9 +593,6 @@ async fn adjust(
     Ok(response)
 }
 
-/// How often a waiting request retries.
-const WAIT_STEP: Duration = Duration::from_millis(20);
-
 /// One region, as `GET /v1/cluster` shows it.
 #[derive(Serialize)]
 struct ClusterMember {
@@ -644,7 +622,7 @@ async fn cluster(
     headers: HeaderMap,
 ) -> Result<Json<ClusterBody>, Problem> {
     operator(&service, &headers)?;
-    let view = service.cluster();
+    let view = service.engine.cluster();
     let members = view
         .members
         .iter()
@@ -674,13 +652,13 @@ async fn cluster(
 /// Liveness: the process serves HTTP and its group-commit thread is going
 /// round. Storage being full is readiness (`/ready`), not liveness.
 async fn health(State(service): State<Shared>) -> Response {
-    let beat_ms = u64::try_from(service.commit_beat_age().as_millis()).unwrap_or(u64::MAX);
-    if service.commit_thread_alive() {
+    let beat_ms = u64::try_from(service.engine.commit_beat_age().as_millis()).unwrap_or(u64::MAX);
+    if service.engine.commit_thread_alive() {
         Json(serde_json::json!({
             "status": "ok",
             "commit_thread": "alive",
             "commit_beat_ms_ago": beat_ms,
-            "storage": if service.storage_failing() { "failing" } else { "ok" },
+            "storage": if service.engine.storage_failing() { "failing" } else { "ok" },
         }))
         .into_response()
     } else {
@@ -693,7 +671,7 @@ async fn health(State(service): State<Shared>) -> Response {
 }
 
 async fn ready(State(service): State<Shared>) -> Result<Json<serde_json::Value>, Problem> {
-    if service.ready() {
+    if service.engine.ready() {
         Ok(Json(serde_json::json!({ "status": "ready" })))
     } else {
         Err(Problem::new(
@@ -706,7 +684,7 @@ async fn ready(State(service): State<Shared>) -> Result<Json<serde_json::Value>,
 
 async fn metrics(State(service): State<Shared>) -> Response {
     let mut text = service.metrics.render();
-    crate::metrics::render_cluster(&service.cluster(), &mut text);
+    crate::shell::metrics::render_cluster(&service.engine.cluster(), &mut text);
     let mut response = Body::from(text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -3,7 +3,8 @@
 //! Every message is encoded with the ledger's versioned, size-limited bincode
 //! format, so bytes from a peer are decoded with a limit and never panic.
 
-use crate::core::IdempotencyRecord;
+use crate::region::idempotency::{IdempotencyRecord, RecordId};
+use crate::region::units::Seq;
 use bincode::{Decode, Encode};
 use ledger_crdt::{Account, RegionId, wire};
 
@@ -16,12 +17,23 @@ pub struct Item {
     /// The region that wrote the entry.
     pub origin: RegionId,
     /// The origin's write sequence number of this version.
-    pub seq: u64,
+    pub seq: Seq,
     /// The user.
     pub user: String,
     /// The origin's whole entry for the user, as a delta.
     pub delta: Account,
 }
+
+impl Item {
+    /// About how many bytes the item takes in a message: what batches and
+    /// catch-ups budget by (entries are small and alike; the user id varies).
+    pub fn wire_cost(&self) -> usize {
+        self.user.len() + 64
+    }
+}
+
+/// An idempotency record as it travels: where it lives, and the record.
+pub(crate) type RecordItem = (RecordId, IdempotencyRecord);
 
 /// How far a catch-up brings one origin: together with every write of
 /// `origin` up to `after`, which the asker said it held when it asked, the
@@ -33,9 +45,9 @@ pub struct Covered {
     /// The origin region.
     pub origin: RegionId,
     /// What the asker held of it when it asked.
-    pub after: u64,
+    pub after: Seq,
     /// What it holds now, with this catch-up.
-    pub upto: u64,
+    pub upto: Seq,
 }
 
 /// What a region knows of an idempotency key.
@@ -56,20 +68,20 @@ pub enum Message {
     /// user written in that range, at its latest durable version.
     Deltas {
         /// Range start (exclusive).
-        from_seq: u64,
+        from_seq: Seq,
         /// Range end (inclusive).
-        to_seq: u64,
+        to_seq: Seq,
         /// The entries.
         items: Vec<Item>,
-        /// Idempotency records of writes in the range, `(scope, key, record)`:
+        /// Idempotency records of writes in the range:
         /// a retry that fails over to another region after this arrived is
         /// answered from the record instead of charged again.
-        records: Vec<(String, String, IdempotencyRecord)>,
+        records: Vec<RecordItem>,
     },
     /// Anti-entropy: "of each origin, I hold every write up to this sequence".
     Digest {
         /// Per-origin watermarks.
-        watermarks: Vec<(RegionId, u64)>,
+        watermarks: Vec<(RegionId, Seq)>,
     },
     /// The answer to a digest: entries the asker lacks, of any origin (this is how
     /// updates flow A→B→C while A–C is cut), and how far each origin is covered.
@@ -78,24 +90,20 @@ pub enum Message {
         items: Vec<Item>,
         /// Per origin, the range of writes the asker now holds.
         covered: Vec<Covered>,
-        /// Idempotency records of the writes covered, `(scope, key, record)`:
+        /// Idempotency records of the writes covered:
         /// keys used while the asker was away are replayed there too.
-        records: Vec<(String, String, IdempotencyRecord)>,
+        records: Vec<RecordItem>,
     },
     /// "Do you know this idempotency key?": asked before a keyed request runs
     /// at a region that may not have the record yet (a retry that failed over).
     RecordQuery {
-        /// The key's scope.
-        scope: String,
-        /// The client's key.
-        key: String,
+        /// The key.
+        id: RecordId,
     },
     /// The answer to a [`Message::RecordQuery`].
     RecordAnswer {
-        /// The key's scope.
-        scope: String,
-        /// The client's key.
-        key: String,
+        /// The key.
+        id: RecordId,
         /// What the answering region knows of it.
         known: KeyState,
     },
@@ -140,14 +148,14 @@ mod tests {
         Message::CatchUp {
             items: vec![Item {
                 origin: RegionId(1),
-                seq: 7,
+                seq: Seq(7),
                 user: "alice".into(),
                 delta,
             }],
             covered: vec![Covered {
                 origin: RegionId(1),
-                after: 0,
-                upto: 7,
+                after: Seq(0),
+                upto: Seq(7),
             }],
             records: Vec::new(),
         }

@@ -12,7 +12,7 @@ use std::marker::PhantomData;
 
 /// A `V`, stored as bytes this type encoded itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Packed<V> {
+pub(crate) struct Packed<V> {
     bytes: Box<[u8]>,
     _value: PhantomData<fn() -> V>,
 }
@@ -24,7 +24,7 @@ fn config() -> bincode::config::Configuration {
 
 impl<V: Encode + Decode<()>> Packed<V> {
     /// Packs `value`.
-    pub fn pack(value: &V) -> Self {
+    pub(crate) fn pack(value: &V) -> Self {
         // Encoding into a Vec fails only if an Encode impl fails, and ours
         // (derived, or SmallMap's) never do.
         let bytes = bincode::encode_to_vec(value, config()).expect("our types always encode");
@@ -35,7 +35,7 @@ impl<V: Encode + Decode<()>> Packed<V> {
     }
 
     /// The value back.
-    pub fn unpack(&self) -> V {
+    pub(crate) fn unpack(&self) -> V {
         match bincode::decode_from_slice(&self.bytes, config()) {
             Ok((value, _)) => value,
             // Only bytes `pack` wrote are ever held, so this cannot happen

@@ -15,7 +15,7 @@ pub const DEV_OPERATOR_TOKEN: &str = "maas-DEV-ONLY-operator-token";
 /// sled directory, the built-in meme catalog and dev-only credentials.
 #[derive(Debug, Parser)]
 #[command(name = "maas", version, args_conflicts_with_subcommands = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Something other than running a node.
     #[command(subcommand)]
     pub command: Option<Subcommand>,
@@ -186,7 +186,7 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, clap::Subcommand)]
-pub enum Subcommand {
+pub(crate) enum Subcommand {
     /// Create the cluster CA (if missing) and node certificates signed by it.
     Certs {
         /// Directory for ca.pem, ca.key and <name>.pem/<name>.key.
@@ -226,7 +226,7 @@ fn body_limit(text: &str) -> Result<usize, String> {
 }
 
 /// How clients and operators are authenticated, resolved from the flags.
-pub enum Credentials {
+pub(crate) enum Credentials {
     /// No credential flag was given: the public dev-only secret and operator
     /// token, announced in the banner.
     Dev,
@@ -240,7 +240,7 @@ pub enum Credentials {
 }
 
 /// The JWT key flags, before the key file is read.
-pub enum ConfiguredJwt {
+pub(crate) enum ConfiguredJwt {
     /// An HS256 secret (already checked for length).
     Secret(String),
     /// A public key file and its algorithm.
@@ -248,15 +248,15 @@ pub enum ConfiguredJwt {
 }
 
 /// The shortest HS256 secret accepted: the hash's output size (RFC 7518 §3.2).
-pub const MIN_HS256_SECRET_BYTES: usize = 32;
+pub(crate) const MIN_HS256_SECRET_BYTES: usize = 32;
 /// The shortest operator credential accepted.
-pub const MIN_OPERATOR_TOKEN_BYTES: usize = 16;
+pub(crate) const MIN_OPERATOR_TOKEN_BYTES: usize = 16;
 
 impl Cli {
     /// Which credentials to use. Dev credentials only when *no* credential flag
     /// is given; a half-configured node is refused, naming what is missing, so
     /// the public dev operator token can never sit beside a real JWT key.
-    pub fn credentials(&self) -> Result<Credentials, String> {
+    pub(crate) fn credentials(&self) -> Result<Credentials, String> {
         let jwt = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(secret), _) => Some(ConfiguredJwt::Secret(secret.clone())),
             (None, Some(path)) => Some(ConfiguredJwt::PublicKey(path.clone(), self.jwt_algorithm)),
@@ -299,12 +299,12 @@ impl Cli {
     }
 
     /// Whether the node runs in a cluster (it has a peer endpoint).
-    pub fn clustered(&self) -> bool {
+    pub(crate) fn clustered(&self) -> bool {
         self.peer_listen.is_some() || !self.join.is_empty()
     }
 
     /// Settings that parse but cannot be right together.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if !self.clustered()
             && !self.genesis_regions.is_empty()
             && !self.genesis_regions.contains(&self.region)
@@ -324,7 +324,7 @@ impl Cli {
 
 /// Algorithms for public-key JWT verification.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum PublicKeyAlgorithm {
+pub(crate) enum PublicKeyAlgorithm {
     /// Ed25519 (EdDSA).
     Eddsa,
     /// RSA PKCS#1 v1.5 with SHA-256.
@@ -333,7 +333,7 @@ pub enum PublicKeyAlgorithm {
 
 /// Log output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.

@@ -4,16 +4,13 @@
 //! This module gives it an identity ([`NodeIdentity`]), a wire codec with size
 //! limits ([`WireCodec`]), a timer queue driven by an explicit `now`, and turns
 //! its notifications into "region up at this address" / "region down" events
-//! for the [`crate::replica::Replica`]. Packets leave through
+//! for the [`crate::Replica`]. Packets leave through
 //! [`Membership::poll_send`]; the shell carries them in QUIC datagrams, the
 //! simulator through its network.
 
-use crate::NodeError;
-use bincode::{Decode, Encode};
-use bytes::{Buf, BufMut};
+use crate::region::units::Millis;
 use foca::{
-    AccumulatingRuntime, Config, Foca, Header, Incarnation, Member, Message, NoCustomBroadcast,
-    OwnedNotification, PeriodicParams, State, Timer,
+    AccumulatingRuntime, Config, Foca, NoCustomBroadcast, OwnedNotification, PeriodicParams, Timer,
 };
 use ledger_crdt::RegionId;
 use rand::SeedableRng;
@@ -27,37 +24,13 @@ use std::time::Duration;
 /// least 1200 bytes with QUIC's own overhead; foca's default of 1400 would not.
 pub const MAX_GOSSIP_PACKET: usize = 1178;
 
-/// A member of the cluster: which region, where it listens, and which life of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
-pub struct NodeIdentity {
-    /// The region this node serves.
-    pub region: RegionId,
-    /// Where its QUIC endpoint listens (gossip and replication).
-    pub addr: SocketAddr,
-    /// Grows with every start (the start time in ms) and every renewal, so a
-    /// restarted or renewed node wins over its older self at the same address.
-    pub generation: u64,
-}
+mod codec;
+mod identity;
+#[cfg(test)]
+mod tests;
 
-impl foca::Identity for NodeIdentity {
-    type Addr = SocketAddr;
-
-    fn renew(&self) -> Option<Self> {
-        // Declared down (a false positive, or a partition): come back at once.
-        Some(Self {
-            generation: self.generation.wrapping_add(1),
-            ..*self
-        })
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        self.generation > adversary.generation
-    }
-}
+pub use codec::WireCodec;
+pub use identity::NodeIdentity;
 
 /// A region placeholder for announcing to a seed whose region is not yet known:
 /// foca accepts an announce addressed to any identity at its address.
@@ -201,7 +174,8 @@ impl Membership {
     /// what merges two groups that formed apart (a partition at join time) and
     /// never heard of each other: SWIM only probes and re-announces to members
     /// it knows, so without it they would stay two clusters for good.
-    pub fn join(&mut self, now: u64, seeds: &[SocketAddr]) {
+    pub fn join(&mut self, now: Millis, seeds: &[SocketAddr]) {
+        let now = now.0;
         self.seeds = seeds.to_vec();
         self.announce_to_seeds(now);
     }
@@ -239,7 +213,8 @@ impl Membership {
 
     /// A packet from the network. Bad packets are dropped: foca bounds their
     /// size and the codec their contents.
-    pub fn handle_data(&mut self, now: u64, bytes: &[u8]) {
+    pub fn handle_data(&mut self, now: Millis, bytes: &[u8]) {
+        let now = now.0;
         if self.left {
             return;
         }
@@ -250,7 +225,8 @@ impl Membership {
     }
 
     /// Time passes: fire due protocol timers; re-announce if alone.
-    pub fn tick(&mut self, now: u64) {
+    pub fn tick(&mut self, now: Millis) {
+        let now = now.0;
         if !self.left && !self.seeds.is_empty() && now >= self.next_rejoin {
             self.announce_to_seeds(now);
         }
@@ -267,12 +243,21 @@ impl Membership {
     }
 
     /// Leaves the cluster: tells peers, then ignores everything.
-    pub fn leave(&mut self, now: u64) {
+    pub fn leave(&mut self, now: Millis) {
+        let now = now.0;
         if !self.left {
             let _ = self.foca.leave_cluster(&mut self.runtime);
             self.collect(now);
             self.left = true;
         }
+    }
+
+    /// When [`Membership::tick`] is next needed: the first protocol timer, or
+    /// the next announce to seeds.
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let timer = self.timers.keys().next().map(|&(due, _)| due);
+        let announce = (!self.left && !self.seeds.is_empty()).then_some(self.next_rejoin);
+        timer.into_iter().chain(announce).min().map(Millis)
     }
 
     /// The next packet to send: (address, bytes).
@@ -356,309 +341,5 @@ impl Membership {
             view.since_ms = now;
             self.events.push_back(MemberEvent::Down(id.region));
         }
-    }
-}
-
-/// Bounds on decoding one membership item.
-const CODEC: bincode::config::Configuration<
-    bincode::config::LittleEndian,
-    bincode::config::Varint,
-    bincode::config::Limit<MAX_GOSSIP_PACKET>,
-> = bincode::config::standard().with_limit::<MAX_GOSSIP_PACKET>();
-
-/// foca's wire format in bincode, through mirror types (foca's own are not
-/// bincode types).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct WireCodec;
-
-#[derive(Encode, Decode)]
-enum WireMessage {
-    Ping(u8),
-    Ack(u8),
-    PingReq { target: NodeIdentity, probe: u8 },
-    IndirectPing { origin: NodeIdentity, probe: u8 },
-    IndirectAck { target: NodeIdentity, probe: u8 },
-    ForwardedAck { origin: NodeIdentity, probe: u8 },
-    Announce,
-    Feed,
-    Gossip,
-    Broadcast,
-    TurnUndead,
-}
-
-#[derive(Encode, Decode)]
-struct WireHeader {
-    src: NodeIdentity,
-    src_incarnation: Incarnation,
-    dst: NodeIdentity,
-    message: WireMessage,
-}
-
-#[derive(Encode, Decode)]
-struct WireMember {
-    id: NodeIdentity,
-    incarnation: Incarnation,
-    /// 0 alive, 1 suspect, 2 down.
-    state: u8,
-}
-
-fn put(item: &impl Encode, mut buf: impl BufMut) -> Result<(), NodeError> {
-    let bytes =
-        bincode::encode_to_vec(item, CODEC).map_err(|e| NodeError::PeerBytes(e.to_string()))?;
-    // foca requires that a full buffer is left untouched.
-    if buf.remaining_mut() < bytes.len() {
-        return Err(NodeError::PeerBytes("membership packet full".into()));
-    }
-    buf.put_slice(&bytes);
-    Ok(())
-}
-
-fn take<T: Decode<()>>(mut buf: impl Buf) -> Result<T, NodeError> {
-    let (item, used) = bincode::decode_from_slice(buf.chunk(), CODEC)
-        .map_err(|e| NodeError::PeerBytes(e.to_string()))?;
-    buf.advance(used);
-    Ok(item)
-}
-
-impl foca::Codec<NodeIdentity> for WireCodec {
-    type Error = NodeError;
-
-    fn encode_header(
-        &mut self,
-        header: &Header<NodeIdentity>,
-        buf: impl BufMut,
-    ) -> Result<(), NodeError> {
-        let message = match header.message {
-            Message::Ping(p) => WireMessage::Ping(p),
-            Message::Ack(p) => WireMessage::Ack(p),
-            Message::PingReq {
-                target,
-                probe_number,
-            } => WireMessage::PingReq {
-                target,
-                probe: probe_number,
-            },
-            Message::IndirectPing {
-                origin,
-                probe_number,
-            } => WireMessage::IndirectPing {
-                origin,
-                probe: probe_number,
-            },
-            Message::IndirectAck {
-                target,
-                probe_number,
-            } => WireMessage::IndirectAck {
-                target,
-                probe: probe_number,
-            },
-            Message::ForwardedAck {
-                origin,
-                probe_number,
-            } => WireMessage::ForwardedAck {
-                origin,
-                probe: probe_number,
-            },
-            Message::Announce => WireMessage::Announce,
-            Message::Feed => WireMessage::Feed,
-            Message::Gossip => WireMessage::Gossip,
-            Message::Broadcast => WireMessage::Broadcast,
-            Message::TurnUndead => WireMessage::TurnUndead,
-        };
-        let wire = WireHeader {
-            src: header.src,
-            src_incarnation: header.src_incarnation,
-            dst: header.dst,
-            message,
-        };
-        put(&wire, buf)
-    }
-
-    fn decode_header(&mut self, buf: impl Buf) -> Result<Header<NodeIdentity>, NodeError> {
-        let wire: WireHeader = take(buf)?;
-        let message = match wire.message {
-            WireMessage::Ping(p) => Message::Ping(p),
-            WireMessage::Ack(p) => Message::Ack(p),
-            WireMessage::PingReq { target, probe } => Message::PingReq {
-                target,
-                probe_number: probe,
-            },
-            WireMessage::IndirectPing { origin, probe } => Message::IndirectPing {
-                origin,
-                probe_number: probe,
-            },
-            WireMessage::IndirectAck { target, probe } => Message::IndirectAck {
-                target,
-                probe_number: probe,
-            },
-            WireMessage::ForwardedAck { origin, probe } => Message::ForwardedAck {
-                origin,
-                probe_number: probe,
-            },
-            WireMessage::Announce => Message::Announce,
-            WireMessage::Feed => Message::Feed,
-            WireMessage::Gossip => Message::Gossip,
-            WireMessage::Broadcast => Message::Broadcast,
-            WireMessage::TurnUndead => Message::TurnUndead,
-        };
-        Ok(Header {
-            src: wire.src,
-            src_incarnation: wire.src_incarnation,
-            dst: wire.dst,
-            message,
-        })
-    }
-
-    fn encode_member(
-        &mut self,
-        member: &Member<NodeIdentity>,
-        buf: impl BufMut,
-    ) -> Result<(), NodeError> {
-        let state = match member.state() {
-            State::Alive => 0,
-            State::Suspect => 1,
-            State::Down => 2,
-        };
-        let wire = WireMember {
-            id: *member.id(),
-            incarnation: member.incarnation(),
-            state,
-        };
-        put(&wire, buf)
-    }
-
-    fn decode_member(&mut self, buf: impl Buf) -> Result<Member<NodeIdentity>, NodeError> {
-        let wire: WireMember = take(buf)?;
-        let state = match wire.state {
-            0 => State::Alive,
-            1 => State::Suspect,
-            2 => State::Down,
-            _ => {
-                return Err(NodeError::PeerBytes("bad member state".into()));
-            }
-        };
-        Ok(Member::new(wire.id, wire.incarnation, state))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(region: u16) -> Membership {
-        let identity = NodeIdentity {
-            region: RegionId(region),
-            addr: SocketAddr::from(([10, 0, 0, region as u8], 7000)),
-            generation: 1,
-        };
-        Membership::new(identity, &MembershipConfig::default(), u64::from(region))
-    }
-
-    /// Delivers every queued packet between `nodes` (addressed by address) until
-    /// quiet, ticking time forward by 10 ms per round.
-    fn run(nodes: &mut [Membership], now: &mut u64, until: u64, cut: &[(usize, usize)]) {
-        while *now < until {
-            for i in 0..nodes.len() {
-                nodes[i].tick(*now);
-                while let Some((to, bytes)) = nodes[i].poll_send() {
-                    if let Some(j) = nodes.iter().position(|n| n.identity().addr == to)
-                        && !cut.contains(&(i, j))
-                        && !cut.contains(&(j, i))
-                    {
-                        nodes[j].handle_data(*now, &bytes);
-                    }
-                }
-            }
-            *now += 10;
-        }
-    }
-
-    fn up(node: &Membership) -> Vec<u16> {
-        node.regions()
-            .iter()
-            .filter(|(_, v)| v.up)
-            .map(|(r, _)| r.0)
-            .collect()
-    }
-
-    #[test]
-    fn joins_through_one_seed_detects_a_death_and_rejoins_after_a_cut() {
-        let mut nodes: Vec<Membership> = (1..=3).map(node).collect();
-        let mut now = 0;
-        let seed = nodes[0].identity().addr;
-        nodes[1].join(now, &[seed]);
-        nodes[2].join(now, &[seed]);
-        run(&mut nodes, &mut now, 2_000, &[]);
-        assert_eq!(up(&nodes[0]), vec![2, 3]);
-        assert_eq!(up(&nodes[2]), vec![1, 2], "learned region 2 by gossip");
-
-        // Cut node 3 off: the others declare it down.
-        let cut = [(0, 2), (1, 2)];
-        run(&mut nodes, &mut now, 12_000, &cut);
-        assert_eq!(up(&nodes[0]), vec![2]);
-        assert_eq!(up(&nodes[2]), Vec::<u16>::new());
-
-        // Heal: everyone is up again, by renewal and announces to down members.
-        run(&mut nodes, &mut now, 16_000, &[]);
-        for n in &nodes {
-            assert_eq!(up(n).len(), 2, "{:?}", n.regions());
-        }
-    }
-
-    #[test]
-    fn two_groups_that_formed_apart_merge_once_the_cut_heals() {
-        // Four regions, every one given every other as a seed, but {1, 2} and
-        // {3, 4} cannot reach each other while they join: each pair forms a
-        // cluster that has never heard of the other (the simulator's soak found
-        // this as a split brain that never healed).
-        let mut nodes: Vec<Membership> = (1..=4).map(node).collect();
-        let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.identity().addr).collect();
-        let mut now = 0;
-        for (i, n) in nodes.iter_mut().enumerate() {
-            let seeds: Vec<SocketAddr> = addrs
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .map(|(_, a)| *a)
-                .collect();
-            n.join(now, &seeds);
-        }
-        let cut = [(0, 2), (0, 3), (1, 2), (1, 3)];
-        run(&mut nodes, &mut now, 5_000, &cut);
-        assert_eq!(up(&nodes[0]), vec![2]);
-        assert_eq!(up(&nodes[2]), vec![4]);
-        assert!(
-            !nodes[0].regions().contains_key(&RegionId(3)),
-            "never heard of 3"
-        );
-
-        // Heal: within a few seconds everyone sees everyone.
-        run(&mut nodes, &mut now, 9_000, &[]);
-        for n in &nodes {
-            assert_eq!(up(n).len(), 3, "{:?}", n.regions());
-        }
-    }
-
-    #[test]
-    fn graceful_leave_is_seen_as_down() {
-        let mut nodes: Vec<Membership> = (1..=2).map(node).collect();
-        let mut now = 0;
-        let seed = nodes[0].identity().addr;
-        nodes[1].join(now, &[seed]);
-        run(&mut nodes, &mut now, 1_000, &[]);
-        assert_eq!(up(&nodes[0]), vec![2]);
-        nodes[1].leave(now);
-        run(&mut nodes, &mut now, 1_500, &[]);
-        assert_eq!(up(&nodes[0]), Vec::<u16>::new());
-    }
-
-    #[test]
-    fn hostile_bytes_are_dropped() {
-        let mut n = node(1);
-        for len in [0usize, 1, 7, 64, 2_000] {
-            let junk: Vec<u8> = (0..len).map(|i| (i * 37 % 251) as u8).collect();
-            n.handle_data(0, &junk);
-        }
-        assert!(n.regions().is_empty());
     }
 }

@@ -1,0 +1,85 @@
+//! What a client asks of a region, and what it is answered.
+
+use crate::region::idempotency::IdempotencyKey;
+use crate::region::units::RequestId;
+use bincode::{Decode, Encode};
+use serde::Serialize;
+
+/// What a request asks the ledger to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Charge one memes-API call.
+    ChargeCall,
+    /// An operator's balance adjustment: positive credits, negative debits.
+    Adjust(i64),
+}
+
+/// One client request, as the shell hands it to [`crate::Replica::handle_client`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// The shell's id for it; its [`crate::Reply`] carries it back.
+    pub id: RequestId,
+    /// Whose account.
+    pub user: String,
+    /// What to do.
+    pub command: Command,
+    /// Its idempotency key, if the client sent one.
+    pub key: Option<IdempotencyKey>,
+    /// How long the client lets the region wait for rights held by other
+    /// regions (ms; 0 answers a shortfall here at once). The region has asked
+    /// for rights the moment it refused; a waiting request runs again when
+    /// rights arrive for its user, and is refused at the deadline.
+    pub wait_for_rights_ms: u64,
+}
+
+impl ClientRequest {
+    /// A request that does not wait for rights.
+    pub fn new(id: RequestId, user: &str, command: Command, key: Option<IdempotencyKey>) -> Self {
+        Self {
+            id,
+            user: user.to_owned(),
+            command,
+            key,
+            wait_for_rights_ms: 0,
+        }
+    }
+}
+
+/// What the caller's account looks like after a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode, Serialize)]
+pub struct Receipt {
+    /// The balance, as this region sees it.
+    pub balance: u64,
+    /// What this region can spend for the user right now.
+    pub spendable_here: u64,
+    /// Memes-API calls served for the user, all regions.
+    pub calls: u64,
+}
+
+/// Why a request was refused. Nothing was changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The balance does not cover the amount.
+    InsufficientTokens {
+        /// The balance this region sees.
+        balance: u64,
+    },
+    /// The balance covers it but the rights are held by other regions.
+    TokensInOtherRegion {
+        /// Rights here.
+        here: u64,
+        /// Tokens elsewhere.
+        elsewhere: u64,
+    },
+    /// The key is being used by a request that has not finished.
+    KeyInUse,
+    /// The key was already used for a different request.
+    KeyReused,
+    /// The amount would overflow the account.
+    Overflow,
+    /// A zero adjustment.
+    ZeroAmount,
+    /// Storage is failing: the last flush failed and no write is accepted
+    /// until one succeeds.
+    StorageFailing,
+}

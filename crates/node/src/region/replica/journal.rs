@@ -1,0 +1,187 @@
+//! Writes on their way to disk: which of our writes are not durable yet, which
+//! keys changed since the last persist, and how persists are numbered.
+//!
+//! This is the raft-rs `Ready` / `on_persist_ready(number)` pattern:
+//! [`Journal::prepare`] plans the next persist from what changed; the shell
+//! writes and flushes it; [`Journal::flushed`] says which of our writes became
+//! durable with it, and only those may leave the region.
+
+use super::state::{Durable, Persist};
+use crate::region::idempotency::RecordId;
+use crate::region::units::Seq;
+use ledger_crdt::{Account, RegionId};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One of our writes not yet durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct PendingWrite {
+    pub(super) seq: Seq,
+    pub(super) user: String,
+    /// Our whole entry for the user as of this write.
+    pub(super) entry: Account,
+}
+
+/// Keys changed since the state was last persisted.
+#[derive(Debug, Default)]
+struct Dirty {
+    users: BTreeSet<String>,
+    seqs: BTreeSet<(RegionId, String)>,
+    records: BTreeSet<RecordId>,
+}
+
+/// Writes on their way to disk.
+#[derive(Debug)]
+pub(super) struct Journal {
+    pending: Vec<PendingWrite>,
+    /// Every write of ours up to here is durable.
+    durable: Seq,
+    dirty: Dirty,
+    /// How many persists were prepared.
+    prepared: u64,
+    /// The last flush failed; new writes are refused until one succeeds.
+    storage_failing: bool,
+}
+
+impl Journal {
+    /// A journal for a state that is durable up to `durable`.
+    pub(super) fn new(durable: Seq) -> Self {
+        Self {
+            pending: Vec::new(),
+            durable,
+            dirty: Dirty::default(),
+            prepared: 0,
+            storage_failing: false,
+        }
+    }
+
+    /// Every write of ours up to here is durable.
+    pub(super) fn durable(&self) -> Seq {
+        self.durable
+    }
+
+    /// Whether the last flush failed.
+    pub(super) fn storage_failing(&self) -> bool {
+        self.storage_failing
+    }
+
+    /// Whether every write of ours is durable.
+    pub(super) fn all_durable(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The number the next prepared persist will carry: everything in memory
+    /// now is in it at the latest.
+    pub(super) fn next_number(&self) -> u64 {
+        self.prepared + 1
+    }
+
+    /// The user's latest write of ours not yet durable.
+    pub(super) fn latest_pending(&self, user: &str) -> Option<Seq> {
+        self.pending
+            .iter()
+            .rev()
+            .find(|w| w.user == user)
+            .map(|w| w.seq)
+    }
+
+    /// We wrote our entry for `user` (the account is changed too).
+    pub(super) fn wrote(&mut self, seq: Seq, user: &str, entry: Account) {
+        self.pending.push(PendingWrite {
+            seq,
+            user: user.to_owned(),
+            entry,
+        });
+        self.dirty.users.insert(user.to_owned());
+    }
+
+    /// `user`'s account changed by a merge.
+    pub(super) fn merged(&mut self, origin: RegionId, user: &str) {
+        self.dirty.users.insert(user.to_owned());
+        self.dirty.seqs.insert((origin, user.to_owned()));
+    }
+
+    /// The record under `id` was stored or removed.
+    pub(super) fn record_changed(&mut self, id: RecordId) {
+        self.dirty.records.insert(id);
+    }
+
+    /// Everything changed since the last call, as of our latest write.
+    pub(super) fn prepare(&mut self, state: &Durable) -> Persist {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut own: BTreeMap<String, (Seq, Account)> = BTreeMap::new();
+        for user in &dirty.users {
+            if let Some((seq, entry)) = state.own.get(user.as_str()) {
+                own.insert(user.clone(), (*seq, entry.unpack()));
+            }
+        }
+        // Writes not yet flushed become durable with this persist: promote them
+        // on disk now, exactly as `flushed` will in memory.
+        for w in &self.pending {
+            own.insert(w.user.clone(), (w.seq, w.entry.clone()));
+        }
+        self.prepared += 1;
+        Persist {
+            upto: state.last_written,
+            number: self.prepared,
+            accounts: dirty
+                .users
+                .iter()
+                .filter_map(|u| Some((u.clone(), state.accounts.get(u.as_str())?.unpack())))
+                .collect(),
+            seqs: dirty
+                .seqs
+                .into_iter()
+                .filter_map(|k| {
+                    let seq = *state.seqs.get(&k)?;
+                    Some((k, seq))
+                })
+                .collect(),
+            own: own.into_iter().collect(),
+            records: dirty
+                .records
+                .into_iter()
+                .map(|id| {
+                    let record = state.records.get(&id).cloned();
+                    (id, record)
+                })
+                .collect(),
+            meta: state.meta(),
+        }
+    }
+
+    /// Storage could not make `persist` durable: everything it carried is
+    /// marked changed again, so the next persist writes it (at its current
+    /// value), and new writes are refused until a flush succeeds.
+    pub(super) fn failed(&mut self, persist: Persist) {
+        self.storage_failing = true;
+        for (user, _) in persist.accounts.into_iter().chain(
+            persist
+                .own
+                .into_iter()
+                .map(|(user, (_, entry))| (user, entry)),
+        ) {
+            self.dirty.users.insert(user);
+        }
+        for (key, _) in persist.seqs {
+            self.dirty.seqs.insert(key);
+        }
+        for (id, _) in persist.records {
+            self.dirty.records.insert(id);
+        }
+    }
+
+    /// A flush succeeded, making every write up to `upto` durable (never past
+    /// `last_written`). Returns the writes that became durable with it, in
+    /// order; `None` if it moved nothing.
+    pub(super) fn flushed(&mut self, upto: Seq, last_written: Seq) -> Option<Vec<PendingWrite>> {
+        self.storage_failing = false;
+        let upto = upto.min(last_written);
+        if upto <= self.durable {
+            return None;
+        }
+        self.durable = upto;
+        let (done, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|w| w.seq <= upto);
+        self.pending = later;
+        Some(done)
+    }
+}

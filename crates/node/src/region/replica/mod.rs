@@ -1,0 +1,618 @@
+//! One region's replicated ledger: a sans-IO state machine.
+//!
+//! Inputs, each with an explicit `now`: client requests
+//! ([`Replica::handle_client`]), peer bytes ([`Replica::handle_peer`],
+//! [`Replica::handle_gossip`]), timer ticks ([`Replica::handle_tick`], due at
+//! [`Replica::poll_timeout`]) and storage's word that a persist is durable
+//! ([`Replica::handle_flushed`]). Outputs: replies ([`Replica::poll_reply`]),
+//! bytes for peers ([`Replica::poll_transmit`]) and what to write
+//! ([`Replica::prepare_persist`]). The node shell and the simulator drive this
+//! same code.
+//!
+//! `Replica` owns one sub-state per concern; each decides, and `Replica`
+//! applies the decisions to the ledger state and the outputs:
+//! - [`state`]: what survives a crash ([`Durable`]) and one flush of it ([`Persist`]);
+//! - [`journal`]: our writes on their way to disk, and persist planning;
+//! - [`gate`]: replies held until their write is durable; keys in flight;
+//! - [`key_queries`]: keyed requests held until peers say if they know the key;
+//! - [`rights_waits`]: spends waiting (by the client's leave) for rights;
+//! - [`replication`]: batches, digests, catch-ups, peer lag;
+//! - [`escrow`]: demand, rebalancing plans, rights requests and answers;
+//! - [`peers`]: who is up (the membership), and the bytes queued for them;
+//! - [`view`]: what the replica shows (accounts, standings, the cluster).
+
+mod config;
+mod escrow;
+mod gate;
+mod journal;
+mod key_queries;
+mod output;
+mod peers;
+mod replication;
+mod rights_waits;
+mod state;
+#[cfg(test)]
+mod tests;
+mod throttle;
+mod view;
+
+pub use config::{Faults, ReplicaConfig};
+pub use escrow::EscrowStats;
+pub use output::{Reply, Transmit};
+pub use replication::PeerLag;
+pub use state::{Durable, Meta, Persist};
+pub use view::ClusterView;
+
+use crate::region::command::{ClientRequest, Receipt, Refusal};
+use crate::region::idempotency::IdempotencyRecord;
+use crate::region::membership::{Membership, NodeIdentity};
+use crate::region::message::{Item, KeyState, Message, RecordItem};
+use crate::region::rules::{Executed, Rules};
+use crate::region::units::{Millis, RequestId, Seq};
+use escrow::Escrow;
+use gate::ReplyGate;
+use journal::Journal;
+use key_queries::{KeyQueries, Settled};
+use ledger_crdt::{Account, Op, RegionId};
+use peers::Peers;
+use replication::Replication;
+use rights_waits::RightsWaits;
+use std::collections::{BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+/// How often per-user timing state is pruned.
+const PRUNE_EVERY_MS: u64 = 10_000;
+
+/// Where the region stands in leaving the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Departure {
+    Staying,
+    /// Rights handed over; waiting until everything is durable and sent.
+    Leaving,
+    /// The membership was told; nothing more to do.
+    Left,
+}
+
+/// One region's replicated ledger.
+#[derive(Debug)]
+pub struct Replica {
+    config: ReplicaConfig,
+    /// The faults in force (none outside the simulator).
+    faults: Faults,
+    rules: Rules,
+    state: Durable,
+    journal: Journal,
+    gate: ReplyGate,
+    key_queries: KeyQueries,
+    rights_waits: RightsWaits,
+    replication: Replication,
+    escrow: Escrow,
+    peers: Peers,
+    departure: Departure,
+    replies: VecDeque<Reply>,
+    /// Users whose account changed since [`Replica::drain_changed`]; recorded
+    /// only with [`ReplicaConfig::track_changes`], so nothing accumulates when
+    /// no one drains it.
+    changed: BTreeSet<String>,
+    next_prune: Millis,
+}
+
+impl Replica {
+    /// A replica starting from nothing.
+    pub fn new(config: ReplicaConfig) -> Self {
+        Self::restore(config, Durable::default())
+    }
+
+    /// A replica restarting from what survived.
+    pub fn restore(config: ReplicaConfig, state: Durable) -> Self {
+        let identity = NodeIdentity {
+            region: config.rules.region,
+            addr: config.addr,
+            generation: config.generation,
+        };
+        let faults = if cfg!(feature = "simulation") {
+            config.faults
+        } else {
+            Faults::default()
+        };
+        Self {
+            faults,
+            rules: Rules::new(config.rules.clone()),
+            journal: Journal::new(state.last_written),
+            state,
+            gate: ReplyGate::default(),
+            key_queries: KeyQueries::default(),
+            rights_waits: RightsWaits::default(),
+            replication: Replication::new(
+                config.batch_age_ms,
+                config.batch_bytes,
+                config.anti_entropy_ms,
+            ),
+            escrow: Escrow::new(&config),
+            peers: Peers::new(Membership::new(identity, &config.membership, config.seed)),
+            departure: Departure::Staying,
+            replies: VecDeque::new(),
+            changed: BTreeSet::new(),
+            next_prune: Millis(0),
+            config,
+        }
+    }
+
+    fn me(&self) -> RegionId {
+        self.config.rules.region
+    }
+
+    fn leaving(&self) -> bool {
+        self.departure != Departure::Staying
+    }
+
+    /// A client request. Its [`Reply`] comes out of [`Replica::poll_reply`]
+    /// once the write is durable.
+    ///
+    /// A keyed request whose key this region holds no record of may first be
+    /// held while peers are asked about the key (see [`key_queries`]), unless
+    /// this region served the user's latest spend it knows of within
+    /// [`ReplicaConfig::local_customer_ms`]. Requests without a key never wait
+    /// for peers.
+    pub fn handle_client(&mut self, now: Millis, request: ClientRequest) {
+        if let Some(k) = &request.key
+            && !self.leaving()
+            && !self.faults.forget_idempotency
+            && !self.state.records.contains(&k.id)
+        {
+            if self.key_queries.asking(&k.id) {
+                self.reply(request.id, Err(Refusal::KeyInUse));
+                return;
+            }
+            let live = self.peers.live();
+            let local_customer = self.escrow.served_last(&request.user, live, now);
+            if !local_customer && !live.is_empty() {
+                let id = k.id.clone();
+                let peers = live.to_vec();
+                self.peers
+                    .broadcast_live(&Message::RecordQuery { id: id.clone() });
+                let deadline = now.after(self.config.key_query_ms);
+                self.key_queries
+                    .hold(request, id, peers.into_iter().collect(), deadline);
+                return;
+            }
+        }
+        self.execute(now, request);
+    }
+
+    /// Bytes from peer region `from`. Undecodable bytes are dropped:
+    /// anti-entropy resends whatever mattered.
+    pub fn handle_peer(&mut self, now: Millis, from: RegionId, bytes: &[u8]) {
+        let Ok(message) = Message::decode(bytes) else {
+            return;
+        };
+        let me = self.me();
+        match message {
+            Message::Deltas {
+                from_seq,
+                to_seq,
+                items,
+                records,
+            } => {
+                self.take_peer_records(records);
+                for item in items.into_iter().filter(|i| i.origin == from) {
+                    self.merge_item(item, now);
+                }
+                Replication::received_range(&mut self.state, from, from_seq, to_seq);
+            }
+            Message::Digest { watermarks } => {
+                if let Some(&(_, mark)) = watermarks.iter().find(|(r, _)| *r == me) {
+                    self.replication.peer_holds(from, mark, self.peers.live());
+                }
+                let durable = self.journal.durable();
+                if let Some(answer) =
+                    self.replication
+                        .catch_up(&self.state, durable, me, from, &watermarks)
+                {
+                    self.peers.send(from, &answer);
+                }
+            }
+            Message::CatchUp {
+                items,
+                covered,
+                records,
+            } => {
+                self.take_peer_records(records);
+                for item in items {
+                    self.merge_item(item, now);
+                }
+                for c in covered {
+                    Replication::received_cover(&mut self.state, me, c);
+                }
+            }
+            Message::RecordQuery { id } => {
+                let known = self.gate.key_state(&id, self.state.records.get(&id));
+                self.peers.send(from, &Message::RecordAnswer { id, known });
+            }
+            Message::RecordAnswer { id, known } => {
+                match self.key_queries.answered(from, &id, &known) {
+                    None => {}
+                    Some(Settled::KeyInUse(request)) => self.reply(request, Err(Refusal::KeyInUse)),
+                    Some(Settled::Run(request)) => {
+                        if let KeyState::Held(record) = known {
+                            self.take_peer_records(vec![(id, record)]);
+                        }
+                        // Now answered from the record: a replay, or a refusal
+                        // if the key was used for another request.
+                        self.execute(now, request);
+                    }
+                }
+            }
+            Message::RightsRequest { user, amount } => {
+                if !self.leaving() {
+                    let account = self.state.account(&user);
+                    if let Some(give) = self.escrow.answer(&user, &account, amount, now) {
+                        self.transfer(&user, from, give);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A membership packet from the network.
+    pub fn handle_gossip(&mut self, now: Millis, bytes: &[u8]) {
+        self.peers.membership().handle_data(now, bytes);
+        self.membership_moved();
+    }
+
+    /// Time passes: run held requests that are due, close the batch, send a
+    /// digest, fire membership timers. Call it at [`Replica::poll_timeout`]
+    /// (calling it more often is harmless).
+    pub fn handle_tick(&mut self, now: Millis) {
+        for request in self.key_queries.overdue(now) {
+            self.execute(now, request);
+        }
+        for request in self.rights_waits.overdue(now) {
+            self.execute(now, request);
+        }
+        if self.replication.batch_due(now) {
+            self.send_batch();
+        }
+        if let Some(to) = self.replication.digest_due(now, self.peers.live()) {
+            let digest = Replication::digest(&self.state, self.journal.durable(), self.me());
+            self.peers.send(to, &digest);
+        }
+        if now >= self.next_prune {
+            self.next_prune = now.after(PRUNE_EVERY_MS);
+            self.escrow.prune(now);
+        }
+        self.peers.membership().tick(now);
+        // A graceful leave ends by telling the membership, once every
+        // handed-over right has been made durable and sent.
+        if self.departure == Departure::Leaving && self.drained() {
+            self.peers.membership().leave(now);
+            self.departure = Departure::Left;
+        }
+        self.membership_moved();
+    }
+
+    /// What a flush must write now: everything changed since the last call, up
+    /// to [`Replica::last_written`]. The shell writes it, makes it durable, then
+    /// calls [`Replica::handle_flushed`]; only then do replies and our new
+    /// entries leave the region.
+    pub fn prepare_persist(&mut self) -> Persist {
+        self.journal.prepare(&self.state)
+    }
+
+    /// Storage made persist number `number` durable, and with it every write
+    /// up to `upto` (an empty persist counts: nothing was left to write).
+    pub fn handle_flushed(&mut self, now: Millis, upto: Seq, number: u64) {
+        let replays = self.gate.release_replays(number);
+        self.replies.extend(replays);
+        let Some(done) = self.journal.flushed(upto, self.state.last_written) else {
+            return;
+        };
+        self.state.promote(done);
+        let durable = self.journal.durable();
+        self.replication
+            .became_durable(now, durable, self.state.sent_upto);
+        let released = self.gate.release_durable(durable);
+        self.replies.extend(released);
+    }
+
+    /// Storage could not make `persist` durable. Everything it carried is
+    /// written again by the next [`Replica::prepare_persist`] (at its current
+    /// value); until a flush succeeds, new writes are refused
+    /// ([`Refusal::StorageFailing`]), so a failing disk is answered at once
+    /// instead of piling up writes whose outcome nobody could know.
+    pub fn handle_flush_failed(&mut self, persist: Persist) {
+        self.journal.failed(persist);
+    }
+
+    /// Joins the cluster through these seed addresses (any member will do).
+    /// Harmless to repeat.
+    pub fn join(&mut self, now: Millis, seeds: &[SocketAddr]) {
+        self.peers.membership().join(now, seeds);
+        self.membership_moved();
+    }
+
+    /// Leave gracefully: hand every right this region holds to live peers, so
+    /// nothing is stranded. Keep ticking and flushing until [`Replica::left`].
+    pub fn leave(&mut self, now: Millis) {
+        self.departure = Departure::Leaving;
+        let me = self.me();
+        let users: Vec<String> = self.state.accounts.keys().map(|u| u.to_string()).collect();
+        for user in users {
+            let rights = self
+                .state
+                .account(&user)
+                .rights(&self.config.rules.genesis, me);
+            let Some(to) = self.escrow.heir(&user, self.peers.live(), now) else {
+                return;
+            };
+            if rights > 0 {
+                self.transfer(&user, to, rights);
+            }
+        }
+    }
+
+    /// Forgets idempotency records older than the TTL. Returns how many.
+    pub fn expire_records(&mut self, now: Millis) -> usize {
+        let ttl = self.config.rules.idempotency_ttl_ms;
+        let expired = self.state.records.expire(now, ttl);
+        let count = expired.len();
+        expired
+            .into_iter()
+            .for_each(|id| self.journal.record_changed(id));
+        count
+    }
+
+    /// The next reply to a client, if any.
+    pub fn poll_reply(&mut self) -> Option<Reply> {
+        self.replies.pop_front()
+    }
+
+    /// The next bytes for the network, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.peers.poll_transmit()
+    }
+
+    /// When [`Replica::handle_tick`] is next needed. Inputs may move it
+    /// earlier; the shell asks again after each.
+    pub fn poll_timeout(&self) -> Millis {
+        if self.departure == Departure::Leaving && self.drained() {
+            return Millis(0);
+        }
+        [
+            self.key_queries.next_deadline(),
+            self.rights_waits.next_deadline(),
+            self.peers.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(
+            self.replication.next_deadline().min(self.next_prune),
+            Millis::min,
+        )
+    }
+
+    /// Our last write: a flush covering it makes everything so far durable.
+    pub fn last_written(&self) -> Seq {
+        self.state.last_written
+    }
+
+    /// Whether anything waits for a flush that no new write would trigger: a
+    /// replay waiting for its record to be durable here. The shell flushes
+    /// when [`Replica::last_written`] moves or this says so.
+    pub fn needs_flush(&self) -> bool {
+        self.gate.replays_waiting()
+    }
+
+    /// Users whose account changed since the last call.
+    pub fn drain_changed(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Runs a client request here, now.
+    fn execute(&mut self, now: Millis, request: ClientRequest) {
+        let user = request.user.as_str();
+        if self.leaving() {
+            let elsewhere = self.receipt(user).balance;
+            self.reply(
+                request.id,
+                Err(Refusal::TokensInOtherRegion { here: 0, elsewhere }),
+            );
+            return;
+        }
+        let stored: Option<IdempotencyRecord> = request
+            .key
+            .as_ref()
+            .filter(|_| !self.faults.forget_idempotency)
+            .and_then(|k| self.state.records.get(&k.id).cloned());
+        if self.journal.storage_failing() && stored.is_none() {
+            // A replay needs no write; anything else would.
+            self.reply(request.id, Err(Refusal::StorageFailing));
+            return;
+        }
+        if request
+            .key
+            .as_ref()
+            .is_some_and(|k| self.gate.in_flight(&k.id))
+        {
+            self.reply(request.id, Err(Refusal::KeyInUse));
+            return;
+        }
+        let me = self.me();
+        let mut account = self.state.account(user);
+        let spent_before = state::spent_at(&account, me);
+        let executed = self.rules.execute(
+            &mut account,
+            request.command,
+            request.key.as_ref(),
+            stored.as_ref(),
+            now,
+        );
+        match executed {
+            Err(refusal) => {
+                if let Refusal::TokensInOtherRegion { .. } = refusal {
+                    self.ask_for_rights(user, self.rules.cost(request.command), now);
+                    if request.wait_for_rights_ms > 0 {
+                        let deadline = now.after(request.wait_for_rights_ms);
+                        self.rights_waits.hold(request, deadline);
+                        return;
+                    }
+                }
+                self.reply(request.id, Err(refusal));
+            }
+            Ok(Executed::Replayed(receipt)) => {
+                if self.faults.ack_before_flush {
+                    self.answer(request.id, Ok(receipt), true);
+                } else {
+                    // Everything the replica holds now, the record included, is
+                    // in the next persist at the latest.
+                    self.gate
+                        .hold_replay(self.journal.next_number(), request.id, receipt);
+                }
+            }
+            Ok(Executed::Applied { receipt, record }) => {
+                let spent = state::spent_at(&account, me) - spent_before;
+                self.state.set_account(user, &account);
+                let seq = self.write_own(user, &account);
+                let key = request.key.map(|k| k.id);
+                if let (Some(mut record), Some(id)) = (record, &key) {
+                    record.seq = seq;
+                    self.journal.record_changed(id.clone());
+                    self.state.records.insert(id.clone(), record);
+                    self.replication.record_made(seq, id.clone());
+                }
+                self.escrow.observe(user, me, spent, now);
+                if self.faults.ack_before_flush {
+                    self.reply(request.id, Ok(receipt));
+                } else {
+                    self.gate.hold(seq, request.id, receipt, key);
+                }
+                self.rebalance(user, now);
+            }
+        }
+    }
+
+    /// Our entry for `user` changed to the one in `account` (just stored;
+    /// passed in so the hot path does not unpack it again). Returns the
+    /// write's sequence number.
+    fn write_own(&mut self, user: &str, account: &Account) -> Seq {
+        let seq = self.state.last_written.next();
+        self.state.last_written = seq;
+        self.journal.wrote(seq, user, account.delta_of(self.me()));
+        if self.config.track_changes {
+            self.changed.insert(user.to_owned());
+        }
+        seq
+    }
+
+    /// Sends `amount` tokens' rights of `user` to region `to`.
+    fn transfer(&mut self, user: &str, to: RegionId, amount: u64) {
+        let mut account = self.state.account(user);
+        if self
+            .rules
+            .apply(&mut account, Op::Transfer { to, amount })
+            .is_ok()
+        {
+            self.state.set_account(user, &account);
+            self.write_own(user, &account);
+            self.escrow.transferred(amount);
+        }
+    }
+
+    fn rebalance(&mut self, user: &str, now: Millis) {
+        if self.leaving() {
+            return;
+        }
+        let state = &self.state;
+        let plan = self
+            .escrow
+            .plan(user, self.peers.live(), now, || state.account(user));
+        for t in plan {
+            self.transfer(user, t.to, t.amount);
+        }
+    }
+
+    fn ask_for_rights(&mut self, user: &str, amount: u64, now: Millis) {
+        let state = &self.state;
+        let holders = self
+            .escrow
+            .rights_request(user, self.peers.live(), now, || state.account(user));
+        if !holders.is_empty() {
+            let message = Message::RightsRequest {
+                user: user.to_owned(),
+                amount,
+            };
+            self.peers.broadcast(&holders, &message);
+        }
+    }
+
+    fn merge_item(&mut self, item: Item, now: Millis) {
+        // Peers hold only durable versions of our entry, which we hold too.
+        if item.origin == self.me() {
+            return;
+        }
+        let merged = self
+            .state
+            .merge(&item, self.me(), self.faults.additive_merge);
+        if self.config.track_changes {
+            self.changed.insert(item.user.clone());
+        }
+        self.journal.merged(item.origin, &item.user);
+        self.escrow
+            .observe(&item.user, item.origin, merged.spent, now);
+        if let Some(account) = merged.accepted {
+            self.escrow.accepted_from(&item.user, item.origin, now);
+            self.write_own(&item.user, &account);
+            for waiting in self.rights_waits.rights_arrived(&item.user, now) {
+                self.execute(now, waiting);
+            }
+        }
+        self.rebalance(&item.user, now);
+    }
+
+    /// Stores records from a peer; the first answer to a key stands, so a
+    /// record we hold is never replaced.
+    fn take_peer_records(&mut self, records: Vec<RecordItem>) {
+        for (id, record) in records {
+            if self.state.records.insert_if_absent(id.clone(), record) {
+                self.journal.record_changed(id);
+            }
+        }
+    }
+
+    fn send_batch(&mut self) {
+        let durable = self.journal.durable();
+        let me = self.me();
+        for message in self.replication.take_batch(&mut self.state, durable, me) {
+            self.peers.broadcast_live(&message);
+        }
+    }
+
+    /// After a membership input: catch up with a peer that came up at once (a
+    /// new node pulls its snapshot this way) rather than at its anti-entropy
+    /// turn.
+    fn membership_moved(&mut self) {
+        for region in self.peers.membership_moved() {
+            if !self.leaving() {
+                let digest = Replication::digest(&self.state, self.journal.durable(), self.me());
+                self.peers.send(region, &digest);
+            }
+        }
+    }
+
+    fn reply(&mut self, request: RequestId, result: Result<Receipt, Refusal>) {
+        self.answer(request, result, false);
+    }
+
+    fn answer(&mut self, request: RequestId, result: Result<Receipt, Refusal>, replayed: bool) {
+        self.replies.push_back(Reply {
+            request,
+            result,
+            replayed,
+        });
+    }
+
+    /// Whether everything written has been made durable and sent.
+    fn drained(&self) -> bool {
+        self.journal.all_durable() && self.state.sent_upto >= self.state.last_written
+    }
+}

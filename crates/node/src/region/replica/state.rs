@@ -1,0 +1,178 @@
+//! What survives a crash ([`Durable`]), and what one flush writes of it
+//! ([`Persist`]).
+
+use crate::region::idempotency::{IdempotencyRecord, RecordId};
+use crate::region::message::Item;
+use crate::region::packed::Packed;
+use crate::region::records::Records;
+use crate::region::units::Seq;
+use bincode::{Decode, Encode};
+use ledger_crdt::{Account, RegionId};
+use std::collections::BTreeMap;
+
+/// The state as of the last confirmed flush, plus the writes made since (which
+/// the [`super::journal::Journal`] tracks until they are durable).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Durable {
+    pub(super) accounts: BTreeMap<Box<str>, Packed<Account>>,
+    /// For other origins: the sequence number of the version held, per user.
+    pub(super) seqs: BTreeMap<(RegionId, String), Seq>,
+    /// Per other origin: every write up to here is held.
+    pub(super) watermarks: BTreeMap<RegionId, Seq>,
+    /// Our own last write.
+    pub(super) last_written: Seq,
+    /// Our own entries as of their last durable write: all we ever send of us.
+    pub(super) own: BTreeMap<Box<str>, (Seq, Packed<Account>)>,
+    /// Our writes up to here have been sent in batches.
+    pub(super) sent_upto: Seq,
+    pub(super) records: Records,
+}
+
+/// What merging one peer's entry did.
+pub(super) struct Merged {
+    /// Tokens the entry's region spent that we had not seen.
+    pub(super) spent: u64,
+    /// The account, if rights sent to us were accepted with the merge (a
+    /// write of ours).
+    pub(super) accepted: Option<Account>,
+}
+
+/// Tokens `region` has spent for the account.
+pub(super) fn spent_at(account: &Account, region: RegionId) -> u64 {
+    account.entry(region).map_or(0, |e| e.spent())
+}
+
+/// The scalars of the durable state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct Meta {
+    /// Our last write.
+    pub last_written: Seq,
+    /// Our writes up to here were sent.
+    pub sent_upto: Seq,
+    /// Per other origin: every write up to here is held.
+    pub watermarks: Vec<(RegionId, Seq)>,
+}
+
+/// What one flush writes: the changed parts of [`Durable`], up to one write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Persist {
+    /// Every write of ours up to this one is included.
+    pub upto: Seq,
+    /// Which [`crate::Replica::prepare_persist`] made it (they are numbered
+    /// from 1); hand it back to [`crate::Replica::handle_flushed`].
+    pub number: u64,
+    /// Changed accounts.
+    pub accounts: Vec<(String, Account)>,
+    /// Changed versions held of other origins' entries.
+    pub seqs: Vec<((RegionId, String), Seq)>,
+    /// Our own entries as of their last durable write.
+    pub own: Vec<(String, (Seq, Account))>,
+    /// Changed idempotency records; `None` deletes.
+    pub records: Vec<(RecordId, Option<IdempotencyRecord>)>,
+    /// The scalars.
+    pub meta: Meta,
+}
+
+impl Persist {
+    /// Whether the persist carries no key at all (only scalars).
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+            && self.seqs.is_empty()
+            && self.own.is_empty()
+            && self.records.is_empty()
+    }
+}
+
+impl Durable {
+    /// Applies one flush's changes: how the simulator's disk and the node's
+    /// startup (which loads everything as one big persist) build the state.
+    pub fn apply(&mut self, persist: &Persist) {
+        for (user, account) in &persist.accounts {
+            self.accounts
+                .insert(user.as_str().into(), Packed::pack(account));
+        }
+        for (key, seq) in &persist.seqs {
+            self.seqs.insert(key.clone(), *seq);
+        }
+        for (user, (seq, own)) in &persist.own {
+            self.own
+                .insert(user.as_str().into(), (*seq, Packed::pack(own)));
+        }
+        for (id, record) in &persist.records {
+            match record {
+                Some(r) => self.records.insert(id.clone(), r.clone()),
+                None => self.records.remove(id),
+            }
+        }
+        self.last_written = persist.meta.last_written;
+        self.sent_upto = persist.meta.sent_upto;
+        self.watermarks = persist.meta.watermarks.iter().copied().collect();
+    }
+
+    /// The accounts this state holds, by value.
+    pub fn into_accounts(self) -> BTreeMap<String, Account> {
+        self.all_accounts()
+    }
+
+    pub(super) fn all_accounts(&self) -> BTreeMap<String, Account> {
+        self.accounts
+            .iter()
+            .map(|(user, account)| (user.to_string(), account.unpack()))
+            .collect()
+    }
+
+    /// The user's account; an empty one for a user never seen.
+    pub(super) fn account(&self, user: &str) -> Account {
+        self.accounts
+            .get(user)
+            .map(Packed::unpack)
+            .unwrap_or_default()
+    }
+
+    pub(super) fn set_account(&mut self, user: &str, account: &Account) {
+        self.accounts.insert(user.into(), Packed::pack(account));
+    }
+
+    /// Our writes that became durable: the versions of our entries we may send.
+    pub(super) fn promote(&mut self, writes: Vec<super::journal::PendingWrite>) {
+        for w in writes {
+            self.own
+                .insert(w.user.into_boxed_str(), (w.seq, Packed::pack(&w.entry)));
+        }
+    }
+
+    /// Merges `item` (another region's entry) into its user's account, and
+    /// accepts any rights it sends to `me`. `additive` is the simulator's
+    /// broken merge.
+    pub(super) fn merge(&mut self, item: &Item, me: RegionId, additive: bool) -> Merged {
+        let mut account = self.account(&item.user);
+        let before = spent_at(&account, item.origin);
+        if additive {
+            #[cfg(feature = "simulation")]
+            account.merge_additive(&item.delta);
+        } else {
+            account.merge(&item.delta);
+        }
+        let spent = spent_at(&account, item.origin).saturating_sub(before);
+        let accepted = account.accept_transfers(me).is_some();
+        self.set_account(&item.user, &account);
+        let seq = self
+            .seqs
+            .entry((item.origin, item.user.clone()))
+            .or_default();
+        *seq = (*seq).max(item.seq);
+        Merged {
+            spent,
+            accepted: accepted.then_some(account),
+        }
+    }
+
+    /// The scalars, as they stand.
+    pub(super) fn meta(&self) -> Meta {
+        Meta {
+            last_written: self.last_written,
+            sent_upto: self.sent_upto,
+            watermarks: self.watermarks.iter().map(|(&r, &w)| (r, w)).collect(),
+        }
+    }
+}

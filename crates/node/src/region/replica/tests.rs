@@ -1,0 +1,345 @@
+//! Unit tests of the replica: a harness of two or three replicas on an
+//! in-memory network with instant delivery, stepped 10 ms at a time. The
+//! simulator covers faults and invariants at scale; these pin single
+//! behaviours (reply gating, batches, catch-up, escrow plans, waits) and run
+//! in milliseconds.
+
+use super::*;
+use crate::region::command::Command;
+use crate::region::idempotency::IdempotencyKey;
+use ledger_crdt::Genesis;
+
+/// Replicas, their disks, a clock and a network that can be cut.
+struct Harness {
+    replicas: Vec<Replica>,
+    disks: Vec<Durable>,
+    now: u64,
+    /// Pairs of replicas (by index, lower first) that cannot reach each other.
+    cut: BTreeSet<(usize, usize)>,
+    /// Whether [`Harness::step`] flushes every replica (group commit).
+    auto_flush: bool,
+    /// Replies received, per replica.
+    replies: Vec<Vec<Reply>>,
+    /// Replication messages delivered, decoded: (from, to, message).
+    delivered: Vec<(usize, usize, Message)>,
+    next_request: u64,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from((
+        [127, 0, 0, 1],
+        7000 + u16::try_from(i).expect("few replicas"),
+    ))
+}
+
+fn region(i: usize) -> RegionId {
+    RegionId(u16::try_from(i + 1).expect("few replicas"))
+}
+
+impl Harness {
+    /// `n` replicas, the welcome grant of 100 tokens split over `genesis`
+    /// (indexes), joined into one cluster.
+    fn new(n: usize, genesis: &[usize], configure: impl Fn(&mut ReplicaConfig)) -> Self {
+        let genesis = Genesis::new(100, genesis.iter().map(|&i| region(i))).expect("genesis");
+        let replicas = (0..n)
+            .map(|i| {
+                let mut config = ReplicaConfig::new(crate::RulesConfig {
+                    region: region(i),
+                    genesis: genesis.clone(),
+                    meme_cost: 1,
+                    idempotency_ttl_ms: 60_000,
+                    policy: crate::SpendPolicy::Escrow,
+                });
+                config.addr = addr(i);
+                configure(&mut config);
+                Replica::new(config)
+            })
+            .collect();
+        let mut h = Self {
+            replicas,
+            disks: vec![Durable::default(); n],
+            now: 1_000,
+            cut: BTreeSet::new(),
+            auto_flush: true,
+            replies: vec![Vec::new(); n],
+            delivered: Vec::new(),
+            next_request: 0,
+        };
+        let seeds: Vec<SocketAddr> = (0..n).map(addr).collect();
+        for i in 0..n {
+            h.replicas[i].join(Millis(h.now), &seeds);
+        }
+        h.route();
+        h.run(2_000);
+        for r in &h.replicas {
+            assert_eq!(r.peers.live().len(), n - 1, "the cluster formed");
+        }
+        h.delivered.clear();
+        h
+    }
+
+    fn now(&self) -> Millis {
+        Millis(self.now)
+    }
+
+    /// Moves every queued output to where it goes, until none is left.
+    fn route(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.replicas.len() {
+                while let Some(reply) = self.replicas[i].poll_reply() {
+                    self.replies[i].push(reply);
+                }
+                while let Some(transmit) = self.replicas[i].poll_transmit() {
+                    moved = true;
+                    let to = (0..self.replicas.len())
+                        .find(|&j| addr(j) == transmit.addr())
+                        .expect("a replica's address");
+                    if self.cut.contains(&(i.min(to), i.max(to))) {
+                        continue;
+                    }
+                    let now = self.now();
+                    match transmit {
+                        Transmit::Gossip { bytes, .. } => {
+                            self.replicas[to].handle_gossip(now, &bytes)
+                        }
+                        Transmit::Replication { bytes, .. } => {
+                            let message = Message::decode(&bytes).expect("decodes");
+                            self.delivered.push((i, to, message));
+                            self.replicas[to].handle_peer(now, region(i), &bytes);
+                        }
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    /// Makes everything replica `i` wrote durable.
+    fn flush(&mut self, i: usize) {
+        let persist = self.replicas[i].prepare_persist();
+        self.disks[i].apply(&persist);
+        let now = self.now();
+        self.replicas[i].handle_flushed(now, persist.upto, persist.number);
+        self.route();
+    }
+
+    /// 10 ms pass: flush (if automatic), tick, deliver.
+    fn step(&mut self) {
+        self.now += 10;
+        for i in 0..self.replicas.len() {
+            if self.auto_flush {
+                self.flush(i);
+            }
+            let now = self.now();
+            self.replicas[i].handle_tick(now);
+            self.route();
+        }
+    }
+
+    fn run(&mut self, ms: u64) {
+        for _ in 0..ms / 10 {
+            self.step();
+        }
+    }
+
+    /// Sends a request to replica `i`; returns its id.
+    fn client(
+        &mut self,
+        i: usize,
+        user: &str,
+        command: Command,
+        key: Option<&str>,
+        wait_ms: u64,
+    ) -> RequestId {
+        self.next_request += 1;
+        let id = RequestId(self.next_request);
+        let key = key.map(|k| IdempotencyKey::meme_call(user, k.to_owned(), None, ""));
+        let mut request = ClientRequest::new(id, user, command, key);
+        request.wait_for_rights_ms = wait_ms;
+        let now = self.now();
+        self.replicas[i].handle_client(now, request);
+        self.route();
+        id
+    }
+
+    fn spend(&mut self, i: usize, user: &str) -> RequestId {
+        self.client(i, user, Command::ChargeCall, None, 0)
+    }
+
+    /// The reply to `id` at replica `i`, if it came.
+    fn reply(&self, i: usize, id: RequestId) -> Option<&Reply> {
+        self.replies[i].iter().find(|r| r.request == id)
+    }
+
+    fn deltas_sent(&self) -> Vec<(Seq, Seq, usize)> {
+        self.delivered
+            .iter()
+            .filter_map(|(_, _, m)| match m {
+                Message::Deltas {
+                    from_seq,
+                    to_seq,
+                    items,
+                    ..
+                } => Some((*from_seq, *to_seq, items.len())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_reply_waits_for_the_flush_of_its_write() {
+    let mut h = Harness::new(2, &[0, 1], |_| {});
+    h.auto_flush = false;
+    let id = h.client(0, "alice", Command::ChargeCall, Some("k1"), 0);
+    assert!(
+        h.reply(0, id).is_none(),
+        "no reply before the write is durable"
+    );
+    // A retry while the first is in flight is told to wait.
+    let retry = h.client(0, "alice", Command::ChargeCall, Some("k1"), 0);
+    assert_eq!(
+        h.reply(0, retry).map(|r| &r.result),
+        Some(&Err(Refusal::KeyInUse))
+    );
+    h.flush(0);
+    let first = h.reply(0, id).expect("released by the flush").clone();
+    assert_eq!(first.result.as_ref().map(|r| r.balance), Ok(99));
+    assert!(!first.replayed);
+    // A retry after it is a replay, itself held until the next flush.
+    let replay = h.client(0, "alice", Command::ChargeCall, Some("k1"), 0);
+    assert!(h.reply(0, replay).is_none() && h.replicas[0].needs_flush());
+    h.flush(0);
+    let replayed = h.reply(0, replay).expect("released");
+    assert!(replayed.replayed);
+    assert_eq!(replayed.result, first.result, "charged once");
+}
+
+#[test]
+fn only_durable_writes_leave_and_batches_split_by_size() {
+    let mut h = Harness::new(2, &[0, 1], |c| c.batch_bytes = 200);
+    h.auto_flush = false;
+    for user in ["a", "b", "c", "d", "e"] {
+        h.spend(0, user);
+    }
+    h.run(100);
+    assert!(h.deltas_sent().is_empty(), "nothing left before a flush");
+    h.flush(0);
+    h.run(20);
+    let batches = h.deltas_sent();
+    // Items cost 65 bytes each here: a message closes once past 200 bytes,
+    // and each covers its own contiguous range.
+    assert_eq!(
+        batches,
+        vec![(Seq(0), Seq(4), 4), (Seq(4), Seq(5), 1)],
+        "{batches:?}"
+    );
+    for user in ["a", "e"] {
+        assert_eq!(h.replicas[1].receipt(user).balance, 99, "{user} replicated");
+    }
+}
+
+#[test]
+fn a_region_cut_off_catches_up_by_anti_entropy() {
+    let mut h = Harness::new(3, &[0, 1, 2], |_| {});
+    // 2 cannot hear 0, but hears 1: 0's writes reach it through 1.
+    h.cut.insert((0, 2));
+    for _ in 0..5 {
+        h.spend(0, "alice");
+    }
+    h.run(1_000);
+    assert_eq!(h.replicas[2].receipt("alice").balance, 95);
+    assert!(
+        h.delivered
+            .iter()
+            .any(|(from, to, m)| (*from, *to) == (1, 2) && matches!(m, Message::CatchUp { .. })),
+        "forwarded by a catch-up"
+    );
+}
+
+#[test]
+fn rights_move_toward_demand_before_a_region_runs_dry() {
+    let mut h = Harness::new(2, &[0, 1], |_| {});
+    let start = h.replicas[1].receipt("bob").spendable_here;
+    assert_eq!(start, 50);
+    for _ in 0..30 {
+        h.spend(1, "bob");
+        h.run(20);
+    }
+    assert!(h.replicas[0].stats().transfers > 0, "region 0 sent rights");
+    let bob = h.replicas[1].receipt("bob");
+    assert_eq!(bob.balance, 70);
+    assert!(
+        bob.spendable_here > 50 - 30,
+        "rights arrived ahead of demand: {bob:?}"
+    );
+    // Both see one balance once quiet.
+    h.run(1_000);
+    assert_eq!(h.replicas[0].receipt("bob").balance, 70);
+}
+
+#[test]
+fn a_spend_that_may_wait_runs_when_rights_arrive() {
+    // All of carol's rights start at region 0.
+    let mut h = Harness::new(2, &[0], |_| {});
+    let quick = h.spend(1, "carol");
+    assert!(matches!(
+        h.reply(1, quick).map(|r| &r.result),
+        Some(Err(Refusal::TokensInOtherRegion { here: 0, .. }))
+    ));
+    let patient = h.client(1, "carol", Command::ChargeCall, None, 500);
+    assert!(h.reply(1, patient).is_none(), "held, not refused");
+    h.run(200);
+    let reply = h.reply(1, patient).expect("answered once rights came");
+    assert_eq!(reply.result.as_ref().map(|r| r.balance), Ok(99));
+}
+
+#[test]
+fn a_spend_waits_no_longer_than_asked() {
+    let mut h = Harness::new(2, &[0], |_| {});
+    // Region 0 cannot be reached: no rights will come.
+    h.cut.insert((0, 1));
+    let id = h.client(1, "dave", Command::ChargeCall, None, 300);
+    h.run(290);
+    assert!(h.reply(1, id).is_none());
+    assert!(h.replicas[1].poll_timeout() <= Millis(h.now + 10));
+    h.run(20);
+    assert!(matches!(
+        h.reply(1, id).map(|r| &r.result),
+        Some(Err(Refusal::TokensInOtherRegion { .. }))
+    ));
+}
+
+#[test]
+fn a_retry_in_another_region_replays_the_first_regions_record() {
+    let mut h = Harness::new(2, &[0, 1], |_| {});
+    let first = h.client(0, "erin", Command::ChargeCall, Some("k"), 0);
+    h.run(10);
+    let charged = h.reply(0, first).expect("answered").result.clone();
+    // The retry fails over at once, before region 0's batch could arrive:
+    // region 1 asks region 0 about the key.
+    let retry = h.client(1, "erin", Command::ChargeCall, Some("k"), 0);
+    h.run(30);
+    let replay = h.reply(1, retry).expect("answered");
+    assert!(replay.replayed);
+    assert_eq!(replay.result, charged);
+    h.run(1_000);
+    assert_eq!(h.replicas[1].receipt("erin").balance, 99, "charged once");
+}
+
+#[test]
+fn poll_timeout_names_the_next_thing_to_do() {
+    let mut h = Harness::new(2, &[0, 1], |c| c.batch_age_ms = 25);
+    h.auto_flush = false;
+    let idle = h.replicas[0].poll_timeout();
+    assert!(idle > h.now(), "nothing due at once when idle");
+    h.spend(0, "fay");
+    h.flush(0);
+    assert!(
+        h.replicas[0].poll_timeout() <= Millis(h.now + 25),
+        "the batch closes within its age"
+    );
+}

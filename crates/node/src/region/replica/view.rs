@@ -1,0 +1,92 @@
+//! What a replica shows: accounts, standings, and the cluster as it sees it.
+
+use super::{EscrowStats, PeerLag, Replica};
+use crate::region::command::Receipt;
+use crate::region::membership::{MemberView, NodeIdentity};
+use crate::region::units::{Millis, Seq};
+use ledger_crdt::{Account, RegionId};
+use std::collections::BTreeMap;
+
+/// A snapshot of the cluster as one node sees it.
+#[derive(Clone, Debug)]
+pub struct ClusterView {
+    /// This node's identity.
+    pub identity: NodeIdentity,
+    /// Every other region seen.
+    pub members: BTreeMap<RegionId, MemberView>,
+    /// Replication lag of peers that are up.
+    pub lag: BTreeMap<RegionId, PeerLag>,
+    /// Escrow counters.
+    pub escrow: EscrowStats,
+    /// When the snapshot was taken.
+    pub now: Millis,
+}
+
+impl Replica {
+    /// Every account this replica knows.
+    pub fn accounts(&self) -> BTreeMap<String, Account> {
+        self.state.all_accounts()
+    }
+
+    /// One user's account as this replica knows it, if it knows the user.
+    pub fn account(&self, user: &str) -> Option<Account> {
+        self.state.accounts.get(user).map(|a| a.unpack())
+    }
+
+    /// Whether this replica holds an account for `user`.
+    pub fn knows(&self, user: &str) -> bool {
+        self.state.accounts.contains_key(user)
+    }
+
+    /// The user's standing as this replica sees it.
+    pub fn receipt(&self, user: &str) -> Receipt {
+        self.rules.receipt(&self.state.account(user))
+    }
+
+    /// The user's standing, and the write that must be durable before it may
+    /// be shown: the user's latest write of ours not yet durable, or
+    /// [`Seq::ZERO`]. (What peers replicated to us needs no wait: they hold it
+    /// durably.)
+    pub fn receipt_durable_at(&self, user: &str) -> (Receipt, Seq) {
+        let seq = self.journal.latest_pending(user).unwrap_or_default();
+        (self.receipt(user), seq)
+    }
+
+    /// Every other region this node has seen, and whether it is up.
+    pub fn members(&self) -> &BTreeMap<RegionId, MemberView> {
+        self.peers.regions()
+    }
+
+    /// This node's current membership identity.
+    pub fn identity(&self) -> NodeIdentity {
+        self.peers.identity()
+    }
+
+    /// Whether a graceful leave has finished: rights handed over, everything
+    /// sent, and the membership told.
+    pub fn left(&self) -> bool {
+        self.departure == super::Departure::Left
+    }
+
+    /// Escrow counters since start.
+    pub fn stats(&self) -> EscrowStats {
+        self.escrow.stats()
+    }
+
+    /// Replication lag of each peer that is up, at `now`.
+    pub fn lag(&self, now: Millis) -> BTreeMap<RegionId, PeerLag> {
+        self.replication
+            .lag(now, self.journal.durable(), self.peers.live())
+    }
+
+    /// The cluster as this node sees it, at `now`.
+    pub fn cluster_view(&self, now: Millis) -> ClusterView {
+        ClusterView {
+            identity: self.identity(),
+            members: self.members().clone(),
+            lag: self.lag(now),
+            escrow: self.stats(),
+            now,
+        }
+    }
+}

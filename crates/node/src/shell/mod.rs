@@ -1,0 +1,16 @@
+//! The node around the region core: everything that touches a socket, a disk
+//! or a clock. Built only with the `shell` feature.
+
+pub(crate) mod app;
+pub(crate) mod auth;
+pub(crate) mod certs;
+pub(crate) mod config;
+pub(crate) mod dev;
+pub(crate) mod engine;
+pub(crate) mod http;
+pub(crate) mod listener;
+pub(crate) mod metrics;
+pub(crate) mod problem;
+pub(crate) mod server;
+pub(crate) mod store;
+pub(crate) mod transport;
