@@ -6,8 +6,8 @@ use crate::network::{InFlight, Network, NetworkConfig};
 use crate::rng::{Rng, Zipf};
 use ledger_crdt::{Account, Genesis, RegionId};
 use maas_node::{
-    ClientRequest, Command, Durable, Faults, IdempotencyKey, Millis, Receipt, RecordId, Refusal,
-    Replica, ReplicaConfig, Reply, RequestId, RulesConfig, Seq, SpendPolicy, Transmit,
+    ClientRequest, Command, Durable, Faults, IdempotencyKey, Millis, Receipt, Refusal, Replica,
+    ReplicaConfig, Reply, RequestId, RulesConfig, Seq, SpendPolicy, Transmit,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -740,18 +740,10 @@ impl World {
         let region_id = r.id;
         self.truth.attempt(&key, region_id, user, kind, amount);
         self.commands.insert(key.clone(), command);
-        let fingerprint = format!("{command:?}");
-        let scope = if matches!(command, Command::ChargeCall) {
-            format!("u:{user}")
-        } else {
-            "op".to_owned()
-        };
-        let idempotency = IdempotencyKey {
-            id: RecordId {
-                scope,
-                key: key.clone(),
-            },
-            fingerprint,
+        // The production scoping and fingerprint rule, as the HTTP API applies it.
+        let idempotency = match command {
+            Command::ChargeCall => IdempotencyKey::meme_call(user, key.clone(), None, ""),
+            Command::Adjust(amount) => IdempotencyKey::adjustment(user, amount, key.clone()),
         };
         self.pending.insert(
             id,
