@@ -760,7 +760,13 @@ impl World {
         }
         let now = self.local_now(region);
         if let Some(replica) = self.regions[region].replica.as_mut() {
-            let request = ClientRequest::new(RequestId(id), user, command, Some(idempotency));
+            let mut request = ClientRequest::new(RequestId(id), user, command, Some(idempotency));
+            // A quarter of meme calls let the region wait 100–499 ms for rights
+            // (the API's `wait`), drawn from the id so the seed's other draws stay
+            // as they were.
+            if command == Command::ChargeCall && id % 4 == 0 {
+                request.wait_for_rights_ms = 100 + id.wrapping_mul(37) % 400;
+            }
             replica.handle_client(Millis(now), request);
         }
         self.drain(region);
