@@ -57,12 +57,23 @@ impl Account {
 
     /// The delta that carries `region`'s entry as this replica knows it: what a
     /// region sends after writing, and what any replica forwards or resends.
+    /// It carries the subscription too (a register, so carrying it again is
+    /// harmless): a subscription write is a write of the region that made it,
+    /// and reaches every region the way its entries do.
     pub fn delta_of(&self, region: RegionId) -> Delta {
         let mut delta = Delta::new();
         if let Some(entry) = self.entries.get(&region) {
             delta.entries.insert(region, entry.clone());
         }
+        delta.subscription = self.subscription;
         delta
+    }
+
+    /// Writes `subscription` at region `me`, if it is newer (by billing version)
+    /// than the one held. Returns the delta to persist and replicate, or `None`
+    /// if it changed nothing: a duplicate or older billing event.
+    pub fn subscribe(&mut self, me: RegionId, subscription: Subscription) -> Option<Delta> {
+        Subscription::join(&mut self.subscription, Some(subscription)).then(|| self.delta_of(me))
     }
 
     /// The rights of `region` as this replica sees them: tokens it may spend or give

@@ -12,7 +12,8 @@
 //! - [`op`]: [`Op`], the local operations (credit, spend, transfer).
 //! - [`account`]: [`Account`], one user's replicated state; operations, merge, rights,
 //!   balance and the invariant check.
-//! - [`subscription`]: [`Subscription`], the premium tier's last-writer-wins register.
+//! - [`subscription`]: [`Subscription`], the premium tier's register, ordered by
+//!   billing version.
 //! - [`rebalance`]: the pure policy that moves rights toward demand.
 //! - [`small_map`]: [`SmallMap`], the sorted-vector map accounts and entries use,
 //!   so a user costs bytes, not kilobytes, of RAM.
@@ -86,4 +87,4 @@ pub use op::Op;
 pub use rebalance::{RebalanceConfig, Transfer, answer_request, plan_transfers};
 pub use region::RegionId;
 pub use small_map::SmallMap;
-pub use subscription::{Stamp, Subscription};
+pub use subscription::Subscription;

@@ -1,39 +1,37 @@
 //! Subscription state for the premium "Memes AI" tier.
 //!
 //! A subscription is not a counter: it is a value that is set and later replaced, so
-//! it replicates as a last-writer-wins register rather than as grow-only entries.
+//! it replicates as a register rather than as grow-only entries. Writes are ordered
+//! by the **billing event's version**, never by a region's clock: a cancel with a
+//! higher version wins over an older upgrade however late it arrives, and however
+//! the clocks of the regions that wrote them disagree.
 
-use crate::RegionId;
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
-/// When and where a register value was written. Later stamps win; the region breaks
-/// ties between regions whose clocks agree to the millisecond.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
-)]
-pub struct Stamp {
-    /// The writer's clock, in milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    /// The writing region.
-    pub region: RegionId,
-}
-
-/// A user's premium subscription, as last written by any region.
+/// A user's premium subscription, as of the highest billing version seen.
+///
+/// The field order is the join order: version first, then (for two writes that
+/// claim the same version, which a sane billing system never sends) the later end,
+/// so the join is deterministic whatever arrives.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize,
 )]
 pub struct Subscription {
-    /// Which write this is.
-    pub stamp: Stamp,
-    /// The subscription covers requests before this instant (ms since the Unix epoch);
-    /// 0 means no subscription.
+    /// The billing system's version of this state; higher wins.
+    pub version: u64,
+    /// The subscription covers requests before this instant (ms since the Unix
+    /// epoch); a past instant (0 included) means no subscription.
     pub memes_ai_until_ms: u64,
 }
 
 impl Subscription {
-    /// Last-writer-wins join. Ordering by the whole value (stamp first) keeps the
-    /// join deterministic even for two different writes with the same stamp.
+    /// Whether the subscription covers a request at `now_ms`.
+    pub fn active_at(&self, now_ms: u64) -> bool {
+        now_ms < self.memes_ai_until_ms
+    }
+
+    /// The join: the higher of the two. Returns whether `mine` changed.
     pub(crate) fn join(mine: &mut Option<Subscription>, theirs: Option<Subscription>) -> bool {
         if theirs > *mine {
             *mine = theirs;

@@ -1,6 +1,8 @@
 //! Property tests: the merge laws, and the escrow invariant under a hostile network.
 
-use ledger_crdt::{Account, Error, Genesis, Op, RebalanceConfig, RegionId, plan_transfers};
+use ledger_crdt::{
+    Account, Error, Genesis, Op, RebalanceConfig, RegionId, Subscription, plan_transfers,
+};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -8,7 +10,7 @@ use std::collections::BTreeMap;
 /// for every state, not only for the ones the escrow rule produces.
 fn any_account() -> impl Strategy<Value = Account> {
     let region = (0u16..6).prop_map(RegionId);
-    let ops = proptest::collection::vec((region.clone(), 0u8..4, region, 1u64..1_000), 0..12);
+    let ops = proptest::collection::vec((region.clone(), 0u8..5, region, 1u64..1_000), 0..12);
     ops.prop_map(|ops| {
         // Build through deltas of a permissive genesis so every entry is reachable.
         let genesis = Genesis::new(u64::MAX / 2, (0..6).map(RegionId)).expect("genesis");
@@ -18,6 +20,15 @@ fn any_account() -> impl Strategy<Value = Account> {
                 0 => Op::Credit { amount },
                 1 => Op::Spend { amount, call: true },
                 2 => Op::Transfer { to, amount },
+                3 => {
+                    // Few versions, so equal versions with different ends occur.
+                    let subscription = Subscription {
+                        version: amount % 5,
+                        memes_ai_until_ms: amount,
+                    };
+                    account.subscribe(at, subscription);
+                    continue;
+                }
                 _ => {
                     account.accept_transfers(at);
                     continue;
@@ -51,6 +62,42 @@ proptest! {
         prop_assert_eq!(merged(&a, &a), a.clone());
         let ab = merged(&a, &b);
         prop_assert_eq!(merged(&ab, &b), ab);
+    }
+
+    #[test]
+    fn subscriptions_converge_to_the_highest_version_whatever_the_order(
+        events in proptest::collection::vec((0u64..6, 0u64..1_000, 0usize..3), 1..12),
+        order in proptest::collection::vec(any::<proptest::sample::Index>(), 0..40),
+    ) {
+        // Each billing event is written at some region, then every region's
+        // delta reaches every other in a shuffled order with duplicates.
+        let mut writers = vec![Account::new(); 3];
+        let mut deltas = Vec::new();
+        for &(version, until, at) in &events {
+            let event = Subscription { version, memes_ai_until_ms: until };
+            if let Some(delta) = writers[at].subscribe(RegionId(at as u16), event) {
+                deltas.push(delta);
+            }
+        }
+        let mut replicas = vec![Account::new(); 3];
+        for (n, pick) in order.iter().enumerate() {
+            if !deltas.is_empty() {
+                replicas[n % 3].merge(&deltas[pick.index(deltas.len())]);
+            }
+        }
+        // Anti-entropy: every delta reaches every replica in the end.
+        for r in &mut replicas {
+            for d in &deltas {
+                r.merge(d);
+            }
+        }
+        let highest = events
+            .iter()
+            .map(|&(version, until, _)| Subscription { version, memes_ai_until_ms: until })
+            .max();
+        for r in &replicas {
+            prop_assert_eq!(r.subscription(), highest);
+        }
     }
 
     #[test]
