@@ -716,7 +716,7 @@ impl World {
         } else {
             self.rng.index(self.report.regions)
         };
-        let Some(&command) = self.commands.get(&key) else {
+        let Some(command) = self.commands.get(&key).cloned() else {
             return;
         };
         self.send_request(region_index, &op.user, command, op.kind, op.amount, key);
@@ -739,11 +739,13 @@ impl World {
         }
         let region_id = r.id;
         self.truth.attempt(&key, region_id, user, kind, amount);
-        self.commands.insert(key.clone(), command);
+        self.commands.insert(key.clone(), command.clone());
         // The production scoping and fingerprint rule, as the HTTP API applies it.
-        let idempotency = match command {
-            Command::ChargeCall => IdempotencyKey::meme_call(user, key.clone(), None, ""),
-            Command::Adjust(amount) => IdempotencyKey::adjustment(user, amount, key.clone()),
+        // Holds are idempotent by job, subscriptions by version: no key.
+        let idempotency = match &command {
+            Command::ChargeCall => Some(IdempotencyKey::meme_call(user, key.clone(), None, "")),
+            Command::Adjust(amount) => Some(IdempotencyKey::adjustment(user, *amount, key.clone())),
+            _ => None,
         };
         self.pending.insert(
             id,
@@ -760,11 +762,12 @@ impl World {
         }
         let now = self.local_now(region);
         if let Some(replica) = self.regions[region].replica.as_mut() {
-            let mut request = ClientRequest::new(RequestId(id), user, command, Some(idempotency));
+            let call = command == Command::ChargeCall;
+            let mut request = ClientRequest::new(RequestId(id), user, command, idempotency);
             // A quarter of meme calls let the region wait 100–499 ms for rights
             // (the API's `wait`), drawn from the id so the seed's other draws stay
             // as they were.
-            if command == Command::ChargeCall && id % 4 == 0 {
+            if call && id.is_multiple_of(4) {
                 request.wait_for_rights_ms = 100 + id.wrapping_mul(37) % 400;
             }
             replica.handle_client(Millis(now), request);

@@ -56,7 +56,8 @@ mod shell;
 pub use catalog::{Catalog, Meme, Position};
 pub use error::NodeError;
 pub use rate_limit::RateLimiter;
-pub use region::command::{ClientRequest, Command, Receipt, Refusal};
+pub use region::command::{ClientRequest, Command, Receipt, Refusal, Standing};
+pub use region::holds::{HoldId, HoldState, HoldStep, Holds};
 pub use region::idempotency::{IdempotencyKey, IdempotencyRecord, RecordId};
 pub use region::membership::{
     MAX_GOSSIP_PACKET, MemberEvent, MemberView, Membership, MembershipConfig, NodeIdentity,
@@ -72,6 +73,7 @@ pub use region::units::{Millis, RequestId, Seq};
 #[cfg(feature = "shell")]
 pub use shell::{
     auth::{Authenticator, JwtKey, JwtRules, Principal, sign_hs256, sign_hs256_valid_for},
-    config::{DEV_JWT_SECRET, DEV_OPERATOR_TOKEN},
+    config::{DEV_BILLING_WEBHOOK_SECRET, DEV_JWT_SECRET, DEV_OPERATOR_TOKEN},
     server::main,
+    webhook::sign as sign_webhook,
 };

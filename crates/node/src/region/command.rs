@@ -1,17 +1,42 @@
 //! What a client asks of a region, and what it is answered.
 
 use crate::region::idempotency::IdempotencyKey;
-use crate::region::units::RequestId;
+use crate::region::units::{Millis, RequestId};
 use bincode::{Decode, Encode};
 use serde::Serialize;
 
 /// What a request asks the ledger to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Charge one memes-API call.
     ChargeCall,
     /// An operator's balance adjustment: positive credits, negative debits.
     Adjust(i64),
+    /// The billing system's word on the premium tier: subscribed until
+    /// `until` (a past instant cancels), as of billing version `version`.
+    Subscribe {
+        /// The billing event's version; the highest wins everywhere.
+        version: u64,
+        /// The end of the subscription.
+        until: Millis,
+    },
+    /// Set `amount` tokens aside for `job` (see [`crate::Holds`]).
+    Hold {
+        /// The job, unique per user.
+        job: String,
+        /// Tokens to hold.
+        amount: u64,
+    },
+    /// The job delivered: charge its hold, once.
+    Capture {
+        /// The job.
+        job: String,
+    },
+    /// The job failed or was cancelled: drop its hold, charging nothing.
+    Release {
+        /// The job.
+        job: String,
+    },
 }
 
 /// One client request, as the shell hands it to [`crate::Replica::handle_client`].
@@ -82,4 +107,27 @@ pub enum Refusal {
     /// Storage is failing: the last flush failed and no write is accepted
     /// until one succeeds.
     StorageFailing,
+    /// No hold is known for this job (never made, or forgotten after the TTL).
+    UnknownHold,
+    /// The hold was released (failed, cancelled or expired): it cannot be
+    /// captured.
+    HoldReleased,
+    /// The hold was captured: it cannot be released.
+    HoldCaptured,
+    /// A hold exists for this job with another amount.
+    HoldMismatch,
+}
+
+/// A user's standing at one region: the receipt, the premium tier, and what
+/// is held here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    /// Balance, spendable here (net of holds), calls.
+    pub receipt: Receipt,
+    /// The end of the premium subscription, if one is known (it may be past).
+    pub memes_ai_until: Option<Millis>,
+    /// Whether the premium tier covers a request now.
+    pub memes_ai: bool,
+    /// Tokens held here for jobs in progress.
+    pub held: u64,
 }

@@ -9,6 +9,7 @@
 //! - [`command`]: what clients ask, and what they are answered.
 //! - [`idempotency`]: key scoping, fingerprints, records.
 //! - [`records`]: the records a region holds, by key and by the write that made them.
+//! - [`holds`]: tokens set aside for jobs, captured on delivery or released.
 //! - [`membership`]: who is up: SWIM (foca) with our identity, codec and timers.
 //! - [`message`]: what regions say to each other, and its wire format.
 //! - [`demand`]: per-user spend rates observed from deltas.
@@ -17,6 +18,7 @@
 
 pub(crate) mod command;
 pub(crate) mod demand;
+pub(crate) mod holds;
 pub(crate) mod idempotency;
 pub(crate) mod membership;
 pub(crate) mod message;

@@ -3,6 +3,7 @@
 use crate::shell::auth::Authenticator;
 use crate::shell::engine::{Engine, now_ms};
 use crate::shell::metrics::Metrics;
+use crate::shell::webhook::WebhookVerifier;
 use crate::{Catalog, RateLimiter};
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +19,8 @@ pub(crate) struct App {
     limiter: Mutex<RateLimiter>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Billing webhook signatures.
+    pub webhook: WebhookVerifier,
 }
 
 impl App {
@@ -28,6 +31,7 @@ impl App {
         auth: Authenticator,
         limiter: RateLimiter,
         metrics: Arc<Metrics>,
+        webhook: WebhookVerifier,
     ) -> Self {
         Self {
             engine,
@@ -35,6 +39,7 @@ impl App {
             auth,
             limiter: Mutex::new(limiter),
             metrics,
+            webhook,
         }
     }
 

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 pub const DEV_JWT_SECRET: &str = "maas-DEV-ONLY-jwt-secret-never-deploy";
 /// Operator credential used when none is configured. Dev only: printed in the banner.
 pub const DEV_OPERATOR_TOKEN: &str = "maas-DEV-ONLY-operator-token";
+/// The billing webhook secret of a node run without credential flags.
+pub const DEV_BILLING_WEBHOOK_SECRET: &str = "maas-DEV-ONLY-billing-webhook-secret";
 
 /// A regional node of MaaS, the escrowed token ledger behind "Memes as a Service".
 ///
@@ -59,6 +61,24 @@ pub(crate) struct Cli {
     /// Signature algorithm of --jwt-public-key.
     #[arg(long, env = "MAAS_JWT_ALGORITHM", value_enum, default_value_t = PublicKeyAlgorithm::Eddsa)]
     pub jwt_algorithm: PublicKeyAlgorithm,
+
+    /// HMAC-SHA256 secret of the billing system's webhook
+    /// (`POST /v1/webhooks/billing`), at least 32 bytes. Without it (and with
+    /// real credentials) the webhook refuses every call.
+    #[arg(long, env = "MAAS_BILLING_WEBHOOK_SECRET", hide_env_values = true)]
+    pub billing_webhook_secret: Option<String>,
+
+    /// How far a webhook's signed timestamp may be from now, in seconds, either
+    /// way (a replayed old call is refused).
+    #[arg(long, env = "MAAS_WEBHOOK_TOLERANCE_SECS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub webhook_tolerance_secs: u64,
+
+    /// An open hold (an AI meme being made) not captured or released within
+    /// this many seconds is released: nothing is charged.
+    #[arg(long, env = "MAAS_HOLD_TTL_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub hold_ttl_secs: u64,
 
     /// Seconds of clock skew allowed when checking a JWT's `exp` and `nbf`.
     #[arg(long, env = "MAAS_JWT_LEEWAY_SECS", default_value_t = 5,
@@ -196,6 +216,16 @@ pub(crate) enum Subcommand {
         #[arg(long = "name", default_value = "node-1")]
         names: Vec<String>,
     },
+    /// Print the `Maas-Signature` header for a billing webhook body, signed now
+    /// (what the billing system sends; handy with curl).
+    WebhookSign {
+        /// The exact request body that will be sent.
+        #[arg(long)]
+        body: String,
+        /// The webhook secret; defaults to the dev secret.
+        #[arg(long, env = "MAAS_BILLING_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+    },
     /// Run several regions on loopback, one process each, for a demo.
     Dev {
         /// How many regions.
@@ -262,7 +292,9 @@ impl Cli {
             (None, Some(path)) => Some(ConfiguredJwt::PublicKey(path.clone(), self.jwt_algorithm)),
             (None, None) => None,
         };
-        let claims_flags = self.jwt_audience.is_some() || self.jwt_issuer.is_some();
+        let claims_flags = self.jwt_audience.is_some()
+            || self.jwt_issuer.is_some()
+            || self.billing_webhook_secret.is_some();
         match (jwt, &self.operator_token) {
             (None, None) if !claims_flags => Ok(Credentials::Dev),
             (None, _) => Err(
@@ -295,6 +327,23 @@ impl Cli {
                     operator_token: operator_token.clone(),
                 })
             }
+        }
+    }
+
+    /// The billing webhook's secret: the flag's (checked), the dev one with dev
+    /// credentials, or none (the webhook refuses every call).
+    pub(crate) fn billing_secret(&self, dev: bool) -> Result<Option<Vec<u8>>, String> {
+        match &self.billing_webhook_secret {
+            Some(secret) if secret.len() < MIN_HS256_SECRET_BYTES || secret.trim().is_empty() => {
+                Err(format!(
+                    "--billing-webhook-secret must be at least {MIN_HS256_SECRET_BYTES} bytes \
+                     (it is {}); anyone could forge billing events with a short one",
+                    secret.len()
+                ))
+            }
+            Some(secret) => Ok(Some(secret.as_bytes().to_vec())),
+            None if dev => Ok(Some(DEV_BILLING_WEBHOOK_SECRET.as_bytes().to_vec())),
+            None => Ok(None),
         }
     }
 

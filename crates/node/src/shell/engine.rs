@@ -13,7 +13,7 @@ use crate::shell::metrics::Metrics;
 use crate::shell::store::Store;
 use crate::{
     ClientRequest, ClusterView, Command, IdempotencyKey, Millis, NodeError, Receipt, Refusal,
-    Replica, RequestId, Seq, Transmit,
+    Replica, RequestId, Seq, Standing, Transmit,
 };
 use ledger_crdt::RegionId;
 use std::collections::HashMap;
@@ -57,6 +57,13 @@ pub(crate) struct Answer {
     pub receipt: Receipt,
     /// Whether this replays an earlier request with the same idempotency key.
     pub replayed: bool,
+}
+
+/// Which counter a request bumps when it succeeds.
+enum Counted {
+    Credit,
+    Spend,
+    Neither,
 }
 
 enum Outcome {
@@ -149,6 +156,11 @@ impl Engine {
         wait_for_rights: Duration,
     ) -> Result<Answer, Failure> {
         let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
+        let counted = match command {
+            Command::Adjust(a) if a > 0 => Counted::Credit,
+            Command::ChargeCall | Command::Adjust(_) | Command::Capture { .. } => Counted::Spend,
+            _ => Counted::Neither,
+        };
         let mut request = ClientRequest::new(id, user, command, key);
         request.wait_for_rights_ms = u64::try_from(wait_for_rights.as_millis()).unwrap_or(u64::MAX);
         let (tx, rx) = oneshot::channel();
@@ -168,9 +180,10 @@ impl Engine {
         match outcome {
             Ok(Outcome::Replied(Ok(receipt), replayed)) => {
                 if !replayed {
-                    match command {
-                        Command::Adjust(a) if a > 0 => self.metrics.credit(),
-                        _ => self.metrics.spend(),
+                    match counted {
+                        Counted::Credit => self.metrics.credit(),
+                        Counted::Spend => self.metrics.spend(),
+                        Counted::Neither => {}
                     }
                 }
                 Ok(Answer { receipt, replayed })
@@ -183,10 +196,10 @@ impl Engine {
     /// The user's standing, once every write of this region that it shows is
     /// durable (at most [`ACK_TIMEOUT`]). A user with no write in flight is
     /// answered at once, even while storage fails.
-    pub(crate) async fn receipt(&self, user: &str) -> Result<Receipt, Failure> {
-        let (receipt, shown) = {
+    pub(crate) async fn standing(&self, user: &str) -> Result<Standing, Failure> {
+        let (standing, shown) = {
             let inner = self.lock();
-            inner.replica.receipt_durable_at(user)
+            inner.replica.standing_durable_at(user, now())
         };
         if self.progress.borrow().durable < shown {
             self.wake_group_commit();
@@ -197,7 +210,7 @@ impl Engine {
                 return Err(Failure::NotAcknowledged);
             }
         }
-        Ok(receipt)
+        Ok(standing)
     }
 
     /// Whether this region has seen `user` (a write here or replicated here).

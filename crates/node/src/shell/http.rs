@@ -7,7 +7,9 @@ use crate::Position;
 use crate::shell::app::App;
 use crate::shell::auth::{AuthFailure, Principal, valid_user_id};
 use crate::shell::engine::{Answer, Failure};
+use crate::shell::premium;
 use crate::shell::problem::{Problem, ProblemKind};
+use crate::shell::rfc3339;
 use crate::{Command, IdempotencyKey, Refusal};
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -15,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -30,7 +32,7 @@ pub(crate) const BALANCE_HEADER: &str = "x-tokens-remaining";
 /// Header set on a response replayed from an idempotency record.
 pub(crate) const REPLAYED_HEADER: &str = "idempotent-replayed";
 
-type Shared = Arc<App>;
+pub(crate) type Shared = Arc<App>;
 
 /// The longest request target accepted (path and query), in bytes.
 pub(crate) const MAX_URI_BYTES: usize = 8 * 1024;
@@ -49,6 +51,20 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
         .route("/update-token-balance", post(update_token_balance))
         .route("/v1/users/{id}", get(user))
         .route("/v1/users/{id}/adjustments", post(adjust))
+        .route(
+            "/v1/users/{id}/subscription",
+            put(premium::put_subscription),
+        )
+        .route("/v1/users/{id}/holds", post(premium::open_hold))
+        .route(
+            "/v1/users/{id}/holds/{job}/capture",
+            post(premium::capture_hold),
+        )
+        .route(
+            "/v1/users/{id}/holds/{job}/release",
+            post(premium::release_hold),
+        )
+        .route("/v1/webhooks/billing", post(premium::billing_webhook))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -185,7 +201,7 @@ fn client(service: &App, headers: &HeaderMap) -> Result<String, Problem> {
     }
 }
 
-fn operator(service: &App, headers: &HeaderMap) -> Result<(), Problem> {
+pub(crate) fn operator(service: &App, headers: &HeaderMap) -> Result<(), Problem> {
     match principal(service, headers)? {
         Principal::Operator => Ok(()),
         Principal::User(_) => Err(Problem::new(
@@ -216,7 +232,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     Ok(Some(key.to_owned()))
 }
 
-fn failure(service: &App, failure: Failure) -> Problem {
+pub(crate) fn failure(service: &App, failure: Failure) -> Problem {
     let (reason, problem) = match failure {
         Failure::Refused(Refusal::InsufficientTokens { balance }) => (
             "insufficient_tokens",
@@ -270,6 +286,31 @@ fn failure(service: &App, failure: Failure) -> Problem {
         Failure::Refused(Refusal::ZeroAmount) => (
             "zero_amount",
             Problem::new(ProblemKind::InvalidBody, "amount must not be zero"),
+        ),
+        Failure::Refused(Refusal::UnknownHold) => (
+            "hold_not_found",
+            Problem::new(ProblemKind::HoldNotFound, "no hold is known for this job"),
+        ),
+        Failure::Refused(Refusal::HoldReleased) => (
+            "hold_released",
+            Problem::new(
+                ProblemKind::HoldConflict,
+                "the hold was released (failed, cancelled or expired) and cannot be captured",
+            ),
+        ),
+        Failure::Refused(Refusal::HoldCaptured) => (
+            "hold_captured",
+            Problem::new(
+                ProblemKind::HoldConflict,
+                "the hold was captured and cannot be released",
+            ),
+        ),
+        Failure::Refused(Refusal::HoldMismatch) => (
+            "hold_mismatch",
+            Problem::new(
+                ProblemKind::HoldConflict,
+                "a hold for this job exists with another amount",
+            ),
         ),
         // Storage failures are logged once by the group commit, not once per
         // request: a failing disk must not also flood the log.
@@ -430,21 +471,35 @@ fn mark_replay(response: &mut Response, executed: &Answer) {
 struct Standing {
     user_id: String,
     balance: u64,
+    /// What this region may spend now: its rights minus its holds.
     spendable_here: u64,
     calls: u64,
+    /// `memes-ai` while the premium subscription covers now, else `standard`.
+    tier: &'static str,
+    /// The subscription's end (RFC 3339), if the user ever had one.
+    memes_ai_until: Option<String>,
+    /// Tokens held here for AI memes being made.
+    held: u64,
 }
 
 async fn standing(service: &App, user: String) -> Result<Json<Standing>, Problem> {
-    let receipt = service
+    let standing = service
         .engine
-        .receipt(&user)
+        .standing(&user)
         .await
         .map_err(|f| failure(service, f))?;
     Ok(Json(Standing {
         user_id: user,
-        balance: receipt.balance,
-        spendable_here: receipt.spendable_here,
-        calls: receipt.calls,
+        balance: standing.receipt.balance,
+        spendable_here: standing.receipt.spendable_here,
+        calls: standing.receipt.calls,
+        tier: if standing.memes_ai {
+            "memes-ai"
+        } else {
+            "standard"
+        },
+        memes_ai_until: standing.memes_ai_until.map(|m| rfc3339::format(m.0)),
+        held: standing.held,
     }))
 }
 
@@ -456,7 +511,7 @@ async fn balance(
     standing(&service, user).await
 }
 
-fn path_user(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+pub(crate) fn path_user(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
     let Path(id) =
         path.map_err(|_| Problem::new(ProblemKind::InvalidRequest, "malformed user id"))?;
     if valid_user_id(&id) {
@@ -490,7 +545,7 @@ async fn user(
     standing(&service, user).await
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
+pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Problem> {
     body.map(|Json(t)| t).map_err(|rejection| {
         let kind = match rejection.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ProblemKind::PayloadTooLarge,

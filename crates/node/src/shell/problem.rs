@@ -47,6 +47,12 @@ pub(crate) enum ProblemKind {
     UriTooLong,
     /// 431: the request's headers are larger than the node accepts.
     HeadersTooLarge,
+    /// 404: no hold is known for this job.
+    HoldNotFound,
+    /// 409: the hold is closed (captured or released) or has another amount.
+    HoldConflict,
+    /// 401: a billing webhook whose signature is missing, wrong or stale.
+    BadSignature,
 }
 
 impl ProblemKind {
@@ -87,6 +93,9 @@ impl ProblemKind {
                 "/problems/headers-too-large",
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ),
+            HoldNotFound => ("/problems/hold-not-found", StatusCode::NOT_FOUND),
+            HoldConflict => ("/problems/hold-conflict", StatusCode::CONFLICT),
+            BadSignature => ("/problems/bad-signature", StatusCode::UNAUTHORIZED),
         }
     }
 
@@ -111,6 +120,9 @@ impl ProblemKind {
             RequestTimeout => "Request timeout",
             UriTooLong => "URI too long",
             HeadersTooLarge => "Request headers too large",
+            HoldNotFound => "Hold not found",
+            HoldConflict => "Hold conflict",
+            BadSignature => "Bad webhook signature",
         }
     }
 }

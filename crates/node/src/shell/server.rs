@@ -4,14 +4,15 @@ use crate::shell::app::App;
 use crate::shell::auth::{Authenticator, JwtKey, JwtRules, sign_hs256_valid_for};
 use crate::shell::certs::TlsFiles;
 use crate::shell::config::{
-    Cli, ConfiguredJwt, Credentials, DEV_JWT_SECRET, DEV_OPERATOR_TOKEN, LogFormat,
-    PublicKeyAlgorithm, Subcommand,
+    Cli, ConfiguredJwt, Credentials, DEV_BILLING_WEBHOOK_SECRET, DEV_JWT_SECRET,
+    DEV_OPERATOR_TOKEN, LogFormat, PublicKeyAlgorithm, Subcommand,
 };
 use crate::shell::engine::{Engine, now_ms};
 use crate::shell::http;
 use crate::shell::metrics::Metrics;
 use crate::shell::store::Store;
 use crate::shell::transport::Transport;
+use crate::shell::webhook::{self, WebhookVerifier};
 use crate::{Catalog, NodeError, RateLimiter, Replica, ReplicaConfig, RulesConfig};
 use ledger_crdt::{Genesis, RegionId};
 use std::io::Write;
@@ -26,6 +27,12 @@ pub fn main() -> std::process::ExitCode {
     let cli = <Cli as clap::Parser>::parse();
     match &cli.command {
         Some(Subcommand::Certs { dir, names }) => return certs_command(dir, names),
+        Some(Subcommand::WebhookSign { body, secret }) => {
+            let secret = secret.as_deref().unwrap_or(DEV_BILLING_WEBHOOK_SECRET);
+            let header = webhook::sign(secret.as_bytes(), now_ms() / 1_000, body.as_bytes());
+            let _ = writeln!(std::io::stdout(), "{header}");
+            return std::process::ExitCode::SUCCESS;
+        }
         Some(Subcommand::Dev {
             regions,
             http_port,
@@ -108,6 +115,9 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
     let genesis = Genesis::new(cli.welcome_grant, genesis_regions)?;
     let credentials = cli.credentials().map_err(NodeError::Config)?;
     let dev_credentials = matches!(credentials, Credentials::Dev);
+    let billing_secret = cli
+        .billing_secret(dev_credentials)
+        .map_err(NodeError::Config)?;
     let (jwt_key, operator_token) = match credentials {
         Credentials::Dev => (
             JwtKey::Secret(DEV_JWT_SECRET.as_bytes().to_vec()),
@@ -136,6 +146,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
         policy: spend_policy(&cli),
     };
     let mut config = ReplicaConfig::new(rules);
+    config.hold_ttl_ms = cli.hold_ttl_secs.saturating_mul(1_000);
     // The peer socket is bound first: its address is part of our identity.
     let clustered = cli.peer_listen.is_some() || !cli.join.is_empty();
     let peer_socket = if clustered {
@@ -183,6 +194,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
         auth,
         RateLimiter::new(cli.rate_limit),
         metrics,
+        WebhookVerifier::new(billing_secret.as_deref(), cli.webhook_tolerance_secs),
     );
     let router = http::router(
         Arc::new(app),
@@ -357,6 +369,24 @@ fn banner(
         writeln!(
             out,
             "  curl -X POST -H 'Authorization: Bearer {operator}' -H 'Content-Type: application/json' -d '{{\"user_id\":\"demo-user\",\"amount\":50}}' http://{addr}/update-token-balance"
+        )?;
+        writeln!(
+            out,
+            "  billing webhook secret: {DEV_BILLING_WEBHOOK_SECRET}"
+        )?;
+        writeln!(
+            out,
+            "Upgrade demo-user to Memes AI (a signed billing event):"
+        )?;
+        let exe =
+            std::env::current_exe().map_or_else(|_| "maas".to_owned(), |p| p.display().to_string());
+        writeln!(
+            out,
+            "  BODY='{{\"id\":\"evt_demo\",\"user_id\":\"demo-user\",\"memes_ai_until\":\"2099-01-01T00:00:00Z\",\"version\":1}}'"
+        )?;
+        writeln!(
+            out,
+            "  curl -X POST -H \"Maas-Signature: $('{exe}' webhook-sign --body \"$BODY\")\" -d \"$BODY\" http://{addr}/v1/webhooks/billing"
         )?;
     }
     out.flush()?;

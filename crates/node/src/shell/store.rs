@@ -10,11 +10,12 @@
 //! - `q` + origin (2 bytes, big-endian) + user → version held of origin's entry
 //! - `o` + user → our own entry as of its last durable write, with its sequence
 //! - `i` + scope + `0x00` + key → an idempotency record
+//! - `h` + user + `0x00` + job → a hold ([`crate::HoldState`])
 //! - `m` → the [`Meta`] scalars
 
 use crate::NodeError;
 use crate::{Durable, Meta, Persist};
-use crate::{IdempotencyRecord, Millis, RecordId, Seq};
+use crate::{HoldId, HoldState, IdempotencyRecord, Millis, RecordId, Seq};
 use ledger_crdt::{Account, RegionId, wire};
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
@@ -142,6 +143,13 @@ impl Store {
                 None => batch.remove(id),
             }
         }
+        for (id, hold) in &persist.holds {
+            let k = pair_key(b'h', &id.user, &id.job);
+            match hold {
+                Some(h) => batch.insert(k, wire::encode(h)?),
+                None => batch.remove(k),
+            }
+        }
         batch.insert(&b"m"[..], wire::encode(&persist.meta)?);
         db.apply_batch(batch)?;
         db.flush()?;
@@ -186,6 +194,16 @@ impl Store {
                 key: text(key)?,
             };
             all.records.push((id, Some(record)));
+        }
+        for item in db.scan_prefix(b"h") {
+            let (k, v) = item?;
+            let (user, job) = split_pair(&k[1..]).ok_or_else(|| corrupt("hold key"))?;
+            let hold = wire::decode::<HoldState, MAX_RECORD_BYTES>(&v)?;
+            let id = HoldId {
+                user: text(user)?,
+                job: text(job)?,
+            };
+            all.holds.push((id, Some(hold)));
         }
         if let Some(meta) = db.get(b"m")? {
             all.meta = wire::decode::<Meta, MAX_META_BYTES>(&meta)?;
@@ -246,10 +264,21 @@ fn seq_key(origin: RegionId, user: &str) -> Vec<u8> {
 }
 
 fn record_key(scope: &str, idempotency_key: &str) -> Vec<u8> {
-    let mut k = key(b'i', scope.as_bytes());
+    pair_key(b'i', scope, idempotency_key)
+}
+
+/// `prefix` + `first` + `0x00` + `second` (`first` never holds a NUL: user
+/// ids and scopes are visible characters).
+fn pair_key(prefix: u8, first: &str, second: &str) -> Vec<u8> {
+    let mut k = key(prefix, first.as_bytes());
     k.push(0);
-    k.extend_from_slice(idempotency_key.as_bytes());
+    k.extend_from_slice(second.as_bytes());
     k
+}
+
+fn split_pair(rest: &[u8]) -> Option<(&[u8], &[u8])> {
+    let zero = rest.iter().position(|&b| b == 0)?;
+    Some((&rest[..zero], &rest[zero + 1..]))
 }
 
 fn text(bytes: &[u8]) -> Result<String, NodeError> {

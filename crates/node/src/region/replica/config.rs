@@ -48,6 +48,8 @@ pub struct ReplicaConfig {
     /// A user whose latest known spend was served here within this long is a
     /// steady local customer: its keyed requests run without asking peers.
     pub local_customer_ms: u64,
+    /// An open hold not captured or released within this long is released.
+    pub hold_ttl_ms: u64,
     /// Record which users changed, for [`crate::Replica::drain_changed`] (the
     /// simulator checks exactly those accounts after every step).
     pub track_changes: bool,
@@ -76,6 +78,7 @@ impl ReplicaConfig {
             bounce_cooldown_ms: 1_000,
             key_query_ms: 300,
             local_customer_ms: 5_000,
+            hold_ttl_ms: 60_000,
             track_changes: false,
             faults: Faults::default(),
         }

@@ -23,12 +23,14 @@ struct HeldReply {
     key: Option<RecordId>,
 }
 
-/// A replay waiting for the flush of persist `number`.
+/// A reply waiting for the flush of persist `number`: a replay, or the
+/// answer to a change that is not a write of ours (a hold opened or closed).
 #[derive(Debug)]
 struct HeldReplay {
     number: u64,
     request: RequestId,
     receipt: Receipt,
+    replayed: bool,
 }
 
 /// Replies held until storage says they may go.
@@ -60,12 +62,19 @@ impl ReplyGate {
         });
     }
 
-    /// Holds a replay until persist `number` is durable.
-    pub(super) fn hold_replay(&mut self, number: u64, request: RequestId, receipt: Receipt) {
+    /// Holds a reply until persist `number` is durable.
+    pub(super) fn hold_until_persisted(
+        &mut self,
+        number: u64,
+        request: RequestId,
+        receipt: Receipt,
+        replayed: bool,
+    ) {
         self.replays.push(HeldReplay {
             number,
             request,
             receipt,
+            replayed,
         });
     }
 
@@ -102,7 +111,7 @@ impl ReplyGate {
             .map(|r| Reply {
                 request: r.request,
                 result: Ok(r.receipt),
-                replayed: true,
+                replayed: r.replayed,
             })
             .collect()
     }

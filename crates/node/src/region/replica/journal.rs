@@ -7,6 +7,7 @@
 //! durable with it, and only those may leave the region.
 
 use super::state::{Durable, Persist};
+use crate::region::holds::HoldId;
 use crate::region::idempotency::RecordId;
 use crate::region::units::Seq;
 use ledger_crdt::{Account, RegionId};
@@ -27,6 +28,7 @@ struct Dirty {
     users: BTreeSet<String>,
     seqs: BTreeSet<(RegionId, String)>,
     records: BTreeSet<RecordId>,
+    holds: BTreeSet<HoldId>,
 }
 
 /// Writes on their way to disk.
@@ -105,6 +107,11 @@ impl Journal {
         self.dirty.records.insert(id);
     }
 
+    /// The hold `id` was opened, closed or forgotten.
+    pub(super) fn hold_changed(&mut self, id: HoldId) {
+        self.dirty.holds.insert(id);
+    }
+
     /// Everything changed since the last call, as of our latest write.
     pub(super) fn prepare(&mut self, state: &Durable) -> Persist {
         let dirty = std::mem::take(&mut self.dirty);
@@ -145,6 +152,14 @@ impl Journal {
                     (id, record)
                 })
                 .collect(),
+            holds: dirty
+                .holds
+                .into_iter()
+                .map(|id| {
+                    let hold = state.holds.get(&id).cloned();
+                    (id, hold)
+                })
+                .collect(),
             meta: state.meta(),
         }
     }
@@ -167,6 +182,9 @@ impl Journal {
         }
         for (id, _) in persist.records {
             self.dirty.records.insert(id);
+        }
+        for (id, _) in persist.holds {
+            self.dirty.holds.insert(id);
         }
     }
 

@@ -43,7 +43,8 @@ pub use replication::PeerLag;
 pub use state::{Durable, Meta, Persist};
 pub use view::ClusterView;
 
-use crate::region::command::{ClientRequest, Receipt, Refusal};
+use crate::region::command::{ClientRequest, Command, Receipt, Refusal};
+use crate::region::holds::{HoldId, HoldState, HoldStep};
 use crate::region::idempotency::IdempotencyRecord;
 use crate::region::membership::{Membership, NodeIdentity};
 use crate::region::message::{Item, KeyState, Message, RecordItem};
@@ -277,9 +278,17 @@ impl Replica {
             let digest = Replication::digest(&self.state, self.journal.durable(), self.me());
             self.peers.send(to, &digest);
         }
+        for id in self.state.holds.expired(now) {
+            self.set_hold(id, HoldState::Released { at: now });
+        }
         if now >= self.next_prune {
             self.next_prune = now.after(PRUNE_EVERY_MS);
             self.escrow.prune(now);
+            let keep = self.config.rules.idempotency_ttl_ms;
+            for id in self.state.holds.stale(now, keep) {
+                self.state.holds.set(id.clone(), None);
+                self.journal.hold_changed(id);
+            }
         }
         self.peers.membership().tick(now);
         // A graceful leave ends by telling the membership, once every
@@ -437,37 +446,32 @@ impl Replica {
             self.reply(request.id, Err(Refusal::KeyInUse));
             return;
         }
+        if matches!(
+            request.command,
+            Command::Hold { .. } | Command::Capture { .. } | Command::Release { .. }
+        ) {
+            self.execute_hold(now, request);
+            return;
+        }
         let me = self.me();
         let mut account = self.state.account(user);
+        let held = self.state.holds.held(user);
         let spent_before = state::spent_at(&account, me);
         let executed = self.rules.execute(
             &mut account,
-            request.command,
+            &request.command,
             request.key.as_ref(),
             stored.as_ref(),
+            held,
             now,
         );
         match executed {
-            Err(refusal) => {
-                if let Refusal::TokensInOtherRegion { .. } = refusal {
-                    self.ask_for_rights(user, self.rules.cost(request.command), now);
-                    if request.wait_for_rights_ms > 0 {
-                        let deadline = now.after(request.wait_for_rights_ms);
-                        self.rights_waits.hold(request, deadline);
-                        return;
-                    }
-                }
-                self.reply(request.id, Err(refusal));
-            }
+            Err(refusal) => self.refused(now, request, refusal),
             Ok(Executed::Replayed(receipt)) => {
-                if self.faults.ack_before_flush {
-                    self.answer(request.id, Ok(receipt), true);
-                } else {
-                    // Everything the replica holds now, the record included, is
-                    // in the next persist at the latest.
-                    self.gate
-                        .hold_replay(self.journal.next_number(), request.id, receipt);
-                }
+                self.answer_when_persisted(request.id, receipt, true)
+            }
+            Ok(Executed::Unchanged(receipt)) => {
+                self.answer_when_persisted(request.id, receipt, true)
             }
             Ok(Executed::Applied { receipt, record }) => {
                 let spent = state::spent_at(&account, me) - spent_before;
@@ -491,6 +495,100 @@ impl Replica {
         }
     }
 
+    /// A refusal; one for lack of rights here asks the holders for some, and
+    /// holds the request if its client lets it wait.
+    fn refused(&mut self, now: Millis, request: ClientRequest, refusal: Refusal) {
+        if let Refusal::TokensInOtherRegion { .. } = refusal {
+            let cost = self.rules.cost(&request.command);
+            self.ask_for_rights(&request.user, cost, now);
+            if request.wait_for_rights_ms > 0 {
+                let deadline = now.after(request.wait_for_rights_ms);
+                self.rights_waits.hold(request, deadline);
+                return;
+            }
+        }
+        self.reply(request.id, Err(refusal));
+    }
+
+    /// Answers `receipt` once everything the replica holds now (a record or
+    /// hold included) is durable: the next persist at the latest.
+    fn answer_when_persisted(&mut self, request: RequestId, receipt: Receipt, replayed: bool) {
+        if self.faults.ack_before_flush {
+            self.answer(request, Ok(receipt), replayed);
+        } else {
+            let number = self.journal.next_number();
+            self.gate
+                .hold_until_persisted(number, request, receipt, replayed);
+        }
+    }
+
+    /// A hold, capture or release (see [`crate::Holds`]).
+    fn execute_hold(&mut self, now: Millis, request: ClientRequest) {
+        let (Command::Hold { job, .. } | Command::Capture { job } | Command::Release { job }) =
+            &request.command
+        else {
+            return;
+        };
+        let id = HoldId {
+            user: request.user.clone(),
+            job: job.clone(),
+        };
+        let mut account = self.state.account(&id.user);
+        let held = self.state.holds.held(&id.user);
+        match self.state.holds.step(&id, &request.command) {
+            HoldStep::Refuse(refusal) => self.refused(now, request, refusal),
+            HoldStep::Again(receipt) => {
+                let replayed = receipt.is_some();
+                let receipt = receipt.unwrap_or_else(|| self.rules.receipt(&account, held));
+                self.answer_when_persisted(request.id, receipt, replayed);
+            }
+            HoldStep::Open(amount) => match self.rules.check_free(&account, amount, held) {
+                Err(refusal) => self.refused(now, request, refusal),
+                Ok(()) => {
+                    let expires = now.after(self.config.hold_ttl_ms);
+                    self.set_hold(id, HoldState::Open { amount, expires });
+                    let receipt = self.rules.receipt(&account, held + amount);
+                    self.answer_when_persisted(request.id, receipt, false);
+                }
+            },
+            HoldStep::Release => {
+                let user = id.user.clone();
+                self.set_hold(id, HoldState::Released { at: now });
+                let receipt = self.rules.receipt(&account, self.state.holds.held(&user));
+                self.answer_when_persisted(request.id, receipt, false);
+            }
+            HoldStep::Capture(amount) => {
+                let others = held.saturating_sub(amount);
+                match self.rules.capture(&mut account, amount, others) {
+                    Err(refusal) => self.reply(request.id, Err(refusal)),
+                    Ok(receipt) => {
+                        self.state.set_account(&id.user, &account);
+                        let seq = self.write_own(&id.user, &account);
+                        self.escrow.observe(&id.user, self.me(), amount, now);
+                        let user = id.user.clone();
+                        let captured = HoldState::Captured {
+                            amount,
+                            receipt,
+                            at: now,
+                        };
+                        self.set_hold(id, captured);
+                        if self.faults.ack_before_flush {
+                            self.reply(request.id, Ok(receipt));
+                        } else {
+                            self.gate.hold(seq, request.id, receipt, None);
+                        }
+                        self.rebalance(&user, now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_hold(&mut self, id: HoldId, state: HoldState) {
+        self.state.holds.set(id.clone(), Some(state));
+        self.journal.hold_changed(id);
+    }
+
     /// Our entry for `user` changed to the one in `account` (just stored;
     /// passed in so the hot path does not unpack it again). Returns the
     /// write's sequence number.
@@ -505,8 +603,17 @@ impl Replica {
     }
 
     /// Sends `amount` tokens' rights of `user` to region `to`.
+    /// Never more than this region's rights minus its open holds for the user:
+    /// held tokens stay here until their job is captured or released.
     fn transfer(&mut self, user: &str, to: RegionId, amount: u64) {
         let mut account = self.state.account(user);
+        let free = account
+            .rights(&self.config.rules.genesis, self.me())
+            .saturating_sub(self.state.holds.held(user));
+        let amount = amount.min(free);
+        if amount == 0 {
+            return;
+        }
         if self
             .rules
             .apply(&mut account, Op::Transfer { to, amount })

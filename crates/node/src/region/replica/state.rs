@@ -1,6 +1,7 @@
 //! What survives a crash ([`Durable`]), and what one flush writes of it
 //! ([`Persist`]).
 
+use crate::region::holds::{HoldId, HoldState, Holds};
 use crate::region::idempotency::{IdempotencyRecord, RecordId};
 use crate::region::message::Item;
 use crate::region::packed::Packed;
@@ -26,6 +27,8 @@ pub struct Durable {
     /// Our writes up to here have been sent in batches.
     pub(super) sent_upto: Seq,
     pub(super) records: Records,
+    /// Holds for jobs, open and recently closed (region-local).
+    pub(super) holds: Holds,
 }
 
 /// What merging one peer's entry did.
@@ -69,6 +72,8 @@ pub struct Persist {
     pub own: Vec<(String, (Seq, Account))>,
     /// Changed idempotency records; `None` deletes.
     pub records: Vec<(RecordId, Option<IdempotencyRecord>)>,
+    /// Changed holds; `None` deletes.
+    pub holds: Vec<(HoldId, Option<HoldState>)>,
     /// The scalars.
     pub meta: Meta,
 }
@@ -80,6 +85,7 @@ impl Persist {
             && self.seqs.is_empty()
             && self.own.is_empty()
             && self.records.is_empty()
+            && self.holds.is_empty()
     }
 }
 
@@ -103,6 +109,9 @@ impl Durable {
                 Some(r) => self.records.insert(id.clone(), r.clone()),
                 None => self.records.remove(id),
             }
+        }
+        for (id, hold) in &persist.holds {
+            self.holds.set(id.clone(), hold.clone());
         }
         self.last_written = persist.meta.last_written;
         self.sent_upto = persist.meta.sent_upto;

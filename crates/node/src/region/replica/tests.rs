@@ -12,6 +12,7 @@ use ledger_crdt::Genesis;
 /// Replicas, their disks, a clock and a network that can be cut.
 struct Harness {
     replicas: Vec<Replica>,
+    configs: Vec<ReplicaConfig>,
     disks: Vec<Durable>,
     now: u64,
     /// Pairs of replicas (by index, lower first) that cannot reach each other.
@@ -41,7 +42,7 @@ impl Harness {
     /// (indexes), joined into one cluster.
     fn new(n: usize, genesis: &[usize], configure: impl Fn(&mut ReplicaConfig)) -> Self {
         let genesis = Genesis::new(100, genesis.iter().map(|&i| region(i))).expect("genesis");
-        let replicas = (0..n)
+        let configs: Vec<ReplicaConfig> = (0..n)
             .map(|i| {
                 let mut config = ReplicaConfig::new(crate::RulesConfig {
                     region: region(i),
@@ -52,11 +53,12 @@ impl Harness {
                 });
                 config.addr = addr(i);
                 configure(&mut config);
-                Replica::new(config)
+                config
             })
             .collect();
         let mut h = Self {
-            replicas,
+            replicas: configs.iter().cloned().map(Replica::new).collect(),
+            configs,
             disks: vec![Durable::default(); n],
             now: 1_000,
             cut: BTreeSet::new(),
@@ -163,6 +165,12 @@ impl Harness {
         self.replicas[i].handle_client(now, request);
         self.route();
         id
+    }
+
+    /// Replica `i` crashes and restarts from its disk (alone: it does not
+    /// rejoin, which these tests do not need).
+    fn restart(&mut self, i: usize) {
+        self.replicas[i] = Replica::restore(self.configs[i].clone(), self.disks[i].clone());
     }
 
     fn spend(&mut self, i: usize, user: &str) -> RequestId {
@@ -342,4 +350,152 @@ fn poll_timeout_names_the_next_thing_to_do() {
         h.replicas[0].poll_timeout() <= Millis(h.now + 25),
         "the batch closes within its age"
     );
+}
+
+fn hold(job: &str, amount: u64) -> Command {
+    Command::Hold {
+        job: job.into(),
+        amount,
+    }
+}
+
+fn capture(job: &str) -> Command {
+    Command::Capture { job: job.into() }
+}
+
+fn release(job: &str) -> Command {
+    Command::Release { job: job.into() }
+}
+
+#[test]
+fn a_hold_sets_rights_aside_until_it_is_captured_once() {
+    let mut h = Harness::new(1, &[0], |_| {});
+    h.auto_flush = false;
+    let held = h.client(0, "gil", hold("job-1", 60), None, 0);
+    assert!(h.reply(0, held).is_none(), "durable before the job starts");
+    h.flush(0);
+    let receipt = h.reply(0, held).and_then(|r| r.result.clone().ok());
+    assert_eq!(
+        receipt.map(|r| (r.balance, r.spendable_here)),
+        Some((100, 40))
+    );
+    h.auto_flush = true;
+    for _ in 0..40 {
+        h.spend(0, "gil");
+    }
+    let refused = h.spend(0, "gil");
+    assert!(matches!(
+        h.reply(0, refused).map(|r| &r.result),
+        Some(Err(Refusal::InsufficientTokens { balance: 0 }))
+    ));
+    let first = h.client(0, "gil", capture("job-1"), None, 0);
+    h.run(10);
+    let captured = h.reply(0, first).expect("captured").clone();
+    assert_eq!(captured.result.as_ref().map(|r| r.balance), Ok(0));
+    let again = h.client(0, "gil", capture("job-1"), None, 0);
+    h.run(10);
+    let again = h.reply(0, again).expect("answered");
+    assert!(
+        again.replayed && again.result == captured.result,
+        "charged once"
+    );
+    let late = h.client(0, "gil", release("job-1"), None, 0);
+    assert_eq!(
+        h.reply(0, late).map(|r| &r.result),
+        Some(&Err(Refusal::HoldCaptured))
+    );
+    assert_eq!(h.replicas[0].receipt("gil").calls, 41);
+}
+
+#[test]
+fn released_and_expired_holds_charge_nothing() {
+    let mut h = Harness::new(1, &[0], |c| c.hold_ttl_ms = 100);
+    h.client(0, "hal", hold("a", 10), None, 0);
+    h.client(0, "hal", release("a"), None, 0);
+    h.client(0, "hal", hold("b", 10), None, 0);
+    h.run(200);
+    let late = h.client(0, "hal", capture("b"), None, 0);
+    assert_eq!(
+        h.reply(0, late).map(|r| &r.result),
+        Some(&Err(Refusal::HoldReleased))
+    );
+    let unknown = h.client(0, "hal", capture("never"), None, 0);
+    assert_eq!(
+        h.reply(0, unknown).map(|r| &r.result),
+        Some(&Err(Refusal::UnknownHold))
+    );
+    let standing = h.replicas[0].standing("hal", h.now());
+    assert_eq!((standing.receipt.balance, standing.held), (100, 0));
+}
+
+#[test]
+fn held_rights_are_never_given_away() {
+    // All of ivy's rights start at region 0, which holds 95 of them.
+    let mut h = Harness::new(2, &[0], |_| {});
+    h.client(0, "ivy", hold("job", 95), None, 0);
+    h.run(10);
+    for _ in 0..20 {
+        h.spend(1, "ivy");
+        h.run(50);
+    }
+    let here = h.replicas[0].standing("ivy", h.now());
+    assert_eq!(here.held, 95);
+    let rights = h.replicas[0]
+        .account("ivy")
+        .expect("known")
+        .rights(&h.configs[0].rules.genesis, region(0));
+    assert!(rights >= 95, "region 0 kept the held rights: {rights}");
+    assert_eq!(
+        h.replicas[1].receipt("ivy").balance,
+        95,
+        "only 5 were spendable"
+    );
+}
+
+#[test]
+fn a_hold_survives_a_crash_and_is_captured_after_it() {
+    let mut h = Harness::new(1, &[0], |_| {});
+    h.client(0, "jo", hold("job", 30), None, 0);
+    h.run(10);
+    h.restart(0);
+    assert_eq!(h.replicas[0].standing("jo", h.now()).held, 30);
+    let id = h.client(0, "jo", capture("job"), None, 0);
+    h.run(10);
+    assert_eq!(
+        h.reply(0, id).map(|r| r.result.as_ref().map(|r| r.balance)),
+        Some(Ok(70))
+    );
+}
+
+#[test]
+fn the_highest_subscription_version_wins_in_every_region() {
+    let mut h = Harness::new(3, &[0, 1, 2], |_| {});
+    let subscribe = |version, until| Command::Subscribe {
+        version,
+        until: Millis(until),
+    };
+    // A cancel (version 3) reaches region 0 before the older upgrade
+    // (version 2, stamped with a far later end) reaches region 1.
+    h.client(0, "kim", subscribe(3, 0), None, 0);
+    h.client(1, "kim", subscribe(2, u64::MAX), None, 0);
+    let dup = h.client(2, "kim", subscribe(3, 0), None, 0);
+    h.run(1_000);
+    for r in &h.replicas {
+        let standing = r.standing("kim", h.now());
+        assert_eq!(standing.memes_ai_until, Some(Millis(0)));
+        assert!(!standing.memes_ai);
+    }
+    // Region 2 may have seen version 3 before its own duplicate arrived; either
+    // way the duplicate changes nothing there once it has it.
+    let again = h.client(2, "kim", subscribe(3, 0), None, 0);
+    h.run(10);
+    assert!(h.reply(2, again).is_some_and(|r| r.replayed), "not applied");
+    assert!(h.reply(2, dup).is_some());
+    // An upgrade with a higher version takes effect everywhere, and expires on time.
+    let until = h.now + 500;
+    h.client(1, "kim", subscribe(4, until), None, 0);
+    h.run(300);
+    assert!(h.replicas.iter().all(|r| r.memes_ai("kim", h.now())));
+    h.run(300);
+    assert!(h.replicas.iter().all(|r| !r.memes_ai("kim", h.now())));
 }

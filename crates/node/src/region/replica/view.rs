@@ -1,7 +1,7 @@
 //! What a replica shows: accounts, standings, and the cluster as it sees it.
 
 use super::{EscrowStats, PeerLag, Replica};
-use crate::region::command::Receipt;
+use crate::region::command::{Receipt, Standing};
 use crate::region::membership::{MemberView, NodeIdentity};
 use crate::region::units::{Millis, Seq};
 use ledger_crdt::{Account, RegionId};
@@ -38,18 +38,42 @@ impl Replica {
         self.state.accounts.contains_key(user)
     }
 
-    /// The user's standing as this replica sees it.
+    /// The user's receipt as this replica sees it (spendable net of holds).
     pub fn receipt(&self, user: &str) -> Receipt {
-        self.rules.receipt(&self.state.account(user))
+        self.rules
+            .receipt(&self.state.account(user), self.state.holds.held(user))
+    }
+
+    /// The user's standing at `now`: receipt, premium tier, tokens held here.
+    pub fn standing(&self, user: &str, now: Millis) -> Standing {
+        let account = self.state.account(user);
+        let held = self.state.holds.held(user);
+        let subscription = account.subscription();
+        Standing {
+            receipt: self.rules.receipt(&account, held),
+            memes_ai_until: subscription.map(|s| Millis(s.memes_ai_until_ms)),
+            memes_ai: subscription.is_some_and(|s| s.active_at(now.0)),
+            held,
+        }
+    }
+
+    /// Whether the premium tier covers `user` at `now`: the account is in
+    /// memory, so this costs no I/O and no lock beyond the caller's.
+    pub fn memes_ai(&self, user: &str, now: Millis) -> bool {
+        self.state
+            .accounts
+            .get(user)
+            .and_then(|a| a.unpack().subscription())
+            .is_some_and(|s| s.active_at(now.0))
     }
 
     /// The user's standing, and the write that must be durable before it may
     /// be shown: the user's latest write of ours not yet durable, or
     /// [`Seq::ZERO`]. (What peers replicated to us needs no wait: they hold it
     /// durably.)
-    pub fn receipt_durable_at(&self, user: &str) -> (Receipt, Seq) {
+    pub fn standing_durable_at(&self, user: &str, now: Millis) -> (Standing, Seq) {
         let seq = self.journal.latest_pending(user).unwrap_or_default();
-        (self.receipt(user), seq)
+        (self.standing(user, now), seq)
     }
 
     /// Every other region this node has seen, and whether it is up.

@@ -1,0 +1,236 @@
+//! The premium tier's routes: the billing webhook and the operator's
+//! subscription writes (the entitlement), and holds for jobs (the two-phase
+//! charge of AI memes).
+
+use crate::shell::auth::valid_user_id;
+use crate::shell::engine::{Answer, now_ms};
+use crate::shell::http::{Shared, failure, json_body, operator, path_user};
+use crate::shell::problem::{Problem, ProblemKind};
+use crate::shell::rfc3339;
+use crate::shell::webhook::SIGNATURE_HEADER;
+use crate::{Command, Millis};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The longest job id accepted.
+const MAX_JOB_BYTES: usize = 128;
+
+/// A billing event, as the billing system posts it.
+#[derive(Deserialize)]
+pub(crate) struct BillingEvent {
+    /// The provider's event id (logged; ordering is by `version`).
+    id: String,
+    user_id: String,
+    /// RFC 3339; a past instant cancels.
+    memes_ai_until: String,
+    /// Higher versions win, whatever order events arrive in.
+    version: u64,
+}
+
+/// The operator's write of a subscription.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SubscriptionWrite {
+    memes_ai_until: String,
+    version: u64,
+}
+
+/// Whether a subscription write changed anything.
+#[derive(Serialize)]
+pub(crate) struct Applied {
+    /// `false` for a duplicate or an older version: not an error, so the
+    /// billing system does not retry it forever.
+    applied: bool,
+    user_id: String,
+    version: u64,
+}
+
+/// `POST /v1/webhooks/billing`: only a valid signature opens it.
+pub(crate) async fn billing_webhook(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Applied>, Problem> {
+    let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    service
+        .webhook
+        .verify(header, &body, now_ms() / 1_000)
+        .map_err(|why| Problem::new(ProblemKind::BadSignature, why))?;
+    let event: BillingEvent = serde_json::from_slice(&body).map_err(|e| {
+        let kind = if e.is_data() {
+            ProblemKind::InvalidBody
+        } else {
+            ProblemKind::InvalidRequest
+        };
+        Problem::new(kind, format!("billing event: {e}"))
+    })?;
+    tracing::info!(event = %event.id, user = %event.user_id, version = event.version, "billing event");
+    subscribe(
+        &service,
+        event.user_id,
+        &event.memes_ai_until,
+        event.version,
+    )
+    .await
+}
+
+/// `PUT /v1/users/{id}/subscription` (operator).
+pub(crate) async fn put_subscription(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<SubscriptionWrite>, JsonRejection>,
+) -> Result<Json<Applied>, Problem> {
+    operator(&service, &headers)?;
+    let user = path_user(path)?;
+    let body = json_body(body)?;
+    subscribe(&service, user, &body.memes_ai_until, body.version).await
+}
+
+async fn subscribe(
+    service: &Shared,
+    user: String,
+    until: &str,
+    version: u64,
+) -> Result<Json<Applied>, Problem> {
+    if !valid_user_id(&user) {
+        return Err(Problem::new(
+            ProblemKind::InvalidBody,
+            "user_id must be 1 to 128 characters",
+        ));
+    }
+    let until = rfc3339::parse(until).ok_or_else(|| {
+        Problem::new(
+            ProblemKind::InvalidBody,
+            "memes_ai_until must be an RFC 3339 date-time, e.g. 2026-12-31T00:00:00Z",
+        )
+    })?;
+    let command = Command::Subscribe {
+        version,
+        until: Millis(until),
+    };
+    let answer = service
+        .engine
+        .execute(&user, command, None, Duration::ZERO)
+        .await
+        .map_err(|f| failure(service, f))?;
+    Ok(Json(Applied {
+        applied: !answer.replayed,
+        user_id: user,
+        version,
+    }))
+}
+
+/// `POST /v1/users/{id}/holds`: `{"job": "...", "amount": n}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HoldRequest {
+    job: String,
+    amount: u64,
+}
+
+/// A hold after a request.
+#[derive(Serialize)]
+pub(crate) struct HoldResponse {
+    user_id: String,
+    job: String,
+    /// `open`, `captured` or `released`.
+    state: &'static str,
+    balance: u64,
+    spendable_here: u64,
+}
+
+/// `POST /v1/users/{id}/holds` (operator): sets tokens aside for a job.
+pub(crate) async fn open_hold(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<HoldRequest>, JsonRejection>,
+) -> Result<Json<HoldResponse>, Problem> {
+    operator(&service, &headers)?;
+    let user = path_user(path)?;
+    let body = json_body(body)?;
+    let job = valid_job(body.job)?;
+    let command = Command::Hold {
+        job: job.clone(),
+        amount: body.amount,
+    };
+    let answer = run(&service, &user, command).await?;
+    Ok(hold_response(user, job, "open", &answer))
+}
+
+/// `POST /v1/users/{id}/holds/{job}/capture` (operator): the job delivered.
+pub(crate) async fn capture_hold(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<HoldResponse>, Problem> {
+    operator(&service, &headers)?;
+    let (user, job) = hold_path(path)?;
+    let answer = run(&service, &user, Command::Capture { job: job.clone() }).await?;
+    Ok(hold_response(user, job, "captured", &answer))
+}
+
+/// `POST /v1/users/{id}/holds/{job}/release` (operator): the job failed.
+pub(crate) async fn release_hold(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<HoldResponse>, Problem> {
+    operator(&service, &headers)?;
+    let (user, job) = hold_path(path)?;
+    let answer = run(&service, &user, Command::Release { job: job.clone() }).await?;
+    Ok(hold_response(user, job, "released", &answer))
+}
+
+async fn run(service: &Shared, user: &str, command: Command) -> Result<Answer, Problem> {
+    service
+        .engine
+        .execute(user, command, None, Duration::ZERO)
+        .await
+        .map_err(|f| failure(service, f))
+}
+
+fn hold_response(
+    user: String,
+    job: String,
+    state: &'static str,
+    answer: &Answer,
+) -> Json<HoldResponse> {
+    Json(HoldResponse {
+        user_id: user,
+        job,
+        state,
+        balance: answer.receipt.balance,
+        spendable_here: answer.receipt.spendable_here,
+    })
+}
+
+fn hold_path(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), Problem> {
+    let Path((user, job)) =
+        path.map_err(|_| Problem::new(ProblemKind::InvalidRequest, "malformed path"))?;
+    if !valid_user_id(&user) {
+        return Err(Problem::new(
+            ProblemKind::InvalidRequest,
+            "user id must be 1 to 128 characters",
+        ));
+    }
+    Ok((user, valid_job(job)?))
+}
+
+fn valid_job(job: String) -> Result<String, Problem> {
+    if job.is_empty() || job.len() > MAX_JOB_BYTES || job.chars().any(char::is_control) {
+        return Err(Problem::new(
+            ProblemKind::InvalidBody,
+            format!("job must be 1 to {MAX_JOB_BYTES} bytes without control characters"),
+        ));
+    }
+    Ok(job)
+}
