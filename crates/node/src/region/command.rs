@@ -1,5 +1,6 @@
 //! What a client asks of a region, and what it is answered.
 
+use crate::region::holds::HoldId;
 use crate::region::idempotency::IdempotencyKey;
 use crate::region::units::{Millis, RequestId};
 use bincode::{Decode, Encode};
@@ -67,6 +68,21 @@ impl ClientRequest {
             key,
             wait_for_rights_ms: 0,
         }
+    }
+}
+
+impl ClientRequest {
+    /// The hold a hold, capture or release is about.
+    pub fn hold_id(&self) -> Option<HoldId> {
+        let (Command::Hold { job, .. } | Command::Capture { job } | Command::Release { job }) =
+            &self.command
+        else {
+            return None;
+        };
+        Some(HoldId {
+            user: self.user.clone(),
+            job: job.clone(),
+        })
     }
 }
 

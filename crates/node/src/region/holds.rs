@@ -152,6 +152,24 @@ impl Holds {
             .collect()
     }
 
+    /// Releases the open holds whose TTL passed by `now`; returns their ids.
+    pub fn expire(&mut self, now: Millis) -> Vec<HoldId> {
+        let expired = self.expired(now);
+        for id in &expired {
+            self.set(id.clone(), Some(HoldState::Released { at: now }));
+        }
+        expired
+    }
+
+    /// Forgets closed holds older than `keep_ms`; returns their ids.
+    pub fn forget_stale(&mut self, now: Millis, keep_ms: u64) -> Vec<HoldId> {
+        let stale = self.stale(now, keep_ms);
+        for id in &stale {
+            self.set(id.clone(), None);
+        }
+        stale
+    }
+
     /// Closed holds older than `keep_ms`: forgotten (a capture of one is then
     /// an unknown job, as after any idempotency TTL).
     pub fn stale(&self, now: Millis, keep_ms: u64) -> Vec<HoldId> {

@@ -11,8 +11,10 @@
 //!
 //! `Replica` owns one sub-state per concern; each decides, and `Replica`
 //! applies the decisions to the ledger state and the outputs:
+//! - [`admission`]: whether a request may run here now;
 //! - [`state`]: what survives a crash ([`Durable`]) and one flush of it ([`Persist`]);
-//! - [`journal`]: our writes on their way to disk, and persist planning;
+//! - [`ledger`]: the state, its [`journal`] (writes on their way to disk,
+//!   persist planning) and the rules that change them;
 //! - [`gate`]: replies held until their write is durable; keys in flight;
 //! - [`key_queries`]: keyed requests held until peers say if they know the key;
 //! - [`rights_waits`]: spends waiting (by the client's leave) for rights;
@@ -21,11 +23,13 @@
 //! - [`peers`]: who is up (the membership), and the bytes queued for them;
 //! - [`view`]: what the replica shows (accounts, standings, the cluster).
 
+mod admission;
 mod config;
 mod escrow;
 mod gate;
 mod journal;
 mod key_queries;
+mod ledger;
 mod output;
 mod peers;
 mod replication;
@@ -44,20 +48,20 @@ pub use state::{Durable, Meta, Persist};
 pub use view::ClusterView;
 
 use crate::region::command::{ClientRequest, Command, Receipt, Refusal};
-use crate::region::holds::{HoldId, HoldState, HoldStep};
-use crate::region::idempotency::IdempotencyRecord;
 use crate::region::membership::{Membership, NodeIdentity};
-use crate::region::message::{Item, KeyState, Message, RecordItem};
+use crate::region::message::{Item, KeyState, Message};
 use crate::region::rules::{Executed, Rules};
 use crate::region::units::{Millis, RequestId, Seq};
+use admission::{Admission, Situation};
 use escrow::Escrow;
 use gate::ReplyGate;
-use journal::Journal;
 use key_queries::{KeyQueries, Settled};
-use ledger_crdt::{Account, Op, RegionId};
+use ledger::Ledger;
+use ledger_crdt::RegionId;
 use peers::Peers;
 use replication::Replication;
 use rights_waits::RightsWaits;
+use state::HoldOutcome;
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
@@ -80,9 +84,7 @@ pub struct Replica {
     config: ReplicaConfig,
     /// The faults in force (none outside the simulator).
     faults: Faults,
-    rules: Rules,
-    state: Durable,
-    journal: Journal,
+    ledger: Ledger,
     gate: ReplyGate,
     key_queries: KeyQueries,
     rights_waits: RightsWaits,
@@ -91,10 +93,6 @@ pub struct Replica {
     peers: Peers,
     departure: Departure,
     replies: VecDeque<Reply>,
-    /// Users whose account changed since [`Replica::drain_changed`]; recorded
-    /// only with [`ReplicaConfig::track_changes`], so nothing accumulates when
-    /// no one drains it.
-    changed: BTreeSet<String>,
     next_prune: Millis,
 }
 
@@ -118,9 +116,11 @@ impl Replica {
         };
         Self {
             faults,
-            rules: Rules::new(config.rules.clone()),
-            journal: Journal::new(state.last_written),
-            state,
+            ledger: Ledger::new(
+                Rules::new(config.rules.clone()),
+                state,
+                config.track_changes,
+            ),
             gate: ReplyGate::default(),
             key_queries: KeyQueries::default(),
             rights_waits: RightsWaits::default(),
@@ -133,7 +133,6 @@ impl Replica {
             peers: Peers::new(Membership::new(identity, &config.membership, config.seed)),
             departure: Departure::Staying,
             replies: VecDeque::new(),
-            changed: BTreeSet::new(),
             next_prune: Millis(0),
             config,
         }
@@ -159,7 +158,7 @@ impl Replica {
         if let Some(k) = &request.key
             && !self.leaving()
             && !self.faults.forget_idempotency
-            && !self.state.records.contains(&k.id)
+            && !self.ledger.state.records.contains(&k.id)
         {
             if self.key_queries.asking(&k.id) {
                 self.reply(request.id, Err(Refusal::KeyInUse));
@@ -195,21 +194,24 @@ impl Replica {
                 items,
                 records,
             } => {
-                self.take_peer_records(records);
+                self.ledger.take_peer_records(records);
                 for item in items.into_iter().filter(|i| i.origin == from) {
                     self.merge_item(item, now);
                 }
-                Replication::received_range(&mut self.state, from, from_seq, to_seq);
+                Replication::received_range(&mut self.ledger.state, from, from_seq, to_seq);
             }
             Message::Digest { watermarks } => {
-                if let Some(&(_, mark)) = watermarks.iter().find(|(r, _)| *r == me) {
-                    self.replication.peer_holds(from, mark, self.peers.live());
-                }
-                let durable = self.journal.durable();
-                if let Some(answer) =
-                    self.replication
-                        .catch_up(&self.state, durable, me, from, &watermarks)
-                {
+                let durable = self.ledger.journal.durable();
+                let live = self.peers.live();
+                let answer = self.replication.on_digest(
+                    &self.ledger.state,
+                    durable,
+                    me,
+                    from,
+                    &watermarks,
+                    live,
+                );
+                if let Some(answer) = answer {
                     self.peers.send(from, &answer);
                 }
             }
@@ -218,16 +220,16 @@ impl Replica {
                 covered,
                 records,
             } => {
-                self.take_peer_records(records);
+                self.ledger.take_peer_records(records);
                 for item in items {
                     self.merge_item(item, now);
                 }
                 for c in covered {
-                    Replication::received_cover(&mut self.state, me, c);
+                    Replication::received_cover(&mut self.ledger.state, me, c);
                 }
             }
             Message::RecordQuery { id } => {
-                let known = self.gate.key_state(&id, self.state.records.get(&id));
+                let known = self.gate.key_state(&id, self.ledger.state.records.get(&id));
                 self.peers.send(from, &Message::RecordAnswer { id, known });
             }
             Message::RecordAnswer { id, known } => {
@@ -236,7 +238,7 @@ impl Replica {
                     Some(Settled::KeyInUse(request)) => self.reply(request, Err(Refusal::KeyInUse)),
                     Some(Settled::Run(request)) => {
                         if let KeyState::Held(record) = known {
-                            self.take_peer_records(vec![(id, record)]);
+                            self.ledger.take_peer_records(vec![(id, record)]);
                         }
                         // Now answered from the record: a replay, or a refusal
                         // if the key was used for another request.
@@ -246,7 +248,7 @@ impl Replica {
             }
             Message::RightsRequest { user, amount } => {
                 if !self.leaving() {
-                    let account = self.state.account(&user);
+                    let account = self.ledger.state.account(&user);
                     if let Some(give) = self.escrow.answer(&user, &account, amount, now) {
                         self.transfer(&user, from, give);
                     }
@@ -275,21 +277,17 @@ impl Replica {
             self.send_batch();
         }
         if let Some(to) = self.replication.digest_due(now, self.peers.live()) {
-            let digest = Replication::digest(&self.state, self.journal.durable(), self.me());
+            let digest =
+                Replication::digest(&self.ledger.state, self.ledger.journal.durable(), self.me());
             self.peers.send(to, &digest);
         }
-        for id in self.state.holds.expired(now) {
-            self.set_hold(id, HoldState::Released { at: now });
-        }
-        if now >= self.next_prune {
+        let prune = now >= self.next_prune;
+        if prune {
             self.next_prune = now.after(PRUNE_EVERY_MS);
             self.escrow.prune(now);
-            let keep = self.config.rules.idempotency_ttl_ms;
-            for id in self.state.holds.stale(now, keep) {
-                self.state.holds.set(id.clone(), None);
-                self.journal.hold_changed(id);
-            }
         }
+        let keep = prune.then_some(self.config.rules.idempotency_ttl_ms);
+        self.ledger.expire_holds(now, keep);
         self.peers.membership().tick(now);
         // A graceful leave ends by telling the membership, once every
         // handed-over right has been made durable and sent.
@@ -305,7 +303,7 @@ impl Replica {
     /// calls [`Replica::handle_flushed`]; only then do replies and our new
     /// entries leave the region.
     pub fn prepare_persist(&mut self) -> Persist {
-        self.journal.prepare(&self.state)
+        self.ledger.journal.prepare(&self.ledger.state)
     }
 
     /// Storage made persist number `number` durable, and with it every write
@@ -313,13 +311,17 @@ impl Replica {
     pub fn handle_flushed(&mut self, now: Millis, upto: Seq, number: u64) {
         let replays = self.gate.release_replays(number);
         self.replies.extend(replays);
-        let Some(done) = self.journal.flushed(upto, self.state.last_written) else {
+        let Some(done) = self
+            .ledger
+            .journal
+            .flushed(upto, self.ledger.state.last_written)
+        else {
             return;
         };
-        self.state.promote(done);
-        let durable = self.journal.durable();
+        self.ledger.state.promote(done);
+        let durable = self.ledger.journal.durable();
         self.replication
-            .became_durable(now, durable, self.state.sent_upto);
+            .became_durable(now, durable, self.ledger.state.sent_upto);
         let released = self.gate.release_durable(durable);
         self.replies.extend(released);
     }
@@ -330,7 +332,7 @@ impl Replica {
     /// ([`Refusal::StorageFailing`]), so a failing disk is answered at once
     /// instead of piling up writes whose outcome nobody could know.
     pub fn handle_flush_failed(&mut self, persist: Persist) {
-        self.journal.failed(persist);
+        self.ledger.journal.failed(persist);
     }
 
     /// Joins the cluster through these seed addresses (any member will do).
@@ -345,9 +347,16 @@ impl Replica {
     pub fn leave(&mut self, now: Millis) {
         self.departure = Departure::Leaving;
         let me = self.me();
-        let users: Vec<String> = self.state.accounts.keys().map(|u| u.to_string()).collect();
+        let users: Vec<String> = self
+            .ledger
+            .state
+            .accounts
+            .keys()
+            .map(|u| u.to_string())
+            .collect();
         for user in users {
             let rights = self
+                .ledger
                 .state
                 .account(&user)
                 .rights(&self.config.rules.genesis, me);
@@ -362,13 +371,7 @@ impl Replica {
 
     /// Forgets idempotency records older than the TTL. Returns how many.
     pub fn expire_records(&mut self, now: Millis) -> usize {
-        let ttl = self.config.rules.idempotency_ttl_ms;
-        let expired = self.state.records.expire(now, ttl);
-        let count = expired.len();
-        expired
-            .into_iter()
-            .for_each(|id| self.journal.record_changed(id));
-        count
+        self.ledger.expire_records(now)
     }
 
     /// The next reply to a client, if any.
@@ -402,7 +405,7 @@ impl Replica {
 
     /// Our last write: a flush covering it makes everything so far durable.
     pub fn last_written(&self) -> Seq {
-        self.state.last_written
+        self.ledger.state.last_written
     }
 
     /// Whether anything waits for a flush that no new write would trigger: a
@@ -414,38 +417,24 @@ impl Replica {
 
     /// Users whose account changed since the last call.
     pub fn drain_changed(&mut self) -> BTreeSet<String> {
-        std::mem::take(&mut self.changed)
+        self.ledger.drain_changed()
     }
 
     /// Runs a client request here, now.
     fn execute(&mut self, now: Millis, request: ClientRequest) {
+        let situation = Situation {
+            leaving: self.leaving(),
+            forget_records: self.faults.forget_idempotency,
+            rules: &self.ledger.rules,
+            state: &self.ledger.state,
+            journal: &self.ledger.journal,
+            gate: &self.gate,
+        };
+        let stored = match situation.admit(&request) {
+            Admission::Refuse(refusal) => return self.reply(request.id, Err(refusal)),
+            Admission::Run(stored) => stored,
+        };
         let user = request.user.as_str();
-        if self.leaving() {
-            let elsewhere = self.receipt(user).balance;
-            self.reply(
-                request.id,
-                Err(Refusal::TokensInOtherRegion { here: 0, elsewhere }),
-            );
-            return;
-        }
-        let stored: Option<IdempotencyRecord> = request
-            .key
-            .as_ref()
-            .filter(|_| !self.faults.forget_idempotency)
-            .and_then(|k| self.state.records.get(&k.id).cloned());
-        if self.journal.storage_failing() && stored.is_none() {
-            // A replay needs no write; anything else would.
-            self.reply(request.id, Err(Refusal::StorageFailing));
-            return;
-        }
-        if request
-            .key
-            .as_ref()
-            .is_some_and(|k| self.gate.in_flight(&k.id))
-        {
-            self.reply(request.id, Err(Refusal::KeyInUse));
-            return;
-        }
         if matches!(
             request.command,
             Command::Hold { .. } | Command::Capture { .. } | Command::Release { .. }
@@ -454,10 +443,10 @@ impl Replica {
             return;
         }
         let me = self.me();
-        let mut account = self.state.account(user);
-        let held = self.state.holds.held(user);
+        let mut account = self.ledger.state.account(user);
+        let held = self.ledger.state.holds.held(user);
         let spent_before = state::spent_at(&account, me);
-        let executed = self.rules.execute(
+        let executed = self.ledger.rules.execute(
             &mut account,
             &request.command,
             request.key.as_ref(),
@@ -475,13 +464,13 @@ impl Replica {
             }
             Ok(Executed::Applied { receipt, record }) => {
                 let spent = state::spent_at(&account, me) - spent_before;
-                self.state.set_account(user, &account);
-                let seq = self.write_own(user, &account);
+                self.ledger.state.set_account(user, &account);
+                let seq = self.ledger.write_own(user, &account);
                 let key = request.key.map(|k| k.id);
                 if let (Some(mut record), Some(id)) = (record, &key) {
                     record.seq = seq;
-                    self.journal.record_changed(id.clone());
-                    self.state.records.insert(id.clone(), record);
+                    self.ledger.journal.record_changed(id.clone());
+                    self.ledger.state.records.insert(id.clone(), record);
                     self.replication.record_made(seq, id.clone());
                 }
                 self.escrow.observe(user, me, spent, now);
@@ -499,7 +488,7 @@ impl Replica {
     /// holds the request if its client lets it wait.
     fn refused(&mut self, now: Millis, request: ClientRequest, refusal: Refusal) {
         if let Refusal::TokensInOtherRegion { .. } = refusal {
-            let cost = self.rules.cost(&request.command);
+            let cost = self.ledger.rules.cost(&request.command);
             self.ask_for_rights(&request.user, cost, now);
             if request.wait_for_rights_ms > 0 {
                 let deadline = now.after(request.wait_for_rights_ms);
@@ -516,7 +505,7 @@ impl Replica {
         if self.faults.ack_before_flush {
             self.answer(request, Ok(receipt), replayed);
         } else {
-            let number = self.journal.next_number();
+            let number = self.ledger.journal.next_number();
             self.gate
                 .hold_until_persisted(number, request, receipt, replayed);
         }
@@ -524,104 +513,40 @@ impl Replica {
 
     /// A hold, capture or release (see [`crate::Holds`]).
     fn execute_hold(&mut self, now: Millis, request: ClientRequest) {
-        let (Command::Hold { job, .. } | Command::Capture { job } | Command::Release { job }) =
-            &request.command
-        else {
+        let Some(id) = request.hold_id() else {
             return;
         };
-        let id = HoldId {
-            user: request.user.clone(),
-            job: job.clone(),
-        };
-        let mut account = self.state.account(&id.user);
-        let held = self.state.holds.held(&id.user);
-        match self.state.holds.step(&id, &request.command) {
-            HoldStep::Refuse(refusal) => self.refused(now, request, refusal),
-            HoldStep::Again(receipt) => {
-                let replayed = receipt.is_some();
-                let receipt = receipt.unwrap_or_else(|| self.rules.receipt(&account, held));
+        let ttl = self.config.hold_ttl_ms;
+        match self
+            .ledger
+            .apply_hold(&id, &request.command, now, ttl)
+            .outcome
+        {
+            HoldOutcome::Refused(refusal) => self.refused(now, request, refusal),
+            HoldOutcome::Answer { receipt, replayed } => {
                 self.answer_when_persisted(request.id, receipt, replayed);
             }
-            HoldStep::Open(amount) => match self.rules.check_free(&account, amount, held) {
-                Err(refusal) => self.refused(now, request, refusal),
-                Ok(()) => {
-                    let expires = now.after(self.config.hold_ttl_ms);
-                    self.set_hold(id, HoldState::Open { amount, expires });
-                    let receipt = self.rules.receipt(&account, held + amount);
-                    self.answer_when_persisted(request.id, receipt, false);
+            HoldOutcome::Captured {
+                receipt,
+                account,
+                amount,
+            } => {
+                let seq = self.ledger.write_own(&id.user, &account);
+                self.escrow.observe(&id.user, self.me(), amount, now);
+                if self.faults.ack_before_flush {
+                    self.reply(request.id, Ok(receipt));
+                } else {
+                    self.gate.hold(seq, request.id, receipt, None);
                 }
-            },
-            HoldStep::Release => {
-                let user = id.user.clone();
-                self.set_hold(id, HoldState::Released { at: now });
-                let receipt = self.rules.receipt(&account, self.state.holds.held(&user));
-                self.answer_when_persisted(request.id, receipt, false);
-            }
-            HoldStep::Capture(amount) => {
-                let others = held.saturating_sub(amount);
-                match self.rules.capture(&mut account, amount, others) {
-                    Err(refusal) => self.reply(request.id, Err(refusal)),
-                    Ok(receipt) => {
-                        self.state.set_account(&id.user, &account);
-                        let seq = self.write_own(&id.user, &account);
-                        self.escrow.observe(&id.user, self.me(), amount, now);
-                        let user = id.user.clone();
-                        let captured = HoldState::Captured {
-                            amount,
-                            receipt,
-                            at: now,
-                        };
-                        self.set_hold(id, captured);
-                        if self.faults.ack_before_flush {
-                            self.reply(request.id, Ok(receipt));
-                        } else {
-                            self.gate.hold(seq, request.id, receipt, None);
-                        }
-                        self.rebalance(&user, now);
-                    }
-                }
+                self.rebalance(&id.user, now);
             }
         }
     }
 
-    fn set_hold(&mut self, id: HoldId, state: HoldState) {
-        self.state.holds.set(id.clone(), Some(state));
-        self.journal.hold_changed(id);
-    }
-
-    /// Our entry for `user` changed to the one in `account` (just stored;
-    /// passed in so the hot path does not unpack it again). Returns the
-    /// write's sequence number.
-    fn write_own(&mut self, user: &str, account: &Account) -> Seq {
-        let seq = self.state.last_written.next();
-        self.state.last_written = seq;
-        self.journal.wrote(seq, user, account.delta_of(self.me()));
-        if self.config.track_changes {
-            self.changed.insert(user.to_owned());
-        }
-        seq
-    }
-
-    /// Sends `amount` tokens' rights of `user` to region `to`.
-    /// Never more than this region's rights minus its open holds for the user:
-    /// held tokens stay here until their job is captured or released.
+    /// Sends rights (see [`Ledger::transfer`]) and counts them.
     fn transfer(&mut self, user: &str, to: RegionId, amount: u64) {
-        let mut account = self.state.account(user);
-        let free = account
-            .rights(&self.config.rules.genesis, self.me())
-            .saturating_sub(self.state.holds.held(user));
-        let amount = amount.min(free);
-        if amount == 0 {
-            return;
-        }
-        if self
-            .rules
-            .apply(&mut account, Op::Transfer { to, amount })
-            .is_ok()
-        {
-            self.state.set_account(user, &account);
-            self.write_own(user, &account);
-            self.escrow.transferred(amount);
+        if let Some(sent) = self.ledger.transfer(user, to, amount) {
+            self.escrow.transferred(sent);
         }
     }
 
@@ -629,7 +554,7 @@ impl Replica {
         if self.leaving() {
             return;
         }
-        let state = &self.state;
+        let state = &self.ledger.state;
         let plan = self
             .escrow
             .plan(user, self.peers.live(), now, || state.account(user));
@@ -639,7 +564,7 @@ impl Replica {
     }
 
     fn ask_for_rights(&mut self, user: &str, amount: u64, now: Millis) {
-        let state = &self.state;
+        let state = &self.ledger.state;
         let holders = self
             .escrow
             .rights_request(user, self.peers.live(), now, || state.account(user));
@@ -658,17 +583,16 @@ impl Replica {
             return;
         }
         let merged = self
+            .ledger
             .state
             .merge(&item, self.me(), self.faults.additive_merge);
-        if self.config.track_changes {
-            self.changed.insert(item.user.clone());
-        }
-        self.journal.merged(item.origin, &item.user);
+        self.ledger.touched(&item.user);
+        self.ledger.journal.merged(item.origin, &item.user);
         self.escrow
             .observe(&item.user, item.origin, merged.spent, now);
         if let Some(account) = merged.accepted {
             self.escrow.accepted_from(&item.user, item.origin, now);
-            self.write_own(&item.user, &account);
+            self.ledger.write_own(&item.user, &account);
             for waiting in self.rights_waits.rights_arrived(&item.user, now) {
                 self.execute(now, waiting);
             }
@@ -676,20 +600,13 @@ impl Replica {
         self.rebalance(&item.user, now);
     }
 
-    /// Stores records from a peer; the first answer to a key stands, so a
-    /// record we hold is never replaced.
-    fn take_peer_records(&mut self, records: Vec<RecordItem>) {
-        for (id, record) in records {
-            if self.state.records.insert_if_absent(id.clone(), record) {
-                self.journal.record_changed(id);
-            }
-        }
-    }
-
     fn send_batch(&mut self) {
-        let durable = self.journal.durable();
+        let durable = self.ledger.journal.durable();
         let me = self.me();
-        for message in self.replication.take_batch(&mut self.state, durable, me) {
+        for message in self
+            .replication
+            .take_batch(&mut self.ledger.state, durable, me)
+        {
             self.peers.broadcast_live(&message);
         }
     }
@@ -700,7 +617,11 @@ impl Replica {
     fn membership_moved(&mut self) {
         for region in self.peers.membership_moved() {
             if !self.leaving() {
-                let digest = Replication::digest(&self.state, self.journal.durable(), self.me());
+                let digest = Replication::digest(
+                    &self.ledger.state,
+                    self.ledger.journal.durable(),
+                    self.me(),
+                );
                 self.peers.send(region, &digest);
             }
         }
@@ -720,6 +641,7 @@ impl Replica {
 
     /// Whether everything written has been made durable and sent.
     fn drained(&self) -> bool {
-        self.journal.all_durable() && self.state.sent_upto >= self.state.last_written
+        self.ledger.journal.all_durable()
+            && self.ledger.state.sent_upto >= self.ledger.state.last_written
     }
 }

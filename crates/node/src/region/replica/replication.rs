@@ -222,6 +222,23 @@ impl Replication {
             .collect()
     }
 
+    /// `from`'s digest `theirs` arrived: note how far it holds our writes, and
+    /// answer with what it lacks (see [`Replication::catch_up`]).
+    pub(super) fn on_digest(
+        &mut self,
+        state: &Durable,
+        durable: Seq,
+        me: RegionId,
+        from: RegionId,
+        theirs: &[(RegionId, Seq)],
+        live: &[RegionId],
+    ) -> Option<Message> {
+        if let Some(&(_, mark)) = theirs.iter().find(|(r, _)| *r == me) {
+            self.peer_holds(from, mark, live);
+        }
+        self.catch_up(state, durable, me, from, theirs)
+    }
+
     /// The answer to `asker`'s digest `theirs`: every entry it lacks, of every
     /// origin but its own, within about `batch_bytes`; `None` if it lacks
     /// nothing.

@@ -1,11 +1,14 @@
 //! What survives a crash ([`Durable`]), and what one flush writes of it
 //! ([`Persist`]).
 
-use crate::region::holds::{HoldId, HoldState, Holds};
+use crate::region::command::{Command, Receipt, Refusal};
+use crate::region::holds::{HoldId, HoldState, HoldStep, Holds};
 use crate::region::idempotency::{IdempotencyRecord, RecordId};
 use crate::region::message::Item;
 use crate::region::packed::Packed;
 use crate::region::records::Records;
+use crate::region::rules::Rules;
+use crate::region::units::Millis;
 use crate::region::units::Seq;
 use bincode::{Decode, Encode};
 use ledger_crdt::{Account, RegionId};
@@ -38,6 +41,30 @@ pub(super) struct Merged {
     /// The account, if rights sent to us were accepted with the merge (a
     /// write of ours).
     pub(super) accepted: Option<Account>,
+}
+
+/// What a hold command did.
+pub(super) struct HoldApplied {
+    /// Whether the hold changed (to be persisted).
+    pub(super) changed: bool,
+    pub(super) outcome: HoldOutcome,
+}
+
+/// What to answer for a hold command.
+pub(super) enum HoldOutcome {
+    /// Answer `receipt` once persisted; `replayed` when nothing new happened.
+    Answer {
+        receipt: Receipt,
+        replayed: bool,
+    },
+    Refused(Refusal),
+    /// Captured: `account` changed by the charge of `amount` (stored already;
+    /// the caller records it as a write of ours).
+    Captured {
+        receipt: Receipt,
+        account: Account,
+        amount: u64,
+    },
 }
 
 /// Tokens `region` has spent for the account.
@@ -174,6 +201,65 @@ impl Durable {
             spent,
             accepted: accepted.then_some(account),
         }
+    }
+
+    /// Applies a hold, capture or release of hold `id` under `rules`; an
+    /// opened hold expires `ttl_ms` after `now`.
+    pub(super) fn apply_hold(
+        &mut self,
+        rules: &Rules,
+        id: &HoldId,
+        command: &Command,
+        now: Millis,
+        ttl_ms: u64,
+    ) -> HoldApplied {
+        let mut account = self.account(&id.user);
+        let held = self.holds.held(&id.user);
+        let answer = |receipt, replayed| HoldOutcome::Answer { receipt, replayed };
+        let (changed, outcome) = match self.holds.step(id, command) {
+            HoldStep::Refuse(refusal) => (false, HoldOutcome::Refused(refusal)),
+            HoldStep::Again(receipt) => {
+                let replayed = receipt.is_some();
+                let receipt = receipt.unwrap_or_else(|| rules.receipt(&account, held));
+                (false, answer(receipt, replayed))
+            }
+            HoldStep::Open(amount) => match rules.check_free(&account, amount, held) {
+                Err(refusal) => (false, HoldOutcome::Refused(refusal)),
+                Ok(()) => {
+                    let expires = now.after(ttl_ms);
+                    self.holds
+                        .set(id.clone(), Some(HoldState::Open { amount, expires }));
+                    (true, answer(rules.receipt(&account, held + amount), false))
+                }
+            },
+            HoldStep::Release => {
+                self.holds
+                    .set(id.clone(), Some(HoldState::Released { at: now }));
+                let receipt = rules.receipt(&account, self.holds.held(&id.user));
+                (true, answer(receipt, false))
+            }
+            HoldStep::Capture(amount) => {
+                match rules.capture(&mut account, amount, held.saturating_sub(amount)) {
+                    Err(refusal) => (false, HoldOutcome::Refused(refusal)),
+                    Ok(receipt) => {
+                        self.set_account(&id.user, &account);
+                        let captured = HoldState::Captured {
+                            amount,
+                            receipt,
+                            at: now,
+                        };
+                        self.holds.set(id.clone(), Some(captured));
+                        let outcome = HoldOutcome::Captured {
+                            receipt,
+                            account,
+                            amount,
+                        };
+                        (true, outcome)
+                    }
+                }
+            }
+        };
+        HoldApplied { changed, outcome }
     }
 
     /// The scalars, as they stand.

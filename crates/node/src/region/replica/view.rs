@@ -25,32 +25,34 @@ pub struct ClusterView {
 impl Replica {
     /// Every account this replica knows.
     pub fn accounts(&self) -> BTreeMap<String, Account> {
-        self.state.all_accounts()
+        self.ledger.state.all_accounts()
     }
 
     /// One user's account as this replica knows it, if it knows the user.
     pub fn account(&self, user: &str) -> Option<Account> {
-        self.state.accounts.get(user).map(|a| a.unpack())
+        self.ledger.state.accounts.get(user).map(|a| a.unpack())
     }
 
     /// Whether this replica holds an account for `user`.
     pub fn knows(&self, user: &str) -> bool {
-        self.state.accounts.contains_key(user)
+        self.ledger.state.accounts.contains_key(user)
     }
 
     /// The user's receipt as this replica sees it (spendable net of holds).
     pub fn receipt(&self, user: &str) -> Receipt {
-        self.rules
-            .receipt(&self.state.account(user), self.state.holds.held(user))
+        self.ledger.rules.receipt(
+            &self.ledger.state.account(user),
+            self.ledger.state.holds.held(user),
+        )
     }
 
     /// The user's standing at `now`: receipt, premium tier, tokens held here.
     pub fn standing(&self, user: &str, now: Millis) -> Standing {
-        let account = self.state.account(user);
-        let held = self.state.holds.held(user);
+        let account = self.ledger.state.account(user);
+        let held = self.ledger.state.holds.held(user);
         let subscription = account.subscription();
         Standing {
-            receipt: self.rules.receipt(&account, held),
+            receipt: self.ledger.rules.receipt(&account, held),
             memes_ai_until: subscription.map(|s| Millis(s.memes_ai_until_ms)),
             memes_ai: subscription.is_some_and(|s| s.active_at(now.0)),
             held,
@@ -60,7 +62,8 @@ impl Replica {
     /// Whether the premium tier covers `user` at `now`: the account is in
     /// memory, so this costs no I/O and no lock beyond the caller's.
     pub fn memes_ai(&self, user: &str, now: Millis) -> bool {
-        self.state
+        self.ledger
+            .state
             .accounts
             .get(user)
             .and_then(|a| a.unpack().subscription())
@@ -72,7 +75,7 @@ impl Replica {
     /// [`Seq::ZERO`]. (What peers replicated to us needs no wait: they hold it
     /// durably.)
     pub fn standing_durable_at(&self, user: &str, now: Millis) -> (Standing, Seq) {
-        let seq = self.journal.latest_pending(user).unwrap_or_default();
+        let seq = self.ledger.journal.latest_pending(user).unwrap_or_default();
         (self.standing(user, now), seq)
     }
 
@@ -100,7 +103,7 @@ impl Replica {
     /// Replication lag of each peer that is up, at `now`.
     pub fn lag(&self, now: Millis) -> BTreeMap<RegionId, PeerLag> {
         self.replication
-            .lag(now, self.journal.durable(), self.peers.live())
+            .lag(now, self.ledger.journal.durable(), self.peers.live())
     }
 
     /// The cluster as this node sees it, at `now`.
