@@ -8,7 +8,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::proxy::{Links, Proxy, node_ip};
-use support::{Node, OPERATOR, token};
+use support::{Node, OPERATOR, WEBHOOK_SECRET, billing_body, token, unix_now};
 use tempfile::TempDir;
 
 const GRANT: u64 = 150;
@@ -513,5 +513,50 @@ async fn a_node_with_a_certificate_from_another_ca_is_refused() {
             None,
             "a delta got in: the cluster saw the rogue's user"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_billing_event_at_one_region_makes_the_user_premium_in_every_region() {
+    let cluster = Cluster::start(6, 3, 3).await;
+    cluster.wait_all_up(Duration::from_secs(20)).await;
+    let tier = |node: &Node| {
+        let node_addr = node.addr.clone();
+        async move {
+            let r = support::request(
+                &node_addr,
+                "GET",
+                "/v1/balance",
+                &[("authorization", &format!("Bearer {}", token("rae")))],
+                "",
+            )
+            .await
+            .expect("request");
+            r.json()["tier"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    let now = unix_now();
+    let upgrade = billing_body("evt_10", "rae", "2099-01-01T00:00:00Z", 10);
+    let r = cluster
+        .node(1)
+        .billing_event(&upgrade, now, WEBHOOK_SECRET)
+        .await;
+    assert_eq!(r.json()["applied"], true, "{}", r.body);
+    for i in [2, 3] {
+        eventually(Duration::from_secs(10), "premium everywhere", || async {
+            tier(cluster.node(i)).await == "memes-ai"
+        })
+        .await;
+    }
+    // An older cancel sent to region 3 afterwards changes nothing anywhere.
+    let older = billing_body("evt_9", "rae", "2000-01-01T00:00:00Z", 9);
+    let r = cluster
+        .node(3)
+        .billing_event(&older, now, WEBHOOK_SECRET)
+        .await;
+    assert_eq!(r.json()["applied"], false, "{}", r.body);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 1..=3 {
+        assert_eq!(tier(cluster.node(i)).await, "memes-ai", "region {i}");
     }
 }

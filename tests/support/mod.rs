@@ -16,6 +16,8 @@ use tokio::process::{Child, Command};
 pub const SECRET: &str = "test-secret-for-integration-tests";
 /// The operator credential of every test node.
 pub const OPERATOR: &str = "test-operator-credential-0123456789";
+/// The billing webhook secret of every test node.
+pub const WEBHOOK_SECRET: &str = "test-billing-webhook-secret-0123456789";
 
 /// A running `maas` process.
 pub struct Node {
@@ -31,7 +33,14 @@ impl Node {
     /// Starts a node on a fresh port with its data in `dir`, the test
     /// credentials, plus `extra` flags.
     pub async fn start(dir: &Path, extra: &[&str]) -> Node {
-        let mut args = vec!["--jwt-secret", SECRET, "--operator-token", OPERATOR];
+        let mut args = vec![
+            "--jwt-secret",
+            SECRET,
+            "--operator-token",
+            OPERATOR,
+            "--billing-webhook-secret",
+            WEBHOOK_SECRET,
+        ];
         args.extend_from_slice(extra);
         Node::start_bare(dir, &args).await
     }
@@ -178,6 +187,21 @@ impl Node {
         Some(r.json()["balance"].as_u64().expect("balance"))
     }
 
+    /// Posts a billing event signed at `t` (unix seconds) with `secret`.
+    pub async fn billing_event(&self, body: &str, t: u64, secret: &str) -> Response {
+        let signature = maas_node::sign_webhook(secret.as_bytes(), t, body.as_bytes());
+        self.send(
+            "POST",
+            "/v1/webhooks/billing",
+            &[
+                ("maas-signature", &signature),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -257,6 +281,21 @@ impl Response {
         assert_eq!(json["status"], status);
         assert!(json["detail"].as_str().is_some_and(|d| !d.is_empty()));
     }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// A billing event body.
+pub fn billing_body(event: &str, user: &str, until: &str, version: u64) -> String {
+    format!(
+        r#"{{"id":"{event}","user_id":"{user}","memes_ai_until":"{until}","version":{version}}}"#
+    )
 }
 
 /// One HTTP/1.1 request on a fresh connection; `Err` if the connection failed.

@@ -33,9 +33,10 @@ impl Replica {
         self.ledger.state.accounts.get(user).map(|a| a.unpack())
     }
 
-    /// Whether this replica holds an account for `user`.
+    /// Whether this replica holds an account for `user`, or tokens held for
+    /// one of its jobs.
     pub fn knows(&self, user: &str) -> bool {
-        self.ledger.state.accounts.contains_key(user)
+        self.ledger.state.accounts.contains_key(user) || self.ledger.state.holds.held(user) > 0
     }
 
     /// The user's receipt as this replica sees it (spendable net of holds).
