@@ -14,8 +14,10 @@ use std::collections::BTreeMap;
 pub enum Kind {
     /// Adds tokens.
     Credit,
-    /// Removes tokens (a memes call or an operator debit).
+    /// Removes tokens (a memes call, an operator debit, or a hold's capture).
     Spend,
+    /// Changes no balance (a hold, a release, a subscription).
+    Neutral,
 }
 
 /// One logical operation.
@@ -94,6 +96,12 @@ impl Truth {
         let Some(op) = self.ops.get_mut(&(key.to_owned(), region)) else {
             return Ok(());
         };
+        if op.kind == Kind::Neutral {
+            // Holds, releases and subscriptions keep no idempotency record: a
+            // repeat answers the account as it stands, not a remembered answer.
+            op.acked |= !replayed;
+            return Ok(());
+        }
         if let Some(first) = op.receipt {
             if first != receipt {
                 return Err(Violation {
@@ -113,6 +121,7 @@ impl Truth {
         match op.kind {
             Kind::Credit => at.0 += op.amount,
             Kind::Spend => at.1 += op.amount,
+            Kind::Neutral => {}
         }
         Ok(())
     }
@@ -166,7 +175,7 @@ impl Truth {
                 }
                 (Kind::Credit, false, true) => hi += a,
                 (Kind::Spend, false, true) => lo -= a,
-                (_, false, false) => {}
+                (Kind::Neutral, ..) | (_, false, false) => {}
             }
         }
         (lo, hi)

@@ -47,6 +47,8 @@ enum BrokenArg {
     AdditiveMerge,
     AckBeforeFlush,
     ForgetIdempotency,
+    CaptureTwice,
+    GiveAwayHeld,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +62,8 @@ fn main() -> ExitCode {
         BrokenArg::AdditiveMerge => Broken::AdditiveMerge,
         BrokenArg::AckBeforeFlush => Broken::AckBeforeFlush,
         BrokenArg::ForgetIdempotency => Broken::ForgetIdempotency,
+        BrokenArg::CaptureTwice => Broken::CaptureTwice,
+        BrokenArg::GiveAwayHeld => Broken::GiveAwayHeld,
     });
     if let Some(n) = args.sweep {
         let escrow = sweep(args.seed, n, Policy::Escrow, broken);
@@ -132,6 +136,8 @@ fn print_violation(cfg: &SimConfig, v: &maas_sim::checker::Violation) {
         Some(Broken::AdditiveMerge) => " --broken additive-merge",
         Some(Broken::AckBeforeFlush) => " --broken ack-before-flush",
         Some(Broken::ForgetIdempotency) => " --broken forget-idempotency",
+        Some(Broken::CaptureTwice) => " --broken capture-twice",
+        Some(Broken::GiveAwayHeld) => " --broken give-away-held",
         None => "",
     };
     println!(

@@ -32,6 +32,10 @@ pub enum Broken {
     AckBeforeFlush,
     /// Ignores stored idempotency records.
     ForgetIdempotency,
+    /// Charges a repeated capture of a hold again.
+    CaptureTwice,
+    /// Gives away rights that open holds set aside.
+    GiveAwayHeld,
 }
 
 /// What a run does.
@@ -151,9 +155,31 @@ pub struct World {
     violations: Vec<Violation>,
     /// Once quiet: each region's last write ticket, which must not move again.
     quiet_marks: Option<Vec<Option<Seq>>>,
+    /// Jobs by id, until their close is sent.
+    jobs: BTreeMap<String, Job>,
+    /// Jobs whose release was acknowledged: never to be charged.
+    released: BTreeSet<String>,
+    /// Billing events sent, per user, and the last version used.
+    billing: BTreeMap<String, (u64, Vec<BillingEvent>)>,
 }
 
 const TIMEOUT_MS: u64 = 1_000;
+
+/// How long an open hold lives in the simulated regions.
+const HOLD_TTL_MS: u64 = 1_000;
+
+/// An AI meme being made: paid by a hold, captured or released later.
+struct Job {
+    user: String,
+    region: usize,
+    amount: u64,
+    close_at: u64,
+    /// The hold was acknowledged.
+    opened: bool,
+}
+
+/// One billing event sent: (version, until, key, region).
+type BillingEvent = (u64, u64, String, RegionId);
 
 impl World {
     /// Sets up a run.
@@ -216,6 +242,9 @@ impl World {
             trace: 0xcbf2_9ce4_8422_2325,
             violations: Vec::new(),
             quiet_marks: None,
+            jobs: BTreeMap::new(),
+            released: BTreeSet::new(),
+            billing: BTreeMap::new(),
         };
         for i in 0..world.regions.len() {
             if world.regions[i].state == State::Up {
@@ -243,7 +272,11 @@ impl World {
             additive_merge: self.cfg.broken == Some(Broken::AdditiveMerge),
             ack_before_flush: self.cfg.broken == Some(Broken::AckBeforeFlush),
             forget_idempotency: self.cfg.broken == Some(Broken::ForgetIdempotency),
+            capture_twice: self.cfg.broken == Some(Broken::CaptureTwice),
+            give_away_held: self.cfg.broken == Some(Broken::GiveAwayHeld),
         };
+        // Short, so jobs nobody closes expire within a run.
+        config.hold_ttl_ms = HOLD_TTL_MS;
         config
     }
 
@@ -323,6 +356,7 @@ impl World {
         }
         if faulty {
             self.clients();
+            self.close_jobs();
         }
         for i in 0..self.regions.len() {
             if self.regions[i].replica.is_none()
@@ -635,6 +669,7 @@ impl World {
                 {
                     self.violations.push(v);
                 }
+                self.job_answered(&p.key, replayed);
                 if p.spend.is_some() {
                     self.report.acked_spends += 1;
                     if let Some(since) = self.waiting_since.remove(&slot) {
@@ -655,6 +690,28 @@ impl World {
                     }
                 }
             }
+        }
+    }
+
+    /// A job's hold, capture or release was acknowledged.
+    fn job_answered(&mut self, key: &str, replayed: bool) {
+        if let Some(job) = key.strip_prefix("hold-") {
+            if let Some(j) = self.jobs.get_mut(job) {
+                j.opened = true;
+            }
+        } else if let Some(job) = key.strip_prefix("rel-") {
+            if !replayed {
+                self.released.insert(job.to_owned());
+            }
+        } else if let Some(job) = key.strip_prefix("cap-")
+            && !replayed
+            && self.released.contains(job)
+        {
+            self.violations.push(Violation {
+                at_ms: self.now,
+                invariant: "released-job-charged",
+                detail: format!("{job} was captured after its release was acknowledged"),
+            });
         }
     }
 
@@ -685,6 +742,15 @@ impl World {
             } else {
                 home
             };
+            let premium = self.rng.unit();
+            if premium < 0.03 {
+                self.start_job(&user, region);
+                continue;
+            }
+            if premium < 0.04 {
+                self.billing_event(&user);
+                continue;
+            }
             let roll = self.rng.unit();
             let (command, kind, amount) = if roll < 0.9 {
                 (Command::ChargeCall, Kind::Spend, self.meme_cost)
@@ -698,6 +764,97 @@ impl World {
             let key = format!("k{}", self.next_request);
             self.send_request(region, &user, command, kind, amount, key);
         }
+    }
+
+    /// Opens a hold for a new job of `user` at `region`; it closes later.
+    fn start_job(&mut self, user: &str, region: usize) {
+        let job = format!("job{}", self.next_request);
+        let amount = self.rng.range(1, 5);
+        let close_at = self.now + self.rng.range(50, 600);
+        let command = Command::Hold {
+            job: job.clone(),
+            amount,
+        };
+        self.jobs.insert(
+            job.clone(),
+            Job {
+                user: user.to_owned(),
+                region,
+                amount,
+                close_at,
+                opened: false,
+            },
+        );
+        self.send_request(
+            region,
+            user,
+            command,
+            Kind::Neutral,
+            0,
+            format!("hold-{job}"),
+        );
+    }
+
+    /// Jobs due to close: most deliver (capture), some fail (release), a few
+    /// are forgotten (their hold expires).
+    fn close_jobs(&mut self) {
+        let due: Vec<String> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.close_at <= self.now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let Some(job) = self.jobs.remove(&id) else {
+                continue;
+            };
+            if !job.opened {
+                continue;
+            }
+            let roll = self.rng.unit();
+            if roll < 0.8 {
+                let command = Command::Capture { job: id.clone() };
+                let key = format!("cap-{id}");
+                self.send_request(job.region, &job.user, command, Kind::Spend, job.amount, key);
+            } else if roll < 0.95 {
+                let command = Command::Release { job: id.clone() };
+                let key = format!("rel-{id}");
+                self.send_request(job.region, &job.user, command, Kind::Neutral, 0, key);
+            }
+        }
+    }
+
+    /// The billing system's word on `user`'s subscription, sent to a random
+    /// region: usually a new version, sometimes an older one arriving late,
+    /// sometimes a duplicate.
+    fn billing_event(&mut self, user: &str) {
+        let region = self.rng.index(self.report.regions);
+        let roll = self.rng.unit();
+        let log = self.billing.entry(user.to_owned()).or_default();
+        let (version, until) = match log.1.last() {
+            Some(&(v, u, ..)) if roll < 0.1 => (v, u),
+            _ if roll < 0.3 && log.0 > 1 => {
+                let older = log.0.saturating_sub(self.rng.range(1, 3)).max(1);
+                (older, self.now + self.rng.range(0, 8_000))
+            }
+            _ => {
+                log.0 += 1;
+                // Some ends are already past: cancels.
+                (
+                    log.0,
+                    (self.now + self.rng.range(0, 8_000)).saturating_sub(2_000),
+                )
+            }
+        };
+        let key = format!("sub{}", self.next_request);
+        let region_id = self.regions[region].id;
+        let log = self.billing.entry(user.to_owned()).or_default();
+        log.1.push((version, until, key.clone(), region_id));
+        let command = Command::Subscribe {
+            version,
+            until: Millis(until),
+        };
+        self.send_request(region, user, command, Kind::Neutral, 0, key);
     }
 
     /// Retries an earlier operation with the same key: usually at the same region,
@@ -753,7 +910,9 @@ impl World {
                 key,
                 region: region_id,
                 user: user.to_owned(),
-                spend: (kind == Kind::Spend).then_some(amount),
+                spend: (kind == Kind::Spend
+                    && matches!(command, Command::ChargeCall | Command::Adjust(_)))
+                .then_some(amount),
                 deadline: self.now + TIMEOUT_MS,
             },
         );
@@ -790,12 +949,28 @@ impl World {
     }
 
     fn check_region(&mut self, i: usize) -> Result<(), Violation> {
+        let region = self.regions[i].id;
         let Some(replica) = self.regions[i].replica.as_mut() else {
             return Ok(());
         };
         let changed = replica.drain_changed();
         if self.cfg.policy == Policy::Naive {
             return Ok(()); // Naive counters break the rights invariant by design.
+        }
+        for (user, held) in replica.open_holds() {
+            let rights = replica
+                .account(&user)
+                .unwrap_or_default()
+                .rights(&self.genesis, region);
+            if held > rights {
+                return Err(Violation {
+                    at_ms: self.now,
+                    invariant: "holds-within-rights",
+                    detail: format!(
+                        "{region} holds {held} of {user}'s tokens with rights {rights}"
+                    ),
+                });
+            }
         }
         for user in changed {
             if let Some(account) = replica.account(&user)
@@ -827,7 +1002,7 @@ impl World {
         let view = |r: &Replica| -> BTreeMap<String, Vec<u8>> {
             r.accounts()
                 .iter()
-                .filter(|(_, a)| !a.entries().is_empty())
+                .filter(|(_, a)| !a.entries().is_empty() || a.subscription().is_some())
                 .map(|(u, a)| (u.clone(), a.to_bytes().unwrap_or_default()))
                 .collect()
         };
@@ -923,6 +1098,7 @@ impl World {
                     detail: format!("{user} ended at {balance}"),
                 });
             }
+            self.check_subscription(&user, &account)?;
             let (lo, hi) = self.truth.expected_range(&user, self.genesis.grant());
             if !(lo..=hi).contains(&balance) {
                 return Err(Violation {
@@ -933,6 +1109,47 @@ impl World {
             }
         }
         Ok(())
+    }
+}
+
+impl World {
+    /// After heal: the user's subscription is one the billing system sent and
+    /// that may have been applied, and no lower than any it acknowledged as
+    /// applied (the highest version wins, whatever the order of arrival).
+    fn check_subscription(&self, user: &str, account: &Account) -> Result<(), Violation> {
+        let Some((_, sent)) = self.billing.get(user) else {
+            return Ok(());
+        };
+        let applied = |key: &str, region: RegionId, maybe_too: bool| {
+            self.truth
+                .ops
+                .get(&(key.to_owned(), region))
+                .is_some_and(|op| op.acked || (maybe_too && op.maybe))
+        };
+        let highest_acked = sent
+            .iter()
+            .filter(|(_, _, key, region)| applied(key, *region, false))
+            .map(|&(v, u, ..)| (v, u))
+            .max();
+        let held = account
+            .subscription()
+            .map(|s| (s.version, s.memes_ai_until_ms));
+        let possible = |h: (u64, u64)| {
+            sent.iter()
+                .any(|(v, u, key, region)| (*v, *u) == h && applied(key, *region, true))
+        };
+        let ok = match held {
+            None => highest_acked.is_none(),
+            Some(h) => possible(h) && highest_acked.is_none_or(|a| h >= a),
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(Violation {
+            at_ms: self.now,
+            invariant: "subscription-highest-version",
+            detail: format!("{user} ends with {held:?}; highest acknowledged {highest_acked:?}"),
+        })
     }
 }
 

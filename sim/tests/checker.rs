@@ -45,6 +45,22 @@ fn a_retry_charged_twice_by_one_region_is_caught() {
 }
 
 #[test]
+fn a_hold_captured_twice_is_caught() {
+    assert_eq!(
+        first_violation(Broken::CaptureTwice),
+        Some("idempotency-key-charged-twice")
+    );
+}
+
+#[test]
+fn held_rights_given_away_are_caught() {
+    assert_eq!(
+        first_violation(Broken::GiveAwayHeld),
+        Some("holds-within-rights")
+    );
+}
+
+#[test]
 fn a_seed_replays_bit_for_bit() {
     let a = World::new(SimConfig::new(42)).run();
     let b = World::new(SimConfig::new(42)).run();

@@ -95,4 +95,8 @@ pub struct Faults {
     pub ack_before_flush: bool,
     /// Ignore stored idempotency records, so retries are charged again.
     pub forget_idempotency: bool,
+    /// Charge a captured hold again when its capture is repeated.
+    pub capture_twice: bool,
+    /// Give away (rebalance, answer, leave) rights that open holds set aside.
+    pub give_away_held: bool,
 }

@@ -67,11 +67,23 @@ impl Ledger {
     /// more than this region's rights minus its open holds for the user (held
     /// tokens stay until their job is captured or released). Returns what was
     /// sent.
-    pub(super) fn transfer(&mut self, user: &str, to: RegionId, amount: u64) -> Option<u64> {
+    /// `ignore_holds` is the simulator's broken core that gives held rights away.
+    pub(super) fn transfer(
+        &mut self,
+        user: &str,
+        to: RegionId,
+        amount: u64,
+        ignore_holds: bool,
+    ) -> Option<u64> {
         let mut account = self.state.account(user);
+        let held = if ignore_holds {
+            0
+        } else {
+            self.state.holds.held(user)
+        };
         let free = account
             .rights(&self.rules.config().genesis, self.me())
-            .saturating_sub(self.state.holds.held(user));
+            .saturating_sub(held);
         let amount = amount.min(free);
         if amount == 0 {
             return None;
@@ -91,8 +103,11 @@ impl Ledger {
         command: &Command,
         now: Millis,
         ttl_ms: u64,
+        capture_twice: bool,
     ) -> HoldApplied {
-        let applied = self.state.apply_hold(&self.rules, id, command, now, ttl_ms);
+        let applied = self
+            .state
+            .apply_hold(&self.rules, id, command, now, ttl_ms, capture_twice);
         if applied.changed {
             self.journal.hold_changed(id.clone());
         }

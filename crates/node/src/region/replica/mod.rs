@@ -415,6 +415,15 @@ impl Replica {
         self.gate.replays_waiting()
     }
 
+    /// Tokens held open here, per user (for the simulator's checks).
+    pub fn open_holds(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut held = std::collections::BTreeMap::new();
+        for (id, amount) in self.ledger.state.holds.open() {
+            *held.entry(id.user.clone()).or_insert(0) += amount;
+        }
+        held
+    }
+
     /// Users whose account changed since the last call.
     pub fn drain_changed(&mut self) -> BTreeSet<String> {
         self.ledger.drain_changed()
@@ -517,9 +526,10 @@ impl Replica {
             return;
         };
         let ttl = self.config.hold_ttl_ms;
+        let twice = self.faults.capture_twice && matches!(request.command, Command::Capture { .. });
         match self
             .ledger
-            .apply_hold(&id, &request.command, now, ttl)
+            .apply_hold(&id, &request.command, now, ttl, twice)
             .outcome
         {
             HoldOutcome::Refused(refusal) => self.refused(now, request, refusal),
@@ -545,7 +555,8 @@ impl Replica {
 
     /// Sends rights (see [`Ledger::transfer`]) and counts them.
     fn transfer(&mut self, user: &str, to: RegionId, amount: u64) {
-        if let Some(sent) = self.ledger.transfer(user, to, amount) {
+        let ignore_holds = self.faults.give_away_held;
+        if let Some(sent) = self.ledger.transfer(user, to, amount, ignore_holds) {
             self.escrow.transferred(sent);
         }
     }

@@ -204,7 +204,8 @@ impl Durable {
     }
 
     /// Applies a hold, capture or release of hold `id` under `rules`; an
-    /// opened hold expires `ttl_ms` after `now`.
+    /// opened hold expires `ttl_ms` after `now`. `capture_twice` is the
+    /// simulator's broken core that charges a repeated capture again.
     pub(super) fn apply_hold(
         &mut self,
         rules: &Rules,
@@ -212,11 +213,18 @@ impl Durable {
         command: &Command,
         now: Millis,
         ttl_ms: u64,
+        capture_twice: bool,
     ) -> HoldApplied {
         let mut account = self.account(&id.user);
         let held = self.holds.held(&id.user);
         let answer = |receipt, replayed| HoldOutcome::Answer { receipt, replayed };
-        let (changed, outcome) = match self.holds.step(id, command) {
+        let mut step = self.holds.step(id, command);
+        if let (true, Some(HoldState::Captured { amount, .. })) =
+            (capture_twice, self.holds.get(id))
+        {
+            step = HoldStep::Capture(*amount);
+        }
+        let (changed, outcome) = match step {
             HoldStep::Refuse(refusal) => (false, HoldOutcome::Refused(refusal)),
             HoldStep::Again(receipt) => {
                 let replayed = receipt.is_some();
