@@ -49,6 +49,7 @@ enum BrokenArg {
     ForgetIdempotency,
     CaptureTwice,
     GiveAwayHeld,
+    KeepExpiredHolds,
 }
 
 fn main() -> ExitCode {
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
         BrokenArg::ForgetIdempotency => Broken::ForgetIdempotency,
         BrokenArg::CaptureTwice => Broken::CaptureTwice,
         BrokenArg::GiveAwayHeld => Broken::GiveAwayHeld,
+        BrokenArg::KeepExpiredHolds => Broken::KeepExpiredHolds,
     });
     if let Some(n) = args.sweep {
         let escrow = sweep(args.seed, n, Policy::Escrow, broken);
@@ -138,6 +140,7 @@ fn print_violation(cfg: &SimConfig, v: &maas_sim::checker::Violation) {
         Some(Broken::ForgetIdempotency) => " --broken forget-idempotency",
         Some(Broken::CaptureTwice) => " --broken capture-twice",
         Some(Broken::GiveAwayHeld) => " --broken give-away-held",
+        Some(Broken::KeepExpiredHolds) => " --broken keep-expired-holds",
         None => "",
     };
     println!(

@@ -36,6 +36,8 @@ pub enum Broken {
     CaptureTwice,
     /// Gives away rights that open holds set aside.
     GiveAwayHeld,
+    /// Never releases a hold at its TTL.
+    KeepExpiredHolds,
 }
 
 /// What a run does.
@@ -157,8 +159,12 @@ pub struct World {
     quiet_marks: Option<Vec<Option<Seq>>>,
     /// Jobs by id, until their close is sent.
     jobs: BTreeMap<String, Job>,
-    /// Jobs whose release was acknowledged: never to be charged.
-    released: BTreeSet<String>,
+    /// Jobs whose release was acknowledged, by region (holds are
+    /// region-local): never to be charged there.
+    released: BTreeSet<(String, RegionId)>,
+    /// When each job's hold was first acknowledged, by region: a capture sent
+    /// there a whole TTL later must find it expired.
+    hold_acked: BTreeMap<(String, RegionId), u64>,
     /// Billing events sent, per user, and the last version used.
     billing: BTreeMap<String, (u64, Vec<BillingEvent>)>,
 }
@@ -244,6 +250,7 @@ impl World {
             quiet_marks: None,
             jobs: BTreeMap::new(),
             released: BTreeSet::new(),
+            hold_acked: BTreeMap::new(),
             billing: BTreeMap::new(),
         };
         for i in 0..world.regions.len() {
@@ -274,6 +281,7 @@ impl World {
             forget_idempotency: self.cfg.broken == Some(Broken::ForgetIdempotency),
             capture_twice: self.cfg.broken == Some(Broken::CaptureTwice),
             give_away_held: self.cfg.broken == Some(Broken::GiveAwayHeld),
+            keep_expired_holds: self.cfg.broken == Some(Broken::KeepExpiredHolds),
         };
         // Short, so jobs nobody closes expire within a run.
         config.hold_ttl_ms = HOLD_TTL_MS;
@@ -669,7 +677,7 @@ impl World {
                 {
                     self.violations.push(v);
                 }
-                self.job_answered(&p.key, replayed);
+                self.job_answered(&p.key, p.region, replayed, p.deadline - TIMEOUT_MS);
                 if p.spend.is_some() {
                     self.report.acked_spends += 1;
                     if let Some(since) = self.waiting_since.remove(&slot) {
@@ -693,25 +701,47 @@ impl World {
         }
     }
 
-    /// A job's hold, capture or release was acknowledged.
-    fn job_answered(&mut self, key: &str, replayed: bool) {
+    /// A job's hold, capture or release, sent at `sent_at`, was acknowledged.
+    ///
+    /// A capture charged after the job's release was acknowledged, or sent a
+    /// whole TTL after its hold was (the hold ran out on the region's own
+    /// clock before the capture arrived, whatever that clock's skew), is a
+    /// charge for a job that never delivered.
+    fn job_answered(&mut self, key: &str, region: RegionId, replayed: bool, sent_at: u64) {
         if let Some(job) = key.strip_prefix("hold-") {
             if let Some(j) = self.jobs.get_mut(job) {
                 j.opened = true;
             }
+            let first = self.hold_acked.entry((job.to_owned(), region));
+            first.or_insert(self.now);
         } else if let Some(job) = key.strip_prefix("rel-") {
             if !replayed {
-                self.released.insert(job.to_owned());
+                self.released.insert((job.to_owned(), region));
             }
         } else if let Some(job) = key.strip_prefix("cap-")
             && !replayed
-            && self.released.contains(job)
         {
-            self.violations.push(Violation {
-                at_ms: self.now,
-                invariant: "released-job-charged",
-                detail: format!("{job} was captured after its release was acknowledged"),
-            });
+            let at = (job.to_owned(), region);
+            // On the region's own clock, which saturates at 0 early on.
+            let skew = self
+                .regions
+                .iter()
+                .find(|r| r.id == region)
+                .map_or(0, |r| r.skew);
+            let local = |t: u64| t.saturating_add_signed(skew);
+            let expired = self
+                .hold_acked
+                .get(&at)
+                .is_some_and(|&held| local(sent_at) >= local(held) + HOLD_TTL_MS);
+            if self.released.contains(&at) || expired {
+                self.violations.push(Violation {
+                    at_ms: self.now,
+                    invariant: "released-job-charged",
+                    detail: format!(
+                        "{job} was captured after its release was acknowledged or its hold expired"
+                    ),
+                });
+            }
         }
     }
 
@@ -770,7 +800,8 @@ impl World {
     fn start_job(&mut self, user: &str, region: usize) {
         let job = format!("job{}", self.next_request);
         let amount = self.rng.range(1, 5);
-        let close_at = self.now + self.rng.range(50, 600);
+        // Some jobs outlive their hold's TTL: their capture must be refused.
+        let close_at = self.now + self.rng.range(50, 1_500);
         let command = Command::Hold {
             job: job.clone(),
             amount,
@@ -1120,15 +1151,17 @@ impl World {
         let Some((_, sent)) = self.billing.get(user) else {
             return Ok(());
         };
-        let applied = |key: &str, region: RegionId, maybe_too: bool| {
+        // At any region: a retry may carry the event elsewhere.
+        let applied = |key: &str, maybe_too: bool| {
             self.truth
                 .ops
-                .get(&(key.to_owned(), region))
-                .is_some_and(|op| op.acked || (maybe_too && op.maybe))
+                .iter()
+                .filter(|((k, _), _)| k == key)
+                .any(|(_, op)| op.acked || (maybe_too && op.maybe))
         };
         let highest_acked = sent
             .iter()
-            .filter(|(_, _, key, region)| applied(key, *region, false))
+            .filter(|(_, _, key, _)| applied(key, false))
             .map(|&(v, u, ..)| (v, u))
             .max();
         let held = account
@@ -1136,7 +1169,7 @@ impl World {
             .map(|s| (s.version, s.memes_ai_until_ms));
         let possible = |h: (u64, u64)| {
             sent.iter()
-                .any(|(v, u, key, region)| (*v, *u) == h && applied(key, *region, true))
+                .any(|(v, u, key, _)| (*v, *u) == h && applied(key, true))
         };
         let ok = match held {
             None => highest_acked.is_none(),

@@ -113,9 +113,15 @@ impl Holds {
         }
     }
 
-    /// What `command` (a hold, capture or release) does to hold `id`.
-    pub fn step(&self, id: &HoldId, command: &Command) -> HoldStep {
-        let state = self.by_id.get(id);
+    /// What `command` (a hold, capture or release) does to hold `id` at
+    /// `now`. An open hold past its expiry counts as released even before a
+    /// tick has released it: the TTL is exact, whenever the tick comes.
+    pub fn step(&self, id: &HoldId, command: &Command, now: Millis) -> HoldStep {
+        let expired = HoldState::Released { at: now };
+        let state = match self.by_id.get(id) {
+            Some(HoldState::Open { expires, .. }) if *expires <= now => Some(&expired),
+            other => other,
+        };
         match (command, state) {
             (Command::ChargeCall | Command::Adjust(_) | Command::Subscribe { .. }, _) => {
                 HoldStep::Refuse(Refusal::UnknownHold)
@@ -136,11 +142,19 @@ impl Holds {
                 HoldStep::Again(Some(*receipt))
             }
             (Command::Release { .. }, Some(HoldState::Open { .. })) => HoldStep::Release,
+            // Released by its TTL just now: releasing it again is what happened.
+            (Command::Release { .. }, Some(HoldState::Released { .. })) if self.is_open(id) => {
+                HoldStep::Release
+            }
             (Command::Release { .. }, Some(HoldState::Released { .. })) => HoldStep::Again(None),
             (_, Some(HoldState::Released { .. })) => HoldStep::Refuse(Refusal::HoldReleased),
             (_, Some(HoldState::Captured { .. })) => HoldStep::Refuse(Refusal::HoldCaptured),
             (_, None) => HoldStep::Refuse(Refusal::UnknownHold),
         }
+    }
+
+    fn is_open(&self, id: &HoldId) -> bool {
+        matches!(self.by_id.get(id), Some(HoldState::Open { .. }))
     }
 
     /// Open holds whose TTL passed by `now`.

@@ -99,4 +99,6 @@ pub struct Faults {
     pub capture_twice: bool,
     /// Give away (rebalance, answer, leave) rights that open holds set aside.
     pub give_away_held: bool,
+    /// Never release a hold at its TTL.
+    pub keep_expired_holds: bool,
 }

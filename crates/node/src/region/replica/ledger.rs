@@ -2,6 +2,7 @@
 //! what is on its way to disk, and the rules that change them. Every change
 //! to the state goes through here, so each lands in the next persist.
 
+use super::config::Faults;
 use super::journal::Journal;
 use super::state::{Durable, HoldApplied};
 use crate::region::command::Command;
@@ -103,11 +104,11 @@ impl Ledger {
         command: &Command,
         now: Millis,
         ttl_ms: u64,
-        capture_twice: bool,
+        faults: Faults,
     ) -> HoldApplied {
         let applied = self
             .state
-            .apply_hold(&self.rules, id, command, now, ttl_ms, capture_twice);
+            .apply_hold(&self.rules, id, command, now, ttl_ms, faults);
         if applied.changed {
             self.journal.hold_changed(id.clone());
         }

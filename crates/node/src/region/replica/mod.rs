@@ -287,7 +287,9 @@ impl Replica {
             self.escrow.prune(now);
         }
         let keep = prune.then_some(self.config.rules.idempotency_ttl_ms);
-        self.ledger.expire_holds(now, keep);
+        if !self.faults.keep_expired_holds {
+            self.ledger.expire_holds(now, keep);
+        }
         self.peers.membership().tick(now);
         // A graceful leave ends by telling the membership, once every
         // handed-over right has been made durable and sent.
@@ -526,10 +528,9 @@ impl Replica {
             return;
         };
         let ttl = self.config.hold_ttl_ms;
-        let twice = self.faults.capture_twice && matches!(request.command, Command::Capture { .. });
         match self
             .ledger
-            .apply_hold(&id, &request.command, now, ttl, twice)
+            .apply_hold(&id, &request.command, now, ttl, self.faults)
             .outcome
         {
             HoldOutcome::Refused(refusal) => self.refused(now, request, refusal),

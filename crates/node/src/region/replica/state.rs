@@ -1,6 +1,7 @@
 //! What survives a crash ([`Durable`]), and what one flush writes of it
 //! ([`Persist`]).
 
+use super::config::Faults;
 use crate::region::command::{Command, Receipt, Refusal};
 use crate::region::holds::{HoldId, HoldState, HoldStep, Holds};
 use crate::region::idempotency::{IdempotencyRecord, RecordId};
@@ -204,8 +205,8 @@ impl Durable {
     }
 
     /// Applies a hold, capture or release of hold `id` under `rules`; an
-    /// opened hold expires `ttl_ms` after `now`. `capture_twice` is the
-    /// simulator's broken core that charges a repeated capture again.
+    /// opened hold expires `ttl_ms` after `now`. `faults` are the simulator's
+    /// broken cores (a repeated capture charged again, holds that never expire).
     pub(super) fn apply_hold(
         &mut self,
         rules: &Rules,
@@ -213,12 +214,18 @@ impl Durable {
         command: &Command,
         now: Millis,
         ttl_ms: u64,
-        capture_twice: bool,
+        faults: Faults,
     ) -> HoldApplied {
         let mut account = self.account(&id.user);
         let held = self.holds.held(&id.user);
         let answer = |receipt, replayed| HoldOutcome::Answer { receipt, replayed };
-        let mut step = self.holds.step(id, command);
+        let step_now = if faults.keep_expired_holds {
+            Millis(0)
+        } else {
+            now
+        };
+        let mut step = self.holds.step(id, command, step_now);
+        let capture_twice = faults.capture_twice && matches!(command, Command::Capture { .. });
         if let (true, Some(HoldState::Captured { amount, .. })) =
             (capture_twice, self.holds.get(id))
         {
