@@ -50,6 +50,7 @@ enum BrokenArg {
     CaptureTwice,
     GiveAwayHeld,
     KeepExpiredHolds,
+    SubscriptionByArrival,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
         BrokenArg::CaptureTwice => Broken::CaptureTwice,
         BrokenArg::GiveAwayHeld => Broken::GiveAwayHeld,
         BrokenArg::KeepExpiredHolds => Broken::KeepExpiredHolds,
+        BrokenArg::SubscriptionByArrival => Broken::SubscriptionByArrival,
     });
     if let Some(n) = args.sweep {
         let escrow = sweep(args.seed, n, Policy::Escrow, broken);
@@ -141,6 +143,7 @@ fn print_violation(cfg: &SimConfig, v: &maas_sim::checker::Violation) {
         Some(Broken::CaptureTwice) => " --broken capture-twice",
         Some(Broken::GiveAwayHeld) => " --broken give-away-held",
         Some(Broken::KeepExpiredHolds) => " --broken keep-expired-holds",
+        Some(Broken::SubscriptionByArrival) => " --broken subscription-by-arrival",
         None => "",
     };
     println!(

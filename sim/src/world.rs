@@ -38,6 +38,8 @@ pub enum Broken {
     GiveAwayHeld,
     /// Never releases a hold at its TTL.
     KeepExpiredHolds,
+    /// Takes the subscription that arrives last, not the highest version.
+    SubscriptionByArrival,
 }
 
 /// What a run does.
@@ -282,6 +284,7 @@ impl World {
             capture_twice: self.cfg.broken == Some(Broken::CaptureTwice),
             give_away_held: self.cfg.broken == Some(Broken::GiveAwayHeld),
             keep_expired_holds: self.cfg.broken == Some(Broken::KeepExpiredHolds),
+            subscription_by_arrival: self.cfg.broken == Some(Broken::SubscriptionByArrival),
         };
         // Short, so jobs nobody closes expire within a run.
         config.hold_ttl_ms = HOLD_TTL_MS;

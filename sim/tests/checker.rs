@@ -76,6 +76,17 @@ fn a_hold_kept_past_its_ttl_and_captured_is_caught() {
 }
 
 #[test]
+fn a_subscription_taken_by_arrival_instead_of_version_is_caught() {
+    // Regions that keep whatever arrived last end up disagreeing, or agreeing
+    // on a stale version.
+    let seen = first_violation(Broken::SubscriptionByArrival);
+    assert!(
+        matches!(seen, Some("convergence" | "subscription-highest-version")),
+        "{seen:?}"
+    );
+}
+
+#[test]
 fn a_seed_replays_bit_for_bit() {
     let a = World::new(SimConfig::new(42)).run();
     let b = World::new(SimConfig::new(42)).run();

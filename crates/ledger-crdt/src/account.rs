@@ -264,6 +264,15 @@ impl Account {
         }
     }
 
+    /// Simulation only: a broken register that takes whatever subscription
+    /// arrives last instead of the highest billing version.
+    #[cfg(feature = "simulation")]
+    pub fn take_subscription_by_arrival(&mut self, other: &Account) {
+        if other.subscription.is_some() {
+            self.subscription = other.subscription;
+        }
+    }
+
     /// Checks the ledger's safety invariant on this replica's view: no region's
     /// rights, and so no balance, is below zero.
     pub fn check_invariants(&self, genesis: &Genesis) -> Result<(), Error> {

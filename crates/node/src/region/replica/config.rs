@@ -101,4 +101,6 @@ pub struct Faults {
     pub give_away_held: bool,
     /// Never release a hold at its TTL.
     pub keep_expired_holds: bool,
+    /// Take whatever subscription a peer sends last, not the highest version.
+    pub subscription_by_arrival: bool,
 }

@@ -594,10 +594,7 @@ impl Replica {
         if item.origin == self.me() {
             return;
         }
-        let merged = self
-            .ledger
-            .state
-            .merge(&item, self.me(), self.faults.additive_merge);
+        let merged = self.ledger.state.merge(&item, self.me(), self.faults);
         self.ledger.touched(&item.user);
         self.ledger.journal.merged(item.origin, &item.user);
         self.escrow

@@ -179,16 +179,20 @@ impl Durable {
     }
 
     /// Merges `item` (another region's entry) into its user's account, and
-    /// accepts any rights it sends to `me`. `additive` is the simulator's
-    /// broken merge.
-    pub(super) fn merge(&mut self, item: &Item, me: RegionId, additive: bool) -> Merged {
+    /// accepts any rights it sends to `me`. `faults` are the simulator's broken
+    /// merges.
+    pub(super) fn merge(&mut self, item: &Item, me: RegionId, faults: Faults) -> Merged {
         let mut account = self.account(&item.user);
         let before = spent_at(&account, item.origin);
-        if additive {
+        if faults.additive_merge {
             #[cfg(feature = "simulation")]
             account.merge_additive(&item.delta);
         } else {
             account.merge(&item.delta);
+        }
+        if faults.subscription_by_arrival {
+            #[cfg(feature = "simulation")]
+            account.take_subscription_by_arrival(&item.delta);
         }
         let spent = spent_at(&account, item.origin).saturating_sub(before);
         let accepted = account.accept_transfers(me).is_some();
