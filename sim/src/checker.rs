@@ -110,7 +110,12 @@ impl Truth {
                     detail: format!("{key} at {region}: first {first:?}, then {receipt:?}"),
                 });
             }
-            return Ok(());
+            // Two attempts in flight at once: the later one may be answered
+            // (as a replay) before the one that applied it. The applying
+            // attempt's answer still proves it applied here.
+            if replayed || op.acked {
+                return Ok(());
+            }
         }
         op.receipt = Some(receipt);
         if replayed {
@@ -179,6 +184,24 @@ impl Truth {
             }
         }
         (lo, hi)
+    }
+
+    /// The user's operations, for a violation's detail: key@region kind
+    /// amount, and whether acknowledged (+) or maybe applied (?).
+    pub fn describe(&self, user: &str) -> String {
+        self.ops
+            .iter()
+            .filter(|(_, o)| o.user == user && o.kind != Kind::Neutral)
+            .map(|((key, region), o)| {
+                let mark = match (o.acked, o.maybe) {
+                    (true, _) => "+",
+                    (false, true) => "?",
+                    (false, false) => "-",
+                };
+                format!("{key}@{region} {:?} {}{mark}", o.kind, o.amount)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Every user any operation touched.

@@ -1138,7 +1138,10 @@ impl World {
                 return Err(Violation {
                     at_ms: self.now,
                     invariant: "final-balance",
-                    detail: format!("{user}: balance {balance}, clients saw between {lo} and {hi}"),
+                    detail: format!(
+                        "{user}: balance {balance}, clients saw between {lo} and {hi}; {}",
+                        self.truth.describe(&user)
+                    ),
                 });
             }
         }
