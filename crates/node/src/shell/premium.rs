@@ -170,10 +170,8 @@ pub(crate) async fn capture_hold(
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<HoldResponse>, Problem> {
-    operator(&service, &headers)?;
-    let (user, job) = hold_path(path)?;
-    let answer = run(&service, &user, Command::Capture { job: job.clone() }).await?;
-    Ok(hold_response(user, job, "captured", &answer))
+    let close = |job| Command::Capture { job };
+    close_hold(&service, &headers, path, close, "captured").await
 }
 
 /// `POST /v1/users/{id}/holds/{job}/release` (operator): the job failed.
@@ -182,10 +180,22 @@ pub(crate) async fn release_hold(
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<HoldResponse>, Problem> {
-    operator(&service, &headers)?;
+    let close = |job| Command::Release { job };
+    close_hold(&service, &headers, path, close, "released").await
+}
+
+/// Closes a hold with the command `close` makes for its job.
+async fn close_hold(
+    service: &Shared,
+    headers: &HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    close: impl FnOnce(String) -> Command,
+    state: &'static str,
+) -> Result<Json<HoldResponse>, Problem> {
+    operator(service, headers)?;
     let (user, job) = hold_path(path)?;
-    let answer = run(&service, &user, Command::Release { job: job.clone() }).await?;
-    Ok(hold_response(user, job, "released", &answer))
+    let answer = run(service, &user, close(job.clone())).await?;
+    Ok(hold_response(user, job, state, &answer))
 }
 
 async fn run(service: &Shared, user: &str, command: Command) -> Result<Answer, Problem> {
