@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode, Serialize, Deserialize)]
 pub struct Account {
     entries: SmallMap<RegionId, RegionEntry>,
-    subscription: Option<Subscription>,
 }
 
 /// A small account holding only what one operation changed: the writing region's
@@ -36,9 +35,12 @@ impl Account {
         &self.entries
     }
 
-    /// The premium subscription, as last written.
+    /// The premium subscription: the highest billing version any region wrote.
     pub fn subscription(&self) -> Option<Subscription> {
-        self.subscription
+        self.entries
+            .values()
+            .filter_map(RegionEntry::subscription)
+            .max()
     }
 
     /// Joins another replica's state or delta into this one. Returns whether
@@ -51,21 +53,19 @@ impl Account {
             }
             changed |= self.entries.get_or_default(region).join(theirs);
         }
-        changed |= Subscription::join(&mut self.subscription, other.subscription);
         changed
     }
 
     /// The delta that carries `region`'s entry as this replica knows it: what a
     /// region sends after writing, and what any replica forwards or resends.
-    /// It carries the subscription too (a register, so carrying it again is
-    /// harmless): a subscription write is a write of the region that made it,
-    /// and reaches every region the way its entries do.
+    /// It carries only what `region` wrote, its subscription writes included,
+    /// so whatever a replica forwards is a version its writer made (and made
+    /// durable), never a write of ours that a crash may yet lose.
     pub fn delta_of(&self, region: RegionId) -> Delta {
         let mut delta = Delta::new();
         if let Some(entry) = self.entries.get(&region) {
             delta.entries.insert(region, entry.clone());
         }
-        delta.subscription = self.subscription;
         delta
     }
 
@@ -73,7 +73,11 @@ impl Account {
     /// than the one held. Returns the delta to persist and replicate, or `None`
     /// if it changed nothing: a duplicate or older billing event.
     pub fn subscribe(&mut self, me: RegionId, subscription: Subscription) -> Option<Delta> {
-        Subscription::join(&mut self.subscription, Some(subscription)).then(|| self.delta_of(me))
+        if Some(subscription) <= self.subscription() {
+            return None;
+        }
+        self.entries.get_or_default(me).subscribe(subscription);
+        Some(self.delta_of(me))
     }
 
     /// The rights of `region` as this replica sees them: tokens it may spend or give
@@ -268,8 +272,12 @@ impl Account {
     /// arrives last instead of the highest billing version.
     #[cfg(feature = "simulation")]
     pub fn take_subscription_by_arrival(&mut self, other: &Account) {
-        if other.subscription.is_some() {
-            self.subscription = other.subscription;
+        if other.subscription().is_none() {
+            return;
+        }
+        for (region, entry) in self.entries.iter_mut() {
+            let arrived = other.entry(*region).and_then(RegionEntry::subscription);
+            entry.set_subscription(arrived);
         }
     }
 
@@ -407,5 +415,46 @@ mod tests {
         assert_eq!(account.balance(&g), u64::MAX);
         let err = account.apply(&g, RegionId(2), Op::Credit { amount: 1 });
         assert_eq!(err, Err(Error::Overflow));
+    }
+    /// Found by the simulator's soak (seed 613462): the subscription rode in
+    /// every delta, so a replica forwarding another region's entry also
+    /// forwarded its own subscription write before that write was durable. A
+    /// crash then lost it at its writer, and no region's entry carried it any
+    /// more, so anti-entropy never brought it to the regions that lacked it.
+    #[test]
+    fn a_subscription_travels_only_in_the_delta_of_the_region_that_wrote_it() {
+        let g = genesis();
+        let (r1, r2) = (RegionId(1), RegionId(2));
+        let mut at_r1 = Account::new();
+        at_r1
+            .apply(
+                &g,
+                r2,
+                Op::Spend {
+                    amount: 1,
+                    call: true,
+                },
+            )
+            .expect("spend");
+        let upgrade = Subscription {
+            version: 1,
+            memes_ai_until_ms: 1_000,
+        };
+        let written = at_r1.subscribe(r1, upgrade).expect("newer");
+        assert_eq!(written.subscription(), Some(upgrade));
+        assert_eq!(at_r1.delta_of(r2).subscription(), None);
+
+        let mut elsewhere = Account::new();
+        elsewhere.merge(&at_r1.delta_of(r2));
+        assert_eq!(elsewhere.subscription(), None);
+        elsewhere.merge(&written);
+        assert_eq!(elsewhere.subscription(), Some(upgrade));
+        // An older event at another region changes nothing there.
+        let stale = Subscription {
+            version: 0,
+            memes_ai_until_ms: 5_000,
+        };
+        assert_eq!(elsewhere.subscribe(r2, stale), None);
+        assert_eq!(elsewhere.subscription(), Some(upgrade));
     }
 }

@@ -1,6 +1,6 @@
 //! One region's grow-only counters within an account.
 
-use crate::{RegionId, SmallMap};
+use crate::{RegionId, SmallMap, Subscription};
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +19,10 @@ pub struct RegionEntry {
     calls: u64,
     sent: SmallMap<RegionId, u64>,
     received: SmallMap<RegionId, u64>,
+    /// The highest billing event this region wrote. A register inside the
+    /// entry, so a subscription write travels exactly as the region's other
+    /// writes do: with the entry's own versions, never with another region's.
+    subscription: Option<Subscription>,
 }
 
 impl RegionEntry {
@@ -57,6 +61,11 @@ impl RegionEntry {
         &self.received
     }
 
+    /// The highest subscription (by billing version) this region wrote.
+    pub fn subscription(&self) -> Option<Subscription> {
+        self.subscription
+    }
+
     /// Whether the entry holds nothing at all.
     pub fn is_empty(&self) -> bool {
         self.credited == 0
@@ -64,6 +73,7 @@ impl RegionEntry {
             && self.calls == 0
             && self.sent.is_empty()
             && self.received.is_empty()
+            && self.subscription.is_none()
     }
 
     /// Tokens that flowed into the region: its genesis share, credits and accepted
@@ -85,14 +95,21 @@ impl RegionEntry {
         self.inflow(genesis_share) as i128 - self.outflow() as i128
     }
 
-    /// Pointwise maximum. Returns whether anything grew.
+    /// Pointwise maximum (the subscription by billing version). Returns
+    /// whether anything grew.
     pub(crate) fn join(&mut self, other: &RegionEntry) -> bool {
         let mut grew = raise(&mut self.credited, other.credited);
         grew |= raise(&mut self.spent, other.spent);
         grew |= raise(&mut self.calls, other.calls);
         grew |= join_map(&mut self.sent, &other.sent);
         grew |= join_map(&mut self.received, &other.received);
+        grew |= Subscription::join(&mut self.subscription, other.subscription);
         grew
+    }
+
+    /// Writes `subscription` if it is newer than the one this region wrote.
+    pub(crate) fn subscribe(&mut self, subscription: Subscription) -> bool {
+        Subscription::join(&mut self.subscription, Some(subscription))
     }
 
     /// Drops zero values, so that decoded entries compare and encode canonically.
@@ -115,6 +132,13 @@ impl RegionEntry {
             let e = self.received.get_or_default(k);
             *e = e.saturating_add(v);
         }
+        Subscription::join(&mut self.subscription, other.subscription);
+    }
+
+    /// Simulation only: the broken register, which takes whatever arrives.
+    #[cfg(feature = "simulation")]
+    pub(crate) fn set_subscription(&mut self, subscription: Option<Subscription>) {
+        self.subscription = subscription;
     }
 
     pub(crate) fn add_credit(&mut self, amount: u64) -> Option<()> {

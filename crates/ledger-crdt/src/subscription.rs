@@ -1,7 +1,9 @@
 //! Subscription state for the premium "Memes AI" tier.
 //!
 //! A subscription is not a counter: it is a value that is set and later replaced, so
-//! it replicates as a register rather than as grow-only entries. Writes are ordered
+//! it replicates as a register. Each region's entry holds the highest one that region
+//! wrote, so a write travels with that region's versions like its other writes, and
+//! the account's subscription is the highest over its entries. Writes are ordered
 //! by the **billing event's version**, never by a region's clock: a cancel with a
 //! higher version wins over an older upgrade however late it arrives, and however
 //! the clocks of the regions that wrote them disagree.
