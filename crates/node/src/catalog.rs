@@ -28,7 +28,7 @@ pub struct Meme {
     title_lower: String,
 }
 
-const FORMATS: [&str; 30] = [
+pub(crate) const FORMATS: [&str; 30] = [
     "Distracted Boyfriend",
     "Drake Hotline Bling",
     "Two Buttons",
@@ -61,7 +61,7 @@ const FORMATS: [&str; 30] = [
     "Monkey Puppet",
 ];
 
-const TOPICS: [(&str, &[&str]); 10] = [
+pub(crate) const TOPICS: [(&str, &[&str]); 10] = [
     ("Food", &["food", "pizza", "lunch", "coffee"]),
     ("Monday Mornings", &["work", "monday", "office"]),
     ("Cats", &["cat", "cats", "pets"]),
@@ -180,8 +180,9 @@ fn matches(meme: &Meme, word: &str) -> bool {
     meme.tags.iter().any(|t| t.eq_ignore_ascii_case(word)) || meme.title_lower.contains(word)
 }
 
-/// The locale whose representative position is nearest, on the sphere.
-fn nearest_locale(p: Position) -> &'static str {
+/// The locale (e.g. `en-AU`) whose representative position is nearest `p`, on
+/// the sphere.
+pub fn nearest_locale(p: Position) -> &'static str {
     let distance = |lat: f64, lon: f64| {
         let (φ1, φ2) = (p.lat.to_radians(), lat.to_radians());
         let dλ = (lon - p.lon).to_radians();

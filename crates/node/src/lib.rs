@@ -23,6 +23,9 @@
 //!     ([`Seq`], [`Millis`], [`RequestId`]).
 //! - `catalog.rs` ([`Catalog`]), `rate_limit.rs` ([`RateLimiter`]): pure
 //!   helpers of the API.
+//! - `art/` (feature `shell`): meme images, pure: [`ImageSpec`], the
+//!   renderer ([`render_png`]), [`ImageCache`], the curated captions and the
+//!   embedded AI generator's grammar ([`ai_spec`]), [`CaptionFilter`].
 //! - `shell/` — the node around the core (feature `shell`):
 //!   - `engine.rs`: the replica behind one lock; group commit (prepare → write
 //!     → flush → release replies); routing replies and transmits; ticks at
@@ -46,6 +49,8 @@
 //! comes out of [`Replica::poll_reply`] and the meme is returned. The simulator
 //! (`sim/`) drives the same replica in the same order.
 
+#[cfg(feature = "shell")]
+mod art;
 mod catalog;
 mod error;
 mod rate_limit;
@@ -53,7 +58,11 @@ mod region;
 #[cfg(feature = "shell")]
 mod shell;
 
-pub use catalog::{Catalog, Meme, Position};
+#[cfg(feature = "shell")]
+pub use art::{
+    CaptionFilter, ImageCache, ImageSpec, Layout, RenderError, ai_spec, curated_spec, render_png,
+};
+pub use catalog::{Catalog, Meme, Position, nearest_locale};
 pub use error::NodeError;
 pub use rate_limit::RateLimiter;
 pub use region::command::{ClientRequest, Command, Receipt, Refusal, Standing};
