@@ -90,7 +90,8 @@ async fn seed_memes(
         Ok(RespValue::Integer(balance)) if balance >= 0 => {
             let meme = state.catalog.choose("cats", None);
             axum::Json(serde_json::json!({
-                "id": meme.id, "title": meme.title, "image": meme.image,
+                "id": meme.id, "title": meme.title,
+                "image": format!("/v1/images/c{}.png", meme.id),
                 "source": meme.source, "balance": balance,
             }))
             .into_response()

@@ -3,6 +3,8 @@
 //! The catalog ships inside the binary: every meme format crossed with every topic,
 //! some localised. A request always gets a meme, and the same query, position and
 //! seed always get the same one, so a retried request shows the same meme.
+//! Each meme's picture is drawn from its captions (see `art/`, served by
+//! `GET /v1/images/…`).
 
 use serde::Serialize;
 
@@ -13,8 +15,6 @@ pub struct Meme {
     pub id: u32,
     /// Human title.
     pub title: String,
-    /// Where the image lives.
-    pub image: String,
     /// Who made it.
     pub source: String,
     /// Words a query can match besides the title.
@@ -118,7 +118,6 @@ impl Catalog {
                     id,
                     title_lower: title.to_lowercase(),
                     title,
-                    image: format!("https://img.example.com/memes/{id}.jpg"),
                     source: "maas-builtin".to_owned(),
                     tags: all_tags,
                     locale,

@@ -1,7 +1,10 @@
-//! What an HTTP handler needs: the engine, and the API's own parts.
+//! What an HTTP handler needs: the engine, and the API's own parts (auth,
+//! limits, the catalog, images and AI jobs).
 
 use crate::shell::auth::Authenticator;
 use crate::shell::engine::{Engine, now_ms};
+use crate::shell::images::Images;
+use crate::shell::jobs::Jobs;
 use crate::shell::metrics::Metrics;
 use crate::shell::webhook::WebhookVerifier;
 use crate::{Catalog, RateLimiter};
@@ -21,13 +24,24 @@ pub(crate) struct App {
     pub metrics: Arc<Metrics>,
     /// Billing webhook signatures.
     pub webhook: WebhookVerifier,
+    /// Meme images.
+    pub images: Arc<Images>,
+    /// AI meme jobs.
+    pub jobs: Arc<Jobs>,
+}
+
+/// The parts that make and show memes.
+pub(crate) struct MemeParts {
+    pub catalog: Catalog,
+    pub images: Arc<Images>,
+    pub jobs: Arc<Jobs>,
 }
 
 impl App {
     /// The app around `engine`.
     pub(crate) fn new(
         engine: Arc<Engine>,
-        catalog: Catalog,
+        memes: MemeParts,
         auth: Authenticator,
         limiter: RateLimiter,
         metrics: Arc<Metrics>,
@@ -35,11 +49,13 @@ impl App {
     ) -> Self {
         Self {
             engine,
-            catalog,
+            catalog: memes.catalog,
             auth,
             limiter: Mutex::new(limiter),
             metrics,
             webhook,
+            images: memes.images,
+            jobs: memes.jobs,
         }
     }
 

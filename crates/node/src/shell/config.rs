@@ -152,6 +152,10 @@ pub(crate) struct Cli {
     #[arg(long, env = "MAAS_CATALOG_SEED", default_value_t = 0)]
     pub catalog_seed: u64,
 
+    /// Meme images and the AI memes of the premium tier.
+    #[command(flatten)]
+    pub memes: MemeArgs,
+
     /// Log format.
     #[arg(long, env = "MAAS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -202,6 +206,107 @@ pub(crate) struct Cli {
     #[cfg(feature = "simulation")]
     #[arg(long, hide = true)]
     pub naive_counters_that_overspend: bool,
+}
+
+/// Flags of meme images and AI memes.
+#[derive(Debug, clap::Args)]
+pub(crate) struct MemeArgs {
+    /// This node's public base URL (e.g. `https://eu.memes.example`): image
+    /// links are absolute under it. Without it they are paths on this node.
+    #[arg(long, env = "MAAS_PUBLIC_URL", value_parser = public_url)]
+    pub public_url: Option<String>,
+
+    /// Bytes of encoded PNGs kept in memory (images render again on a miss).
+    #[arg(long, env = "MAAS_IMAGE_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub image_cache_bytes: usize,
+
+    /// Tokens one AI meme costs a subscriber, held while it is made and
+    /// charged only once it is delivered (at least 1).
+    #[arg(long, env = "MAAS_AI_MEME_COST", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ai_meme_cost: u64,
+
+    /// AI jobs waiting for a worker; past it `GET /memes` answers 503
+    /// `/problems/ai-busy` (or a curated meme with `fallback=curated`).
+    #[arg(long, env = "MAAS_AI_QUEUE", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub ai_queue: u64,
+
+    /// Jobs generated at once. Defaults to one less than the cores (at least
+    /// one), so the ledger path always keeps a core.
+    #[arg(long, env = "MAAS_AI_WORKERS", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub ai_workers: Option<u64>,
+
+    /// An OpenAI-compatible server (`http://127.0.0.1:11434` for a local
+    /// Ollama, say). Without it AI memes come from the embedded procedural
+    /// generator.
+    #[arg(long, env = "MAAS_AI_ENDPOINT", value_parser = endpoint_url)]
+    pub ai_endpoint: Option<String>,
+
+    /// A file holding the server's API key (sent as a bearer token).
+    #[arg(long, env = "MAAS_AI_API_KEY_FILE", requires = "ai_endpoint")]
+    pub ai_api_key_file: Option<PathBuf>,
+
+    /// The model to ask for.
+    #[arg(long, env = "MAAS_AI_MODEL", default_value = "gpt-4o-mini")]
+    pub ai_model: String,
+
+    /// `text`: ask `/v1/chat/completions` for captions and draw them;
+    /// `image`: ask `/v1/images/generations` for the picture itself.
+    #[arg(long, env = "MAAS_AI_MODE", value_enum, default_value_t = AiMode::Text)]
+    pub ai_mode: AiMode,
+
+    /// Seconds one call to the AI server may take (one retry follows a failure).
+    #[arg(long, env = "MAAS_AI_TIMEOUT_SECS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub ai_timeout_secs: u64,
+
+    /// What a job does when the AI server fails: draw with the embedded
+    /// generator (and say so), or fail (nothing is charged).
+    #[arg(long, env = "MAAS_AI_FALLBACK", value_enum, default_value_t = AiFallback::Embedded)]
+    pub ai_fallback: AiFallback,
+
+    /// Extra blocked caption words, one per line, added to the built-in list.
+    #[arg(long, env = "MAAS_CAPTION_BLOCKLIST_FILE")]
+    pub caption_blocklist_file: Option<PathBuf>,
+}
+
+/// What an OpenAI-compatible server is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AiMode {
+    /// Captions, drawn by the embedded renderer.
+    Text,
+    /// The image.
+    Image,
+}
+
+/// What a job does when the AI server fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AiFallback {
+    /// Use the embedded generator.
+    Embedded,
+    /// Fail the job; its hold is released.
+    None,
+}
+
+fn public_url(text: &str) -> Result<String, String> {
+    let url = text.trim_end_matches('/');
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    if rest.is_empty() || rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must be a URL such as https://memes.example".into());
+    }
+    Ok(url.to_owned())
+}
+
+fn endpoint_url(text: &str) -> Result<String, String> {
+    let url = public_url(text)?;
+    if url.starts_with("https://") {
+        return Err("only http:// endpoints are supported (run a TLS-terminating proxy, or a local server on loopback)".into());
+    }
+    Ok(url)
 }
 
 /// The subcommands.

@@ -138,6 +138,21 @@ impl Engine {
         &self.metrics
     }
 
+    /// The store, for the AI job path's own writes.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether the premium tier covers `user` now (the account is in memory).
+    pub(crate) fn memes_ai(&self, user: &str) -> bool {
+        self.lock().replica.memes_ai(user, now())
+    }
+
+    /// Every open hold of this region.
+    pub(crate) fn open_holds(&self) -> Vec<(crate::HoldId, u64)> {
+        self.lock().replica.open_hold_ids()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // The replica is only mutated through its own methods, each of which
         // leaves it consistent, so a panic elsewhere while holding the lock does

@@ -10,6 +10,7 @@ use crate::shell::engine::{Answer, Failure};
 use crate::shell::premium;
 use crate::shell::problem::{Problem, ProblemKind};
 use crate::shell::rfc3339;
+use crate::shell::{ai, images};
 use crate::{Command, IdempotencyKey, Refusal};
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -65,6 +66,8 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
             post(premium::release_hold),
         )
         .route("/v1/webhooks/billing", post(premium::billing_webhook))
+        .route("/v1/jobs/{id}", get(ai::job))
+        .route("/v1/images/{file}", get(images::image))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -181,7 +184,7 @@ fn principal(service: &App, headers: &HeaderMap) -> Result<Principal, Problem> {
 }
 
 /// The calling client's user id, admitted by the rate limiter.
-fn client(service: &App, headers: &HeaderMap) -> Result<String, Problem> {
+pub(crate) fn client(service: &App, headers: &HeaderMap) -> Result<String, Problem> {
     match principal(service, headers)? {
         Principal::User(user) => {
             if service.admit(&user) {
@@ -343,26 +346,37 @@ struct MemeResponse<'a> {
 }
 
 /// The query of `GET /memes`, validated.
-struct MemeQuery {
-    position: Option<Position>,
-    query: String,
+pub(crate) struct MemeQuery {
+    pub(crate) position: Option<Position>,
+    pub(crate) query: String,
     /// How long the client lets us wait for rights held in another region.
-    wait: Duration,
+    pub(crate) rights_wait: Duration,
+    /// How long a subscriber lets us make the AI meme before a 202.
+    pub(crate) ai_budget: Duration,
+    /// `fallback=curated`: a full AI queue gives a curated meme at the
+    /// normal price instead of a 503.
+    pub(crate) fallback_curated: bool,
 }
 
-/// The longest `wait` a client may ask for: the one place a request waits on
-/// another region, so it stays short and opt-in.
-const MAX_WAIT_MS: u64 = 500;
+/// The longest `wait` a client may ask for, ms.
+const MAX_WAIT_MS: u64 = 10_000;
+/// The longest a spend waits for rights from another region, whatever the
+/// `wait`: the one place a request waits on another region, so it stays
+/// short and opt-in.
+const MAX_RIGHTS_WAIT_MS: u64 = 500;
+/// How long an AI meme is waited for without a `wait`, ms.
+const DEFAULT_AI_WAIT_MS: u64 = 5_000;
 
 fn parse_meme_query(pairs: Vec<(String, String)>) -> Result<MemeQuery, Problem> {
     let bad = |detail: String| Problem::new(ProblemKind::InvalidRequest, detail);
-    let (mut lat, mut lon, mut query, mut wait) = (None, None, None, None);
+    let (mut lat, mut lon, mut query, mut wait, mut fallback) = (None, None, None, None, None);
     for (name, value) in pairs {
         let slot = match name.as_str() {
             "lat" => &mut lat,
             "lon" => &mut lon,
             "query" => &mut query,
             "wait" => &mut wait,
+            "fallback" => &mut fallback,
             other => {
                 return Err(bad(format!(
                     "unknown query parameter `{}`",
@@ -397,15 +411,20 @@ fn parse_meme_query(pairs: Vec<(String, String)>) -> Result<MemeQuery, Problem> 
         }
     };
     let wait = match wait {
-        None => Duration::ZERO,
+        None => None,
         Some(ms) => match ms.trim().parse::<u64>() {
-            Ok(ms) if ms <= MAX_WAIT_MS => Duration::from_millis(ms),
+            Ok(ms) if ms <= MAX_WAIT_MS => Some(ms),
             _ => {
                 return Err(bad(format!(
                     "`wait` must be whole milliseconds from 0 to {MAX_WAIT_MS}"
                 )));
             }
         },
+    };
+    let fallback_curated = match fallback.as_deref() {
+        None => false,
+        Some("curated") => true,
+        Some(_) => return Err(bad("`fallback` can only be `curated`".into())),
     };
     let query = query.unwrap_or_default();
     if query.chars().count() > MAX_QUERY_CHARS {
@@ -416,7 +435,9 @@ fn parse_meme_query(pairs: Vec<(String, String)>) -> Result<MemeQuery, Problem> 
     Ok(MemeQuery {
         position,
         query,
-        wait,
+        rights_wait: Duration::from_millis(wait.unwrap_or(0).min(MAX_RIGHTS_WAIT_MS)),
+        ai_budget: Duration::from_millis(wait.unwrap_or(DEFAULT_AI_WAIT_MS)),
+        fallback_curated,
     })
 }
 
@@ -433,18 +454,26 @@ async fn memes(
     let Query(pairs) =
         query.map_err(|_| Problem::new(ProblemKind::InvalidRequest, "malformed query string"))?;
     let request = parse_meme_query(pairs)?;
-    let key = idempotency_key(&headers)?
-        .map(|k| IdempotencyKey::meme_call(&user, k, request.position, &request.query));
+    let raw_key = idempotency_key(&headers)?;
+    if service.engine.memes_ai(&user) {
+        match ai::ai_meme(&service, &user, &request, raw_key.as_deref()).await {
+            Err(p) if p.kind() == ProblemKind::AiBusy && request.fallback_curated => {}
+            answer => return answer,
+        }
+    }
+    let key =
+        raw_key.map(|k| IdempotencyKey::meme_call(&user, k, request.position, &request.query));
     let executed = service
         .engine
-        .execute(&user, Command::ChargeCall, key, request.wait)
+        .execute(&user, Command::ChargeCall, key, request.rights_wait)
         .await
         .map_err(|f| failure(&service, f))?;
     let meme = service.catalog.choose(&request.query, request.position);
+    let image = service.images.curated_url(meme.id);
     let body = MemeResponse {
         id: meme.id,
         title: &meme.title,
-        image: &meme.image,
+        image: &image,
         source: &meme.source,
         kind: "curated",
         balance: executed.receipt.balance,
@@ -740,6 +769,13 @@ async fn ready(State(service): State<Shared>) -> Result<Json<serde_json::Value>,
 async fn metrics(State(service): State<Shared>) -> Response {
     let mut text = service.metrics.render();
     crate::shell::metrics::render_cluster(&service.engine.cluster(), &mut text);
+    let holds = service.engine.open_holds();
+    let gauges = crate::shell::metrics::AiGauges {
+        queue_depth: service.jobs.queue_depth(),
+        open_holds: holds.len(),
+        held_tokens: holds.iter().map(|(_, amount)| amount).sum(),
+    };
+    service.metrics.render_ai(&gauges, &mut text);
     let mut response = Body::from(text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -64,6 +64,18 @@ pub(crate) struct Metrics {
     spends: AtomicU64,
     credits: AtomicU64,
     peer_drops: AtomicU64,
+    ai_jobs: Mutex<BTreeMap<&'static str, u64>>,
+    ai_fallbacks: Mutex<BTreeMap<&'static str, u64>>,
+    render: Mutex<Histogram>,
+}
+
+/// Gauges of the AI path, read when metrics are rendered.
+pub(crate) struct AiGauges {
+    /// Jobs waiting for a worker.
+    pub queue_depth: usize,
+    /// Holds open in this region, and the tokens they hold.
+    pub open_holds: usize,
+    pub held_tokens: u64,
 }
 
 impl Metrics {
@@ -103,6 +115,55 @@ impl Metrics {
     /// Counts a message to a peer dropped (queue full, peer unreachable).
     pub(crate) fn peer_message_dropped(&self) {
         self.peer_drops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an AI job that ended (`done`, `failed`) or was turned away (`busy`).
+    pub(crate) fn ai_job(&self, outcome: &'static str) {
+        if let Ok(mut map) = self.ai_jobs.lock() {
+            *map.entry(outcome).or_default() += 1;
+        }
+    }
+
+    /// Counts an AI meme the embedded generator made because the configured
+    /// server failed, by why.
+    pub(crate) fn ai_fallback(&self, reason: &'static str) {
+        if let Ok(mut map) = self.ai_fallbacks.lock() {
+            *map.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// Records how long one image took to render.
+    pub(crate) fn observe_render(&self, took: Duration) {
+        if let Ok(mut h) = self.render.lock() {
+            h.observe(took);
+        }
+    }
+
+    /// Appends the AI path's metrics.
+    pub(crate) fn render_ai(&self, gauges: &AiGauges, out: &mut String) {
+        out.push_str("# TYPE maas_ai_jobs_total counter\n");
+        if let Ok(map) = self.ai_jobs.lock() {
+            for (outcome, n) in map.iter() {
+                let _ = writeln!(out, "maas_ai_jobs_total{{outcome=\"{outcome}\"}} {n}");
+            }
+        }
+        out.push_str("# TYPE maas_ai_fallbacks_total counter\n");
+        if let Ok(map) = self.ai_fallbacks.lock() {
+            for (reason, n) in map.iter() {
+                let _ = writeln!(out, "maas_ai_fallbacks_total{{reason=\"{reason}\"}} {n}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# TYPE maas_ai_queue_depth gauge\nmaas_ai_queue_depth {}\n\
+             # TYPE maas_holds_open gauge\nmaas_holds_open {}\n\
+             # TYPE maas_held_tokens gauge\nmaas_held_tokens {}",
+            gauges.queue_depth, gauges.open_holds, gauges.held_tokens
+        );
+        out.push_str("# TYPE maas_image_render_seconds histogram\n");
+        if let Ok(h) = self.render.lock() {
+            h.render(out, "maas_image_render_seconds", "");
+        }
     }
 
     /// The Prometheus text exposition.

@@ -1,15 +1,20 @@
 //! The node around the region core: everything that touches a socket, a disk
 //! or a clock. Built only with the `shell` feature.
 
+pub(crate) mod ai;
 pub(crate) mod app;
 pub(crate) mod auth;
 pub(crate) mod certs;
 pub(crate) mod config;
 pub(crate) mod dev;
 pub(crate) mod engine;
+pub(crate) mod generator;
 pub(crate) mod http;
+pub(crate) mod images;
+pub(crate) mod jobs;
 pub(crate) mod listener;
 pub(crate) mod metrics;
+pub(crate) mod openai;
 pub(crate) mod premium;
 pub(crate) mod problem;
 pub(crate) mod rfc3339;

@@ -53,6 +53,14 @@ pub(crate) enum ProblemKind {
     HoldConflict,
     /// 401: a billing webhook whose signature is missing, wrong or stale.
     BadSignature,
+    /// 503: the AI job queue is full; nothing was held or charged.
+    AiBusy,
+    /// 502: the AI meme could not be made; its hold was released, nothing charged.
+    AiFailed,
+    /// 404: no AI job of this user has this id.
+    JobNotFound,
+    /// 404: no image has this name.
+    ImageNotFound,
 }
 
 impl ProblemKind {
@@ -96,6 +104,10 @@ impl ProblemKind {
             HoldNotFound => ("/problems/hold-not-found", StatusCode::NOT_FOUND),
             HoldConflict => ("/problems/hold-conflict", StatusCode::CONFLICT),
             BadSignature => ("/problems/bad-signature", StatusCode::UNAUTHORIZED),
+            AiBusy => ("/problems/ai-busy", StatusCode::SERVICE_UNAVAILABLE),
+            AiFailed => ("/problems/ai-failed", StatusCode::BAD_GATEWAY),
+            JobNotFound => ("/problems/job-not-found", StatusCode::NOT_FOUND),
+            ImageNotFound => ("/problems/image-not-found", StatusCode::NOT_FOUND),
         }
     }
 
@@ -123,6 +135,10 @@ impl ProblemKind {
             HoldNotFound => "Hold not found",
             HoldConflict => "Hold conflict",
             BadSignature => "Bad webhook signature",
+            AiBusy => "AI memes are busy",
+            AiFailed => "The AI meme could not be made",
+            JobNotFound => "Job not found",
+            ImageNotFound => "Image not found",
         }
     }
 }
@@ -156,6 +172,11 @@ impl Problem {
             balance: None,
             retry_after_secs: None,
         }
+    }
+
+    /// The problem's kind.
+    pub(crate) fn kind(&self) -> ProblemKind {
+        self.kind
     }
 
     /// Adds the caller's balance, for 402s.

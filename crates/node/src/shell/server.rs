@@ -1,6 +1,6 @@
 //! Startup, the dev banner, background tasks and graceful shutdown.
 
-use crate::shell::app::App;
+use crate::shell::app::{App, MemeParts};
 use crate::shell::auth::{Authenticator, JwtKey, JwtRules, sign_hs256_valid_for};
 use crate::shell::certs::TlsFiles;
 use crate::shell::config::{
@@ -8,12 +8,16 @@ use crate::shell::config::{
     DEV_OPERATOR_TOKEN, LogFormat, PublicKeyAlgorithm, Subcommand,
 };
 use crate::shell::engine::{Engine, now_ms};
+use crate::shell::generator::{Embedded, MemeGenerator};
 use crate::shell::http;
+use crate::shell::images::Images;
+use crate::shell::jobs::Jobs;
 use crate::shell::metrics::Metrics;
+use crate::shell::openai::{OpenAi, OpenAiConfig};
 use crate::shell::store::Store;
 use crate::shell::transport::Transport;
 use crate::shell::webhook::{self, WebhookVerifier};
-use crate::{Catalog, NodeError, RateLimiter, Replica, ReplicaConfig, RulesConfig};
+use crate::{CaptionFilter, Catalog, NodeError, RateLimiter, Replica, ReplicaConfig, RulesConfig};
 use ledger_crdt::{Genesis, RegionId};
 use std::io::Write;
 use std::sync::Arc;
@@ -98,6 +102,89 @@ fn init_logging(cli: &Cli) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// The catalog, images and AI jobs, from the flags.
+fn meme_parts(
+    cli: &Cli,
+    engine: &Arc<Engine>,
+    metrics: &Arc<Metrics>,
+) -> Result<MemeParts, NodeError> {
+    let flags = &cli.memes;
+    let filter = Arc::new(match &flags.caption_blocklist_file {
+        Some(path) => {
+            let extra = std::fs::read_to_string(path).map_err(|e| {
+                NodeError::Config(format!("--caption-blocklist-file {}: {e}", path.display()))
+            })?;
+            CaptionFilter::with_extra(&extra)
+        }
+        None => CaptionFilter::builtin(),
+    });
+    // One core stays with the ledger path.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = flags
+        .ai_workers
+        .map_or(cores.saturating_sub(1).max(1), |n| n as usize);
+    let cpu = Arc::new(tokio::sync::Semaphore::new(workers));
+    let images = Arc::new(Images::new(
+        flags.image_cache_bytes,
+        cpu,
+        flags.public_url.clone(),
+        engine.clone(),
+        metrics.clone(),
+    ));
+    let generator: Arc<dyn MemeGenerator> = match &flags.ai_endpoint {
+        None => Arc::new(Embedded::new(filter.clone())),
+        Some(endpoint) => {
+            let api_key = match &flags.ai_api_key_file {
+                None => None,
+                Some(path) => {
+                    let key = std::fs::read_to_string(path).map_err(|e| {
+                        NodeError::Config(format!("--ai-api-key-file {}: {e}", path.display()))
+                    })?;
+                    let key = key.trim().to_owned();
+                    if key.is_empty() || key.chars().any(char::is_control) {
+                        return Err(NodeError::Config(format!(
+                            "--ai-api-key-file {} holds no usable key",
+                            path.display()
+                        )));
+                    }
+                    Some(key)
+                }
+            };
+            let config = OpenAiConfig {
+                endpoint: endpoint.clone(),
+                api_key,
+                model: flags.ai_model.clone(),
+                mode: flags.ai_mode,
+                timeout: Duration::from_secs(flags.ai_timeout_secs),
+                fallback: flags.ai_fallback,
+            };
+            Arc::new(
+                OpenAi::new(config, filter.clone(), metrics.clone()).map_err(NodeError::Config)?,
+            )
+        }
+    };
+    tracing::info!(
+        generator = generator.name(),
+        workers,
+        queue = flags.ai_queue,
+        "AI memes"
+    );
+    let jobs = Jobs::start(
+        engine.clone(),
+        images.clone(),
+        generator,
+        flags.ai_queue as usize,
+        workers,
+        flags.ai_meme_cost,
+        metrics.clone(),
+    );
+    Ok(MemeParts {
+        catalog: Catalog::builtin(cli.catalog_seed),
+        images,
+        jobs,
+    })
 }
 
 /// Runs a node until SIGINT or SIGTERM, then drains requests and flushes.
@@ -187,10 +274,12 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
     }
     tracing::info!(%addr, region = %region, data_dir = %cli.data_dir.display(), "serving");
 
+    let memes = meme_parts(&cli, &engine, &metrics)?;
+    memes.jobs.recover().await?;
     let limits = listener_limits(&cli);
     let app = App::new(
         engine.clone(),
-        Catalog::builtin(cli.catalog_seed),
+        memes,
         auth,
         RateLimiter::new(cli.rate_limit),
         metrics,

@@ -12,6 +12,12 @@
 //! - `i` + scope + `0x00` + key → an idempotency record
 //! - `h` + user + `0x00` + job → a hold ([`crate::HoldState`])
 //! - `m` → the [`Meta`] scalars
+//!
+//! AI jobs write beside the group commit, each write flushed before the job
+//! moves on (see [`crate::shell::jobs`]):
+//! - `j` + user + `0x00` + job → the job's record
+//! - `s` + image id → an AI image's [`crate::ImageSpec`]
+//! - `g` + image id → an AI image's PNG, as an AI server drew it
 
 use crate::NodeError;
 use crate::{Durable, Meta, Persist};
@@ -19,6 +25,11 @@ use crate::{HoldId, HoldState, IdempotencyRecord, Millis, RecordId, Seq};
 use ledger_crdt::{Account, RegionId, wire};
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
+
+/// A key and its value.
+pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
+/// A key and its new value (`None` removes it).
+pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
 
 /// The most bytes of an idempotency record (fingerprint included).
 const MAX_RECORD_BYTES: usize = 4 * 1024;
@@ -213,6 +224,45 @@ impl Store {
         Ok(durable)
     }
 
+    /// Applies `writes` (`None` removes) in one batch and, with `flush`, makes
+    /// them durable before returning. Blocking.
+    pub(crate) fn write_now(&self, writes: Vec<Write>, flush: bool) -> Result<(), NodeError> {
+        let result = self.db().and_then(|db| {
+            let mut batch = sled::Batch::default();
+            for (k, v) in writes {
+                match v {
+                    Some(v) => batch.insert(k, v),
+                    None => batch.remove(k),
+                }
+            }
+            db.apply_batch(batch)?;
+            if flush {
+                db.flush()?;
+            }
+            Ok(())
+        });
+        if result.is_err() {
+            self.close_after_failure();
+        }
+        result
+    }
+
+    /// The value under `key`.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, NodeError> {
+        Ok(self.db()?.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Every key and value under `prefix`.
+    pub(crate) fn scan(&self, prefix: u8) -> Result<Vec<KeyValue>, NodeError> {
+        self.db()?
+            .scan_prefix([prefix])
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
     /// Whether storage accepts a write right now (for `/ready`).
     pub(crate) fn writable(&self) -> bool {
         self.db()
@@ -274,6 +324,27 @@ fn pair_key(prefix: u8, first: &str, second: &str) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(second.as_bytes());
     k
+}
+
+/// The key of an AI job's record.
+pub(crate) fn job_key(user: &str, job: &str) -> Vec<u8> {
+    pair_key(b'j', user, job)
+}
+
+/// The user and job of a job record's key.
+pub(crate) fn split_job_key(k: &[u8]) -> Option<(String, String)> {
+    let (user, job) = split_pair(k.get(1..)?)?;
+    Some((text(user).ok()?, text(job).ok()?))
+}
+
+/// The key of an AI image's spec.
+pub(crate) fn spec_key(id: &str) -> Vec<u8> {
+    key(b's', id.as_bytes())
+}
+
+/// The key of an AI image's PNG.
+pub(crate) fn png_key(id: &str) -> Vec<u8> {
+    key(b'g', id.as_bytes())
 }
 
 fn split_pair(rest: &[u8]) -> Option<(&[u8], &[u8])> {

@@ -2,6 +2,7 @@
 
 use super::{EscrowStats, PeerLag, Replica};
 use crate::region::command::{Receipt, Standing};
+use crate::region::holds::HoldId;
 use crate::region::membership::{MemberView, NodeIdentity};
 use crate::region::units::{Millis, Seq};
 use ledger_crdt::{Account, RegionId};
@@ -69,6 +70,16 @@ impl Replica {
             .get(user)
             .and_then(|a| a.unpack().subscription())
             .is_some_and(|s| s.active_at(now.0))
+    }
+
+    /// Every open hold here (restart recovery of AI jobs, metrics).
+    pub fn open_hold_ids(&self) -> Vec<(HoldId, u64)> {
+        self.ledger
+            .state
+            .holds
+            .open()
+            .map(|(id, amount)| (id.clone(), amount))
+            .collect()
     }
 
     /// The user's standing, and the write that must be durable before it may
