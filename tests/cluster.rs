@@ -559,4 +559,39 @@ async fn a_billing_event_at_one_region_makes_the_user_premium_in_every_region() 
     for i in 1..=3 {
         assert_eq!(tier(cluster.node(i)).await, "memes-ai", "region {i}");
     }
+
+    // An AI meme at region 1, then the client's retry of it at region 2: the
+    // key's record reaches region 2 (or region 2 asks), so it holds nothing
+    // and starts no second job. Charged once, by region 1.
+    let ai = |i: u8| {
+        let node_addr = cluster.node(i).addr.clone();
+        async move {
+            support::request(
+                &node_addr,
+                "GET",
+                "/memes?query=cats",
+                &[
+                    ("authorization", &format!("Bearer {}", token("rae"))),
+                    ("idempotency-key", "ai-once"),
+                ],
+                "",
+            )
+            .await
+            .expect("request")
+        }
+    };
+    let before = cluster.node(1).balance("rae").await;
+    let first = ai(1).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.json()["kind"], "ai");
+    let retry = ai(2).await;
+    retry.assert_problem(409, "job-in-another-region");
+    for i in 1..=3 {
+        eventually(
+            Duration::from_secs(10),
+            "charged once, everywhere",
+            || async { cluster.node(i).balance("rae").await == before - 5 },
+        )
+        .await;
+    }
 }

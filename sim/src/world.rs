@@ -932,10 +932,14 @@ impl World {
         self.truth.attempt(&key, region_id, user, kind, amount);
         self.commands.insert(key.clone(), command.clone());
         // The production scoping and fingerprint rule, as the HTTP API applies it.
-        // Holds are idempotent by job, subscriptions by version: no key.
+        // A hold carries the client's key too (an AI meme's job takes its hold
+        // with it), so a retry failing over to another region replays there;
+        // captures and releases are idempotent by job, subscriptions by
+        // version: no key.
         let idempotency = match &command {
             Command::ChargeCall => Some(IdempotencyKey::meme_call(user, key.clone(), None, "")),
             Command::Adjust(amount) => Some(IdempotencyKey::adjustment(user, *amount, key.clone())),
+            Command::Hold { .. } => Some(IdempotencyKey::ai_meme(user, key.clone(), None, "")),
             _ => None,
         };
         self.pending.insert(

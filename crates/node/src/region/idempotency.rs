@@ -52,6 +52,15 @@ impl IdempotencyKey {
         }
     }
 
+    /// A subscriber's memes call that became an AI job: the same key space
+    /// as [`IdempotencyKey::meme_call`], another kind of request (a key used
+    /// for one is refused for the other).
+    pub fn ai_meme(user: &str, key: String, position: Option<Position>, query: &str) -> Self {
+        let mut k = Self::meme_call(user, key, position, query);
+        k.fingerprint.insert_str(0, "ai-");
+        k
+    }
+
     /// An operator's adjustment of `user`'s balance by `amount`.
     pub fn adjustment(user: &str, amount: i64, key: String) -> Self {
         Self {

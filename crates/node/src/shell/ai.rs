@@ -5,7 +5,7 @@ use crate::shell::generator::GenRequest;
 use crate::shell::http::{BALANCE_HEADER, MemeQuery, REPLAYED_HEADER, Shared, client, failure};
 use crate::shell::jobs::{AiMeme, Job, JobView, Jobs, SubmitError, Submitted};
 use crate::shell::problem::{Problem, ProblemKind};
-use crate::{Receipt, nearest_locale};
+use crate::{IdempotencyKey, Receipt, nearest_locale};
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -53,14 +53,6 @@ struct JobBody {
     location: String,
 }
 
-/// What the request's query asked, as the job's fingerprint.
-fn fingerprint(request: &MemeQuery) -> String {
-    match request.position {
-        Some(p) => format!("{}\n{},{}", request.query, p.lat, p.lon),
-        None => format!("{}\n", request.query),
-    }
-}
-
 /// A subscriber's `GET /memes`: hold, generate, capture on delivery.
 pub(crate) async fn ai_meme(
     service: &Shared,
@@ -75,7 +67,13 @@ pub(crate) async fn ai_meme(
         locale: request.position.map_or("en-US", nearest_locale),
         seed: seed_of(&id),
     };
-    let (job, replay) = match jobs.submit(user, &id, fingerprint(request), generate).await {
+    let idempotency =
+        |k: &str| IdempotencyKey::ai_meme(user, k.to_owned(), request.position, &request.query);
+    let fingerprint = idempotency("").fingerprint;
+    let submitted = jobs
+        .submit(user, &id, fingerprint, key.map(idempotency), generate)
+        .await;
+    let (job, replay) = match submitted {
         Ok(Submitted::New(job)) => (job, false),
         Ok(Submitted::Existing(job)) => (job, true),
         Err(SubmitError::Busy) => {
@@ -93,6 +91,14 @@ pub(crate) async fn ai_meme(
             ));
         }
         Err(SubmitError::Hold(f)) => return Err(failure(service, f)),
+        Err(SubmitError::InAnotherRegion) => {
+            return Err(Problem::new(
+                ProblemKind::JobInAnotherRegion,
+                "this Idempotency-Key's AI meme is being made (and charged, once \
+                 delivered) by another region; ask that region for it, or use a new key \
+                 for another meme",
+            ));
+        }
     };
     let view = job.wait(request.ai_budget).await;
     let mut response = match view {

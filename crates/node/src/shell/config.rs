@@ -472,6 +472,20 @@ impl Cli {
         if self.advertise.is_some() && !self.clustered() {
             return Err("--advertise needs --peer-listen or --join".into());
         }
+        // A job's server call and its retry must fit in its hold's life, or
+        // every slow job would be made and then not charged.
+        let job_secs = self
+            .memes
+            .ai_timeout_secs
+            .saturating_mul(2)
+            .saturating_add(5);
+        if self.memes.ai_endpoint.is_some() && job_secs > self.hold_ttl_secs {
+            return Err(format!(
+                "--hold-ttl-secs {} is shorter than two --ai-timeout-secs {} calls and a \
+                 render: raise the TTL or lower the timeout",
+                self.hold_ttl_secs, self.memes.ai_timeout_secs
+            ));
+        }
         Ok(())
     }
 }

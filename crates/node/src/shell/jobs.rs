@@ -23,7 +23,7 @@ use crate::shell::generator::{Artwork, GenRequest, MemeGenerator};
 use crate::shell::images::Images;
 use crate::shell::metrics::Metrics;
 use crate::shell::store::{Write as StoreWrite, job_key, png_key, spec_key, split_job_key};
-use crate::{Command, NodeError, Receipt, Refusal};
+use crate::{Command, IdempotencyKey, NodeError, Receipt, Refusal};
 use bincode::{Decode, Encode};
 use ledger_crdt::wire;
 use std::collections::{HashMap, HashSet};
@@ -143,6 +143,9 @@ pub(crate) enum SubmitError {
     KeyReused,
     /// The hold was refused or not acknowledged; nothing was charged.
     Hold(Failure),
+    /// The key's job was started by another region (its record reached us):
+    /// nothing was held here.
+    InAnotherRegion,
 }
 
 /// The AI job system.
@@ -259,12 +262,14 @@ impl Jobs {
 
     /// Submits `user`'s job `id` for `request` (`fingerprint` identifies the
     /// request, for key reuse): reserves a queue slot, writes the record,
-    /// takes the hold, queues the job.
+    /// takes the hold (with the client's `key`, so that a retry in another
+    /// region finds it), queues the job.
     pub(crate) async fn submit(
         &self,
         user: &str,
         id: &str,
         fingerprint: String,
+        key: Option<IdempotencyKey>,
         request: GenRequest,
     ) -> Result<Submitted, SubmitError> {
         let existing = self
@@ -311,14 +316,22 @@ impl Jobs {
                     job: id.to_owned(),
                     amount: self.cost,
                 };
-                self.engine.execute(user, hold, None, Duration::ZERO).await
+                self.engine.execute(user, hold, key, Duration::ZERO).await
             }
             Err(_) => Err(Failure::NotAcknowledged),
         };
         match held {
-            Ok(_) => {
+            Ok(answer) if !answer.replayed => {
                 slot.send(job.clone());
                 Ok(Submitted::New(job))
+            }
+            Ok(_) => {
+                self.lock().remove(&(user.to_owned(), id.to_owned()));
+                let _ = self.forget(&job).await;
+                job.view.send_replace(JobView::Failed {
+                    reason: "this request's meme is made by another region".into(),
+                });
+                Err(SubmitError::InAnotherRegion)
             }
             Err(failure) => {
                 self.lock().remove(&(user.to_owned(), id.to_owned()));

@@ -61,6 +61,8 @@ pub(crate) enum ProblemKind {
     JobNotFound,
     /// 404: no image has this name.
     ImageNotFound,
+    /// 409: the key's AI job belongs to another region.
+    JobInAnotherRegion,
 }
 
 impl ProblemKind {
@@ -108,6 +110,7 @@ impl ProblemKind {
             AiFailed => ("/problems/ai-failed", StatusCode::BAD_GATEWAY),
             JobNotFound => ("/problems/job-not-found", StatusCode::NOT_FOUND),
             ImageNotFound => ("/problems/image-not-found", StatusCode::NOT_FOUND),
+            JobInAnotherRegion => ("/problems/job-in-another-region", StatusCode::CONFLICT),
         }
     }
 
@@ -139,6 +142,7 @@ impl ProblemKind {
             AiFailed => "The AI meme could not be made",
             JobNotFound => "Job not found",
             ImageNotFound => "Image not found",
+            JobInAnotherRegion => "The job is in another region",
         }
     }
 }

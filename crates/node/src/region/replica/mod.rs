@@ -48,6 +48,7 @@ pub use state::{Durable, Meta, Persist};
 pub use view::ClusterView;
 
 use crate::region::command::{ClientRequest, Command, Receipt, Refusal};
+use crate::region::idempotency::IdempotencyRecord;
 use crate::region::membership::{Membership, NodeIdentity};
 use crate::region::message::{Item, KeyState, Message};
 use crate::region::rules::{Executed, Rules};
@@ -450,7 +451,7 @@ impl Replica {
             request.command,
             Command::Hold { .. } | Command::Capture { .. } | Command::Release { .. }
         ) {
-            self.execute_hold(now, request);
+            self.execute_hold(now, request, stored);
             return;
         }
         let me = self.me();
@@ -522,11 +523,28 @@ impl Replica {
         }
     }
 
-    /// A hold, capture or release (see [`crate::Holds`]).
-    fn execute_hold(&mut self, now: Millis, request: ClientRequest) {
+    /// A hold, capture or release (see [`crate::Holds`]). A hold with an
+    /// idempotency key whose record is `stored` (made here, or at another
+    /// region and replicated) replays instead: the client's retry in another
+    /// region never opens a second hold for one request.
+    fn execute_hold(
+        &mut self,
+        now: Millis,
+        request: ClientRequest,
+        stored: Option<IdempotencyRecord>,
+    ) {
         let Some(id) = request.hold_id() else {
             return;
         };
+        let opening = matches!(request.command, Command::Hold { .. });
+        if let (true, Some(key), Some(record)) = (opening, &request.key, stored) {
+            if record.fingerprint == key.fingerprint {
+                self.answer_when_persisted(request.id, record.receipt, true);
+            } else {
+                self.reply(request.id, Err(Refusal::KeyReused));
+            }
+            return;
+        }
         let ttl = self.config.hold_ttl_ms;
         match self
             .ledger
@@ -534,6 +552,29 @@ impl Replica {
             .outcome
         {
             HoldOutcome::Refused(refusal) => self.refused(now, request, refusal),
+            HoldOutcome::Answer {
+                receipt,
+                replayed: false,
+            } if opening && request.key.is_some() => {
+                // A keyed hold's record goes to peers with a write of ours (our
+                // entry, unchanged): records travel only with writes.
+                let account = self.ledger.state.account(&id.user);
+                let seq = self.ledger.write_own(&id.user, &account);
+                let key = request.key.map(|k| {
+                    let record = IdempotencyRecord {
+                        fingerprint: k.fingerprint,
+                        receipt,
+                        at: now,
+                        origin: self.me(),
+                        seq,
+                    };
+                    self.ledger.journal.record_changed(k.id.clone());
+                    self.ledger.state.records.insert(k.id.clone(), record);
+                    self.replication.record_made(seq, k.id.clone());
+                    k.id
+                });
+                self.gate.hold(seq, request.id, receipt, key);
+            }
             HoldOutcome::Answer { receipt, replayed } => {
                 self.answer_when_persisted(request.id, receipt, replayed);
             }

@@ -499,3 +499,30 @@ fn the_highest_subscription_version_wins_in_every_region() {
     h.run(300);
     assert!(h.replicas.iter().all(|r| !r.memes_ai("kim", h.now())));
 }
+
+#[test]
+fn a_keyed_hold_retried_in_another_region_replays_and_holds_nothing_there() {
+    let mut h = Harness::new(2, &[0, 1], |_| {});
+    let first = h.client(0, "ivy", hold("job-k", 5), Some("k"), 0);
+    h.run(10);
+    let held = h.reply(0, first).expect("answered").clone();
+    assert!(held.result.is_ok() && !held.replayed);
+    // The retry fails over before region 0's batch could arrive: region 1
+    // asks region 0 about the key, and replays.
+    let retry = h.client(1, "ivy", hold("job-k", 5), Some("k"), 0);
+    h.run(30);
+    let replay = h.reply(1, retry).expect("answered");
+    assert!(replay.replayed, "{replay:?}");
+    assert_eq!(replay.result, held.result);
+    h.run(1_000);
+    assert_eq!(h.replicas[0].open_holds().get("ivy"), Some(&5));
+    assert_eq!(
+        h.replicas[1].open_holds().get("ivy"),
+        None,
+        "no second hold"
+    );
+    // Once replicated, the record answers a later retry there at once.
+    let later = h.client(1, "ivy", hold("job-k", 5), Some("k"), 0);
+    h.run(10);
+    assert!(h.reply(1, later).expect("answered").replayed);
+}
