@@ -262,6 +262,21 @@ async fn a_subscriber_gets_an_ai_meme_charged_once_on_delivery() {
         metrics.contains("maas_ai_jobs_total{outcome=\"done\"} 3"),
         "{metrics}"
     );
+
+    // A subscriber who cannot pay for the hold gets the usual 402: no job,
+    // nothing held, and the key stays free for a retry once topped up.
+    let left = node.balance("pat").await;
+    let r = node.adjust("pat", -(left as i64 - 3)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    memes(&node, "pat", "query=cats", Some("k-poor"))
+        .await
+        .assert_problem(402, "insufficient-tokens");
+    assert_eq!(held(&node, "pat").await, 0);
+    assert_eq!(node.balance("pat").await, 3);
+    assert_eq!(node.adjust("pat", 10).await.status, 200);
+    let paid = memes(&node, "pat", "query=cats", Some("k-poor")).await;
+    assert_eq!(paid.status, 200, "{}", paid.body);
+    assert_eq!(node.balance("pat").await, 8);
 }
 
 #[tokio::test]
