@@ -274,14 +274,13 @@ impl Replication {
             }
             let known = theirs.get(&origin).copied().unwrap_or_default();
             let mut found: Vec<Item> = state
-                .seqs
-                .range((origin, String::new())..)
-                .take_while(|((o, _), _)| *o == origin)
-                .filter(|(_, seq)| **seq > known)
-                .map(|((_, user), &seq)| Item {
+                .seqs_by_origin
+                .range((origin, known.next(), Box::<str>::from(""))..)
+                .take_while(|(o, _, _)| *o == origin)
+                .map(|(_, seq, user)| Item {
                     origin,
-                    seq,
-                    user: user.clone(),
+                    seq: *seq,
+                    user: user.to_string(),
                     delta: state.account(user).delta_of(origin),
                 })
                 .collect();
@@ -334,17 +333,23 @@ fn deltas(from_seq: Seq, to_seq: Seq, items: Vec<Item>, records: Vec<RecordItem>
     }
 }
 
-/// Our own durable entries written in `(after, upto]`, unordered.
+/// Our own durable entries written in `(after, upto]`, in order: a range of
+/// the index, so O(changes).
 fn own_items(state: &Durable, me: RegionId, after: Seq, upto: Seq) -> Vec<Item> {
+    if upto <= after {
+        return Vec::new();
+    }
     state
-        .own
-        .iter()
-        .filter(|(_, (seq, _))| *seq > after && *seq <= upto)
-        .map(|(user, (seq, delta))| Item {
-            origin: me,
-            seq: *seq,
-            user: user.to_string(),
-            delta: delta.unpack(),
+        .own_by_seq
+        .range(after.next()..=upto)
+        .filter_map(|(_, user)| {
+            let (seq, delta) = state.own.get(user)?;
+            Some(Item {
+                origin: me,
+                seq: *seq,
+                user: user.to_string(),
+                delta: delta.unpack(),
+            })
         })
         .collect()
 }

@@ -13,7 +13,7 @@ use crate::region::units::Millis;
 use crate::region::units::Seq;
 use bincode::{Decode, Encode};
 use ledger_crdt::{Account, RegionId};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The state as of the last confirmed flush, plus the writes made since (which
 /// the [`super::journal::Journal`] tracks until they are durable).
@@ -28,6 +28,11 @@ pub struct Durable {
     pub(super) last_written: Seq,
     /// Our own entries as of their last durable write: all we ever send of us.
     pub(super) own: BTreeMap<Box<str>, (Seq, Packed<Account>)>,
+    /// `own`, indexed by the write that last changed each entry: batches and
+    /// catch-ups read a range of writes, O(changes) whatever the users.
+    pub(super) own_by_seq: BTreeMap<Seq, Box<str>>,
+    /// `seqs`, indexed by origin and version: catch-ups forward a range.
+    pub(super) seqs_by_origin: BTreeSet<(RegionId, Seq, Box<str>)>,
     /// Our writes up to here have been sent in batches.
     pub(super) sent_upto: Seq,
     pub(super) records: Records,
@@ -125,12 +130,11 @@ impl Durable {
             self.accounts
                 .insert(user.as_str().into(), Packed::pack(account));
         }
-        for (key, seq) in &persist.seqs {
-            self.seqs.insert(key.clone(), *seq);
+        for ((origin, user), seq) in &persist.seqs {
+            self.set_seq(*origin, user, *seq);
         }
         for (user, (seq, own)) in &persist.own {
-            self.own
-                .insert(user.as_str().into(), (*seq, Packed::pack(own)));
+            self.set_own(user.as_str().into(), *seq, Packed::pack(own));
         }
         for (id, record) in &persist.records {
             match record {
@@ -173,9 +177,24 @@ impl Durable {
     /// Our writes that became durable: the versions of our entries we may send.
     pub(super) fn promote(&mut self, writes: Vec<super::journal::PendingWrite>) {
         for w in writes {
-            self.own
-                .insert(w.user.into_boxed_str(), (w.seq, Packed::pack(&w.entry)));
+            self.set_own(w.user.into_boxed_str(), w.seq, Packed::pack(&w.entry));
         }
+    }
+
+    /// Our entry for `user` as of our write `seq`, indexed.
+    fn set_own(&mut self, user: Box<str>, seq: Seq, entry: Packed<Account>) {
+        if let Some((old, _)) = self.own.insert(user.clone(), (seq, entry)) {
+            self.own_by_seq.remove(&old);
+        }
+        self.own_by_seq.insert(seq, user);
+    }
+
+    /// The version `seq` of `origin`'s entry for `user` is held, indexed.
+    fn set_seq(&mut self, origin: RegionId, user: &str, seq: Seq) {
+        if let Some(old) = self.seqs.insert((origin, user.to_owned()), seq) {
+            self.seqs_by_origin.remove(&(origin, old, user.into()));
+        }
+        self.seqs_by_origin.insert((origin, seq, user.into()));
     }
 
     /// Merges `item` (another region's entry) into its user's account, and
@@ -197,11 +216,10 @@ impl Durable {
         let spent = spent_at(&account, item.origin).saturating_sub(before);
         let accepted = account.accept_transfers(me).is_some();
         self.set_account(&item.user, &account);
-        let seq = self
-            .seqs
-            .entry((item.origin, item.user.clone()))
-            .or_default();
-        *seq = (*seq).max(item.seq);
+        let held = self.seqs.get(&(item.origin, item.user.clone())).copied();
+        if held.is_none_or(|held| held < item.seq) {
+            self.set_seq(item.origin, &item.user, item.seq);
+        }
         Merged {
             spent,
             accepted: accepted.then_some(account),
