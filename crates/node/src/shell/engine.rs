@@ -10,7 +10,7 @@
 //! [`Replica::poll_timeout`] comes, and sleeps otherwise.
 
 use crate::shell::metrics::Metrics;
-use crate::shell::store::Store;
+use crate::shell::store::{Store, Write as StoreWrite};
 use crate::{
     ClientRequest, ClusterView, Command, IdempotencyKey, Millis, NodeError, Receipt, Refusal,
     Replica, RequestId, Seq, Standing, Transmit,
@@ -104,7 +104,17 @@ pub(crate) struct Engine {
     /// Wakes the ticker when an input moved the next tick earlier.
     tick_sooner: Notify,
     store: Store,
+    /// Writes of the shell's own (AI jobs' results) that ride the next group
+    /// commit: one fsync for them and the ledger's writes, never a second
+    /// flush competing with the ledger's.
+    riders: Mutex<Vec<Rider>>,
     metrics: Arc<Metrics>,
+}
+
+/// Writes waiting to ride a group commit, and who to tell once it is durable.
+struct Rider {
+    writes: Vec<StoreWrite>,
+    done: oneshot::Sender<bool>,
 }
 
 impl Engine {
@@ -129,6 +139,7 @@ impl Engine {
             next_tick_ms: AtomicU64::new(0),
             tick_sooner: Notify::new(),
             store,
+            riders: Mutex::new(Vec::new()),
             metrics,
         }
     }
@@ -136,6 +147,21 @@ impl Engine {
     /// The node's metrics.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// Makes `writes` durable with the next group commit; fails within
+    /// [`ACK_TIMEOUT`] if storage does not confirm them.
+    pub(crate) async fn write_durable(&self, writes: Vec<StoreWrite>) -> Result<(), Failure> {
+        let (done, confirmed) = oneshot::channel();
+        self.riders
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Rider { writes, done });
+        self.wake_group_commit();
+        match tokio::time::timeout(ACK_TIMEOUT, confirmed).await {
+            Ok(Ok(true)) => Ok(()),
+            _ => Err(Failure::NotAcknowledged),
+        }
     }
 
     /// The store, for the AI job path's own writes.
@@ -402,10 +428,15 @@ impl Engine {
     pub(crate) fn commit(&self) -> Result<(), NodeError> {
         let _one_at_a_time = self.committing.lock().unwrap_or_else(|p| p.into_inner());
         let persist = self.lock().replica.prepare_persist();
+        let riders = std::mem::take(&mut *self.riders.lock().unwrap_or_else(|p| p.into_inner()));
         let progress = *self.progress.borrow();
         // While failing, even a persist of scalars alone is tried: its success
         // is what tells the replica that storage is back.
-        if persist.is_empty() && persist.upto <= progress.durable && !progress.failing {
+        if riders.is_empty()
+            && persist.is_empty()
+            && persist.upto <= progress.durable
+            && !progress.failing
+        {
             // Nothing to write: all before it is durable (replays wait on this).
             let mut inner = self.lock();
             inner
@@ -417,10 +448,14 @@ impl Engine {
         let started = Instant::now();
         // A panic in the store must not kill this thread (every later write
         // would wait for it forever): it is a failed flush like any other.
+        let extra: Vec<StoreWrite> = riders.iter().flat_map(|r| r.writes.clone()).collect();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.store.persist(&persist)
+            self.store.persist(&persist, extra)
         }))
         .unwrap_or_else(|_| Err(NodeError::StorePanicked));
+        for rider in riders {
+            let _ = rider.done.send(result.is_ok());
+        }
         self.metrics.observe_flush(started.elapsed());
         let mut inner = self.lock();
         match result {

@@ -36,6 +36,7 @@ pub(crate) struct Images {
     /// CPU-bound work (rendering) runs at most this many at once, shared
     /// with the AI workers, so the ledger path keeps a core.
     cpu: Arc<Semaphore>,
+    renderers: RenderPool,
     public_url: Option<String>,
     engine: Arc<Engine>,
     metrics: Arc<Metrics>,
@@ -59,11 +60,13 @@ impl Images {
             curated_ids.push(id.clone());
             curated.insert(id, spec);
         }
+        let renderers = RenderPool::start(cpu.available_permits());
         Self {
             cache: ImageCache::new(cache_bytes),
             curated,
             curated_ids,
             cpu,
+            renderers,
             public_url,
             engine,
             metrics,
@@ -91,14 +94,9 @@ impl Images {
         if let Some(png) = self.cache.get(&id) {
             return Ok(png);
         }
-        let permit = self.cpu.clone().acquire_owned().await;
+        let _permit = self.cpu.acquire().await;
         let started = Instant::now();
-        let rendered = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            render_png(&spec)
-        })
-        .await
-        .map_err(|e| RenderError::Encode(format!("the render task failed: {e}")))??;
+        let rendered = self.renderers.render(spec).await?;
         self.metrics.observe_render(started.elapsed());
         let png = Bytes::from(rendered);
         self.cache.put(&id, png.clone());
@@ -151,6 +149,71 @@ impl Images {
             }),
             None => Ok(None),
         }
+    }
+}
+
+/// The threads that draw: as many as the CPU permits, each at the lowest
+/// scheduling priority (nice 19). On a busy machine the ledger path's threads
+/// (HTTP, group commit) then always run first, and an AI meme waits a little
+/// instead of a spend.
+struct RenderPool {
+    tasks: std::sync::mpsc::SyncSender<RenderTask>,
+}
+
+type RenderTask = (
+    ImageSpec,
+    tokio::sync::oneshot::Sender<Result<Vec<u8>, RenderError>>,
+);
+
+impl RenderPool {
+    fn start(threads: usize) -> Self {
+        let threads = threads.max(1);
+        let (tasks, queue) = std::sync::mpsc::sync_channel::<RenderTask>(threads * 2);
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..threads {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("render-{i}"))
+                .spawn(move || {
+                    lowest_priority();
+                    loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((spec, reply)) = next else {
+                            return;
+                        };
+                        let _ = reply.send(render_png(&spec));
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a render thread");
+            }
+        }
+        Self { tasks }
+    }
+
+    async fn render(&self, spec: ImageSpec) -> Result<Vec<u8>, RenderError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        // Callers hold a CPU permit, so at most `threads` tasks are queued:
+        // the channel has room and this never blocks.
+        self.tasks
+            .send((spec, reply))
+            .map_err(|_| RenderError::Encode("no render thread is running".into()))?;
+        answer
+            .await
+            .map_err(|_| RenderError::Encode("the render thread stopped".into()))?
+    }
+}
+
+/// Puts the calling thread in Linux's `SCHED_IDLE` class: it runs only when
+/// no other thread wants the CPU, so a spend never waits behind a drawing.
+/// Where that is refused, nice 19 at least.
+fn lowest_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `sched_setscheduler` on pid 0 changes only the calling thread's
+    // policy and reads `param`, a live local, for the duration of the call.
+    let idle = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
+    if !idle && rustix::process::setpriority_process(None, 19).is_err() {
+        tracing::warn!("could not lower the render thread's priority");
     }
 }
 

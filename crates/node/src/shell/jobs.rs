@@ -547,8 +547,16 @@ impl Jobs {
     ) -> Result<(), NodeError> {
         let bytes = encode_record(&job.fingerprint, job.created_ms, state);
         more.push((job_key(&job.user, &job.id), Some(bytes)));
+        if flush {
+            // Rides the ledger's next group commit: one fsync for both.
+            return self
+                .engine
+                .write_durable(more)
+                .await
+                .map_err(|_| NodeError::FlushFailed);
+        }
         let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || engine.store().write_now(more, flush))
+        tokio::task::spawn_blocking(move || engine.store().write_now(more, false))
             .await
             .map_err(|e| NodeError::Config(format!("store task: {e}")))?
     }

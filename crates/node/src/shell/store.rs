@@ -128,16 +128,24 @@ impl Store {
 
     /// Writes one flush's changes atomically and makes them durable. Blocking.
     /// After a failure the database is reopened by the next call.
-    pub(crate) fn persist(&self, persist: &Persist) -> Result<(), NodeError> {
-        let result = self.db().and_then(|db| Self::write(&db, persist));
+    /// `extra` are the shell's own writes riding this flush (see
+    /// [`crate::shell::engine::Engine::write_durable`]).
+    pub(crate) fn persist(&self, persist: &Persist, extra: Vec<Write>) -> Result<(), NodeError> {
+        let result = self.db().and_then(|db| Self::write(&db, persist, extra));
         if result.is_err() {
             self.close_after_failure();
         }
         result
     }
 
-    fn write(db: &sled::Db, persist: &Persist) -> Result<(), NodeError> {
+    fn write(db: &sled::Db, persist: &Persist, extra: Vec<Write>) -> Result<(), NodeError> {
         let mut batch = sled::Batch::default();
+        for (k, v) in extra {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
         for (user, account) in &persist.accounts {
             batch.insert(key(b'a', user.as_bytes()), account.to_bytes()?);
         }
