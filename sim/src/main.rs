@@ -33,6 +33,10 @@ struct Args {
     /// Run a deliberately broken core (to see the checker catch it).
     #[arg(long, value_enum)]
     broken: Option<BrokenArg>,
+    /// Start this many regions instead of the seed's choice of 3 to 5 (the
+    /// scale-out figures run 10).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(2..=32))]
+    regions: Option<u16>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -70,12 +74,13 @@ fn main() -> ExitCode {
         BrokenArg::SubscriptionByArrival => Broken::SubscriptionByArrival,
     });
     if let Some(n) = args.sweep {
-        let escrow = sweep(args.seed, n, Policy::Escrow, broken);
+        let regions = args.regions.map(usize::from);
+        let escrow = sweep(args.seed, n, Policy::Escrow, broken, regions);
         let e = summarize(&escrow);
         if args.escrow_only {
             println!("{}", table(&[("escrow", &e)]));
         } else {
-            let naive = sweep(args.seed, n, Policy::Naive, broken);
+            let naive = sweep(args.seed, n, Policy::Naive, broken, regions);
             let v = summarize(&naive);
             println!("{}", table(&[("escrow", &e), ("naive async counters", &v)]));
         }
@@ -95,6 +100,7 @@ fn main() -> ExitCode {
     let mut cfg = SimConfig::new(args.seed);
     cfg.policy = policy;
     cfg.broken = broken;
+    cfg.regions = args.regions.map(usize::from);
     let report = World::new(cfg.clone()).run();
     println!(
         "seed {} regions {} spends acked {} refused {} (with enough: {}) overspend {} converge {:?} ms rebalance {:?} ms messages {} bytes {} trace {:016x}",
@@ -146,8 +152,11 @@ fn print_violation(cfg: &SimConfig, v: &maas_sim::checker::Violation) {
         Some(Broken::SubscriptionByArrival) => " --broken subscription-by-arrival",
         None => "",
     };
+    let regions = cfg
+        .regions
+        .map_or(String::new(), |n| format!(" --regions {n}"));
     println!(
-        "VIOLATION seed {} at {} ms: {}: {}\n  replay: cargo run --release -p maas-sim -- --seed {} --policy {policy}{broken}",
+        "VIOLATION seed {} at {} ms: {}: {}\n  replay: cargo run --release -p maas-sim -- --seed {} --policy {policy}{broken}{regions}",
         cfg.seed, v.at_ms, v.invariant, v.detail, cfg.seed
     );
 }

@@ -5,13 +5,21 @@ use crate::world::{Broken, Policy, Report, SimConfig, World};
 /// One run's configuration and report.
 pub type Run = (SimConfig, Report);
 
-/// Runs `seeds` seeds from `first` under `policy`.
-pub fn sweep(first: u64, seeds: u64, policy: Policy, broken: Option<Broken>) -> Vec<Run> {
+/// Runs `seeds` seeds from `first` under `policy`, each with `regions`
+/// regions if given (else the seed's choice).
+pub fn sweep(
+    first: u64,
+    seeds: u64,
+    policy: Policy,
+    broken: Option<Broken>,
+    regions: Option<usize>,
+) -> Vec<Run> {
     (first..first + seeds)
         .map(|seed| {
             let mut cfg = SimConfig::new(seed);
             cfg.policy = policy;
             cfg.broken = broken;
+            cfg.regions = regions;
             let report = World::new(cfg.clone()).run();
             (cfg, report)
         })

@@ -57,6 +57,8 @@ pub struct SimConfig {
     pub settle_ms: u64,
     /// Distinct users.
     pub users: usize,
+    /// How many regions start, instead of the seed's choice of 3 to 5.
+    pub regions: Option<usize>,
 }
 
 impl SimConfig {
@@ -69,6 +71,7 @@ impl SimConfig {
             fault_ms: 6_000,
             settle_ms: 8_000,
             users: 24,
+            regions: None,
         }
     }
 }
@@ -193,7 +196,9 @@ impl World {
     /// Sets up a run.
     pub fn new(cfg: SimConfig) -> Self {
         let mut rng = Rng::new(cfg.seed);
-        let n = rng.range(3, 5) as usize;
+        // Drawn either way, so that every later draw of the seed is the same.
+        let drawn = rng.range(3, 5) as usize;
+        let n = cfg.regions.unwrap_or(drawn);
         let genesis =
             Genesis::new(rng.range(20, 150), (1..=n as u16).map(RegionId)).expect("genesis");
         let meme_cost = rng.range(1, 3);

@@ -101,8 +101,8 @@ fn a_seed_replays_bit_for_bit() {
 
 #[test]
 fn escrow_holds_where_naive_counters_overspend() {
-    let escrow = summarize(&sweep(1_000, 25, Policy::Escrow, None));
-    let naive = summarize(&sweep(1_000, 25, Policy::Naive, None));
+    let escrow = summarize(&sweep(1_000, 25, Policy::Escrow, None, None));
+    let naive = summarize(&sweep(1_000, 25, Policy::Naive, None, None));
     assert_eq!(escrow.violations, 0);
     assert_eq!(escrow.overspend, 0);
     assert!(
