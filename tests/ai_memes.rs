@@ -474,3 +474,39 @@ async fn kill_9_during_a_job_releases_its_hold_at_restart_and_charges_nothing() 
     again.assert_problem(502, "ai-failed");
     assert_eq!(held(&node, "pat").await, 0);
 }
+
+#[tokio::test]
+async fn job_records_are_swept_after_the_key_expires_and_their_images_stay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let args = ["--idempotency-ttl-secs", "1"];
+    let node = Node::start(dir.path(), &args).await;
+    upgrade(&node, "pat").await;
+    let json = memes(&node, "pat", "query=cats", Some("k-old"))
+        .await
+        .json();
+    let (id, image) = (
+        json["id"].as_str().expect("id"),
+        json["image"].as_str().expect("image"),
+    );
+    assert!(node.terminate().await.success());
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    // The sweep runs at start, then every minute.
+    let node = Node::start(dir.path(), &args).await;
+    let mut gone = false;
+    for _ in 0..100 {
+        let r = node.get(&format!("/v1/jobs/{id}"), &token("pat")).await;
+        if r.status == 404 {
+            r.assert_problem(404, "job-not-found");
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the job's record outlived its key");
+    let still = node.send("GET", image, &[], "").await;
+    assert_eq!(
+        still.status, 200,
+        "the meme someone paid for stays viewable"
+    );
+}

@@ -22,7 +22,9 @@ use crate::shell::engine::{Answer, Engine, Failure, now_ms};
 use crate::shell::generator::{Artwork, GenRequest, MemeGenerator};
 use crate::shell::images::Images;
 use crate::shell::metrics::Metrics;
-use crate::shell::store::{Write as StoreWrite, job_key, png_key, spec_key, split_job_key};
+use crate::shell::store::{
+    Write as StoreWrite, job_key, made_key, png_key, spec_key, split_job_key,
+};
 use crate::{Command, IdempotencyKey, NodeError, Receipt, Refusal};
 use bincode::{Decode, Encode};
 use ledger_crdt::wire;
@@ -148,6 +150,18 @@ pub(crate) enum SubmitError {
     InAnotherRegion,
 }
 
+/// How the job system is sized and priced.
+pub(crate) struct JobsConfig {
+    /// Jobs waiting for a worker, at most.
+    pub queue_capacity: usize,
+    /// Jobs generated at once.
+    pub workers: usize,
+    /// The AI price, tokens.
+    pub cost: u64,
+    /// How long a job's record is kept (the idempotency TTL).
+    pub keep_records_ms: u64,
+}
+
 /// The AI job system.
 pub(crate) struct Jobs {
     engine: Arc<Engine>,
@@ -157,22 +171,30 @@ pub(crate) struct Jobs {
     queue: mpsc::Sender<Arc<Job>>,
     queue_capacity: usize,
     cost: u64,
+    /// A job's record is kept this long (the idempotency TTL: its key cannot
+    /// be retried after it); its image stays.
+    keep_records_ms: u64,
     metrics: Arc<Metrics>,
 }
 
 impl Jobs {
-    /// The job system, its `workers` started. `cost` is the AI price.
+    /// The job system, its workers started.
     pub(crate) fn start(
         engine: Arc<Engine>,
         images: Arc<Images>,
         generator: Arc<dyn MemeGenerator>,
-        queue_capacity: usize,
-        workers: usize,
-        cost: u64,
+        config: JobsConfig,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let JobsConfig {
+            queue_capacity,
+            workers,
+            cost,
+            keep_records_ms,
+        } = config;
         let (tx, rx) = mpsc::channel(queue_capacity.max(1));
         let jobs = Arc::new(Self {
+            keep_records_ms,
             metrics,
             engine,
             images,
@@ -308,8 +330,12 @@ impl Jobs {
             }
             table.insert(key, job.clone());
         }
-        // The record rides on the hold's flush (one fsync for both).
-        let written = self.write(&job, Stored::Pending, Vec::new(), false).await;
+        // The record rides on the hold's flush (one fsync for both), with
+        // the note of when it was made, for the sweep.
+        let made = made_key(b'J', job.created_ms, &job_key(user, id));
+        let written = self
+            .write(&job, Stored::Pending, vec![(made, Some(Vec::new()))], false)
+            .await;
         let held = match written {
             Ok(()) => {
                 let hold = Command::Hold {
@@ -478,6 +504,7 @@ impl Jobs {
             .generate(&job.request)
             .await
             .map_err(|e| format!("{e}; nothing was charged"))?;
+        let mut extra = Vec::new();
         let (image, write) = match generated.art {
             Artwork::Spec(spec) => {
                 let id = spec.id();
@@ -490,9 +517,12 @@ impl Jobs {
             }
             Artwork::Png(png) => {
                 let id = hex_id(&ring::digest::digest(&ring::digest::SHA256, &png).as_ref()[..16]);
-                let mut value = now_ms().to_be_bytes().to_vec();
+                let made = now_ms();
+                let mut value = made.to_be_bytes().to_vec();
                 value.extend_from_slice(&png);
                 self.images.remember(&id, png);
+                let note = (made_key(b'G', made, &png_key(&id)), Some(Vec::new()));
+                extra.push(note);
                 (id.clone(), (png_key(&id), Some(value)))
             }
         };
@@ -502,7 +532,8 @@ impl Jobs {
             generator: generated.generator.to_owned(),
             fallback: generated.fallback,
         };
-        Ok((meme, vec![write]))
+        extra.push(write);
+        Ok((meme, extra))
     }
 
     async fn fail(&self, job: &Job, reason: String) {
@@ -578,8 +609,9 @@ impl Jobs {
         Ok(bytes.and_then(|b| wire::decode::<JobRecord, MAX_JOB_RECORD_BYTES>(&b).ok()))
     }
 
-    /// Every minute: forgets finished jobs from memory after a while, and
-    /// servers' PNGs from the store after [`PNG_TTL_MS`].
+    /// Every minute: forgets finished jobs from memory after a while, job
+    /// records after `keep_records_ms`, and servers' PNGs after
+    /// [`PNG_TTL_MS`]. Reads only what expired (the `J`/`G` time notes).
     async fn sweep(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -590,23 +622,24 @@ impl Jobs {
                     || now.saturating_sub(job.created_ms) < KEEP_FINISHED_MS
             });
             let engine = self.engine.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                let old: Vec<_> = engine
-                    .store()
-                    .scan(b'g')?
-                    .into_iter()
-                    .filter(|(_, v)| {
-                        let made = v
-                            .get(..8)
-                            .and_then(|b| b.try_into().ok())
-                            .map_or(0, u64::from_be_bytes);
-                        now.saturating_sub(made) >= PNG_TTL_MS
-                    })
-                    .map(|(k, _)| (k, None))
-                    .collect();
-                engine.store().write_now(old, false)
+            let keep = self.keep_records_ms;
+            let swept = tokio::task::spawn_blocking(move || {
+                let mut gone = Vec::new();
+                for (prefix, ttl) in [(b'J', keep), (b'G', PNG_TTL_MS)] {
+                    let before = made_key(prefix, now.saturating_sub(ttl), &[]);
+                    for (note, _) in engine.store().scan_range(&[prefix], &before)? {
+                        if let Some(entry) = note.get(9..) {
+                            gone.push((entry.to_vec(), None));
+                        }
+                        gone.push((note, None));
+                    }
+                }
+                engine.store().write_now(gone, false)
             })
             .await;
+            if let Ok(Err(e)) = swept {
+                tracing::warn!(error = %e, "sweeping old AI jobs failed; trying again later");
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use crate::shell::engine::{Engine, now_ms};
 use crate::shell::generator::{Embedded, MemeGenerator};
 use crate::shell::http;
 use crate::shell::images::Images;
-use crate::shell::jobs::Jobs;
+use crate::shell::jobs::{Jobs, JobsConfig};
 use crate::shell::metrics::Metrics;
 use crate::shell::openai::{OpenAi, OpenAiConfig};
 use crate::shell::store::Store;
@@ -171,13 +171,17 @@ fn meme_parts(
         queue = flags.ai_queue,
         "AI memes"
     );
+    let config = JobsConfig {
+        queue_capacity: flags.ai_queue as usize,
+        workers,
+        cost: flags.ai_meme_cost,
+        keep_records_ms: cli.idempotency_ttl_secs.saturating_mul(1_000),
+    };
     let jobs = Jobs::start(
         engine.clone(),
         images.clone(),
         generator,
-        flags.ai_queue as usize,
-        workers,
-        flags.ai_meme_cost,
+        config,
         metrics.clone(),
     );
     Ok(MemeParts {

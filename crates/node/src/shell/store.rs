@@ -18,6 +18,8 @@
 //! - `j` + user + `0x00` + job → the job's record
 //! - `s` + image id → an AI image's [`crate::ImageSpec`]
 //! - `g` + image id → an AI image's PNG, as an AI server drew it
+//! - `J` / `G` + time (8 bytes, big-endian ms) + the key of a `j` / `g` entry
+//!   → nothing: when it was made, so sweeps read only what expired
 
 use crate::NodeError;
 use crate::{Durable, Meta, Persist};
@@ -260,6 +262,17 @@ impl Store {
         Ok(self.db()?.get(key)?.map(|v| v.to_vec()))
     }
 
+    /// Every key and value from `start` (inclusive) to `end` (exclusive).
+    pub(crate) fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, NodeError> {
+        self.db()?
+            .range(start..end)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
     /// Every key and value under `prefix`.
     pub(crate) fn scan(&self, prefix: u8) -> Result<Vec<KeyValue>, NodeError> {
         self.db()?
@@ -343,6 +356,13 @@ pub(crate) fn job_key(user: &str, job: &str) -> Vec<u8> {
 pub(crate) fn split_job_key(k: &[u8]) -> Option<(String, String)> {
     let (user, job) = split_pair(k.get(1..)?)?;
     Some((text(user).ok()?, text(job).ok()?))
+}
+
+/// The key under `prefix` (`J` or `G`) that says `entry` was made at `at_ms`.
+pub(crate) fn made_key(prefix: u8, at_ms: u64, entry: &[u8]) -> Vec<u8> {
+    let mut k = key(prefix, &at_ms.to_be_bytes());
+    k.extend_from_slice(entry);
+    k
 }
 
 /// The key of an AI image's spec.
