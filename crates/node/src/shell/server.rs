@@ -481,6 +481,10 @@ fn banner(
             out,
             "  curl -X POST -H \"Maas-Signature: $('{exe}' webhook-sign --body \"$BODY\")\" -d \"$BODY\" http://{addr}/v1/webhooks/billing"
         )?;
+        writeln!(
+            out,
+            "then the same GET /memes makes an AI meme (charged once delivered); open its \"image\" under http://{addr}"
+        )?;
     }
     out.flush()?;
     Ok(())
