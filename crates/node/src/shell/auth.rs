@@ -172,10 +172,23 @@ pub(crate) fn valid_user_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_USER_ID_BYTES && !id.chars().any(char::is_control)
 }
 
-/// Compares without an early exit, so timing does not reveal the operator token.
+/// Compares in constant time (`subtle`), over SHA-256 digests so that not
+/// even the token's length shows in the timing.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+    use subtle::ConstantTimeEq;
+    let digest = |bytes: &[u8]| ring::digest::digest(&ring::digest::SHA256, bytes);
+    bool::from(digest(a).as_ref().ct_eq(digest(b).as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn the_operator_credential_compares_whole() {
+        assert!(constant_time_eq(b"operator-token-1", b"operator-token-1"));
+        assert!(!constant_time_eq(b"operator-token-1", b"operator-token-2"));
+        assert!(!constant_time_eq(b"operator-token-1", b"operator-token"));
+        assert!(!constant_time_eq(b"", b"x"));
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
