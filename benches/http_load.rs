@@ -201,6 +201,20 @@ async fn run(smoke: bool) {
             .collect();
         out.push_str(&format!("- {name}: {}\n", line.join(" | ")));
     }
+    // The physical floor of a durable spend: one fdatasync on the same disk
+    // (the bench's temporary directory is where the node's sled lives).
+    let floor = fdatasync_floor(if smoke { 50 } else { 2_000 });
+    out.push_str(&format!(
+        "\nfdatasync floor on the same disk ({} appends of 256 B): p50 {} µs, p99 {} µs, max {} µs; maas p99 at its best step minus that p99: {}\n",
+        floor.len(),
+        floor.value_at_quantile(0.5),
+        floor.value_at_quantile(0.99),
+        floor.max(),
+        best(&node_steps).map_or("—".to_owned(), |s| format!(
+            "{} µs",
+            s.p99 as i64 - floor.value_at_quantile(0.99) as i64
+        )),
+    ));
     println!("{out}");
     let json = serde_json::json!({
         "hello": steps_json(&hello_steps),
@@ -346,4 +360,20 @@ async fn ladder_run(
         }
     }
     steps
+}
+
+/// `n` appends of 256 bytes to a file in a fresh temporary directory, each
+/// made durable by `fdatasync`: their latencies, µs.
+fn fdatasync_floor(n: usize) -> hdrhistogram::Histogram<u64> {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut file = std::fs::File::create(dir.path().join("floor")).expect("create");
+    let mut hist = support::load::histogram();
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        file.write_all(&[7u8; 256]).expect("write");
+        file.sync_data().expect("fdatasync");
+        let _ = hist.record(started.elapsed().as_micros().max(1) as u64);
+    }
+    hist
 }
