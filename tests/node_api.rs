@@ -225,6 +225,33 @@ async fn too_many_requests_are_rate_limited() {
     let r = limited.expect("a 429 within 12 requests at 3/s");
     r.assert_problem(429, "rate-limited");
     assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.header("ratelimit-limit"), Some("3"));
+    assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+    assert_eq!(r.header("ratelimit-reset"), Some("1"));
+    // Another user is not limited by carol's requests.
+    assert_eq!(node.get("/v1/balance", &token("dan")).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_flood_from_one_address_is_limited_before_authentication() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &["--rate-limit-ip", "5"]).await;
+    let mut statuses = Vec::new();
+    // Bad credentials: each would cost a signature check, and none ever
+    // reaches the per-user limit.
+    for _ in 0..20 {
+        let r = node.get("/v1/balance", "not-a-token").await;
+        if r.status == 429 {
+            r.assert_problem(429, "rate-limited");
+            assert_eq!(r.header("ratelimit-limit"), Some("5"));
+            assert!(r.header("retry-after").is_some());
+        } else {
+            r.assert_problem(401, "unauthenticated");
+        }
+        statuses.push(r.status);
+    }
+    // 20 requests take far less than the 3 s in which 5/s would admit them all.
+    assert!(statuses.contains(&429), "{statuses:?}");
 }
 
 #[tokio::test]

@@ -86,6 +86,7 @@ impl Server {
             ("--operator-token", OPERATOR),
             ("--welcome-grant", "1000000000"),
             ("--rate-limit", "0"),
+            ("--rate-limit-ip", "0"),
             ("--log-level", "warn"),
         ];
         let mut command = Command::new(env!("CARGO_BIN_EXE_maas"));

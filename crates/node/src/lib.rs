@@ -21,8 +21,7 @@
 //!   - `membership/` ([`Membership`]): SWIM (foca) with our identity, codec, timers.
 //!   - `message.rs` ([`Message`]), `demand.rs`, `packed.rs`, `units.rs`
 //!     ([`Seq`], [`Millis`], [`RequestId`]).
-//! - `catalog.rs` ([`Catalog`]), `rate_limit.rs` ([`RateLimiter`]): pure
-//!   helpers of the API.
+//! - `catalog.rs` ([`Catalog`]): the meme catalog, a pure helper of the API.
 //! - `art/` (feature `shell`): meme images, pure: [`ImageSpec`], the
 //!   renderer ([`render_png`]), [`ImageCache`], the curated captions and the
 //!   embedded AI generator's grammar ([`ai_spec`]), [`CaptionFilter`].
@@ -36,6 +35,7 @@
 //!     accept loop (header timeout, connection cap, bounded drain).
 //!   - `transport.rs`: QUIC between regions (quinn, mutual TLS); `certs.rs`.
 //!   - `store.rs`: sled, one atomic batch per flush, loading at startup.
+//!   - `limits.rs`: rate limits (GCRA) per user and per client IP.
 //!   - `problem.rs`, `auth.rs`, `metrics.rs`, `config.rs`, `dev.rs`, `server.rs`.
 //! - `error.rs`: [`NodeError`], this crate's one error type.
 //!
@@ -53,7 +53,6 @@
 mod art;
 mod catalog;
 mod error;
-mod rate_limit;
 mod region;
 #[cfg(feature = "shell")]
 mod shell;
@@ -64,7 +63,6 @@ pub use art::{
 };
 pub use catalog::{Catalog, Meme, Position, nearest_locale};
 pub use error::NodeError;
-pub use rate_limit::RateLimiter;
 pub use region::command::{ClientRequest, Command, Receipt, Refusal, Standing};
 pub use region::holds::{HoldId, HoldState, HoldStep, Holds};
 pub use region::idempotency::{IdempotencyKey, IdempotencyRecord, RecordId};

@@ -1,14 +1,15 @@
 //! What an HTTP handler needs: the engine, and the API's own parts (auth,
 //! limits, the catalog, images and AI jobs).
 
+use crate::Catalog;
 use crate::shell::auth::Authenticator;
-use crate::shell::engine::{Engine, now_ms};
+use crate::shell::engine::Engine;
 use crate::shell::images::Images;
 use crate::shell::jobs::Jobs;
+use crate::shell::limits::Limits;
 use crate::shell::metrics::Metrics;
 use crate::shell::webhook::WebhookVerifier;
-use crate::{Catalog, RateLimiter};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// The HTTP app's state.
 pub(crate) struct App {
@@ -18,8 +19,8 @@ pub(crate) struct App {
     pub catalog: Catalog,
     /// Credential checks.
     pub auth: Authenticator,
-    /// Per-user rate limit.
-    limiter: Mutex<RateLimiter>,
+    /// Rate limits per user and per client IP.
+    pub limits: Limits,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Billing webhook signatures.
@@ -43,7 +44,7 @@ impl App {
         engine: Arc<Engine>,
         memes: MemeParts,
         auth: Authenticator,
-        limiter: RateLimiter,
+        limits: Limits,
         metrics: Arc<Metrics>,
         webhook: WebhookVerifier,
     ) -> Self {
@@ -51,17 +52,11 @@ impl App {
             engine,
             catalog: memes.catalog,
             auth,
-            limiter: Mutex::new(limiter),
+            limits,
             metrics,
             webhook,
             images: memes.images,
             jobs: memes.jobs,
         }
-    }
-
-    /// Whether `who` may make another request now.
-    pub(crate) fn admit(&self, who: &str) -> bool {
-        let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
-        limiter.admit(who, now_ms())
     }
 }

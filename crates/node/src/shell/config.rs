@@ -98,9 +98,16 @@ pub(crate) struct Cli {
     #[arg(long, env = "MAAS_OPERATOR_TOKEN", hide_env_values = true)]
     pub operator_token: Option<String>,
 
-    /// Requests per second one user may make; 0 disables the limit.
+    /// Requests per second one user may make (GCRA, a burst of one second's
+    /// worth), counted by each region on its own; 0 disables the limit.
     #[arg(long, env = "MAAS_RATE_LIMIT", default_value_t = 1000)]
     pub rate_limit: u32,
+
+    /// Requests per second one client IP may make, counted before any
+    /// authentication so that floods of bad credentials are limited too; 0
+    /// disables it. Behind a proxy every client shares its address: raise it.
+    #[arg(long, env = "MAAS_RATE_LIMIT_IP", default_value_t = 10_000)]
+    pub rate_limit_ip: u32,
 
     /// How long an Idempotency-Key is remembered, in seconds (at least 1).
     #[arg(long, env = "MAAS_IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600,

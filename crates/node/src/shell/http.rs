@@ -7,6 +7,7 @@ use crate::Position;
 use crate::shell::app::App;
 use crate::shell::auth::{AuthFailure, Principal, valid_user_id};
 use crate::shell::engine::{Answer, Failure};
+use crate::shell::limits::Denied;
 use crate::shell::premium;
 use crate::shell::problem::{Problem, ProblemKind};
 use crate::shell::rfc3339;
@@ -14,13 +15,14 @@ use crate::shell::{ai, images};
 use crate::{Command, IdempotencyKey, Refusal};
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,7 +83,15 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
         .with_state(service)
 }
 
-/// Refuses oversized request targets and headers, bounds the request's time,
+/// A 429 with `Retry-After` and the `RateLimit-*` headers.
+fn rate_limited(denied: Denied, detail: &str) -> Problem {
+    Problem::new(ProblemKind::RateLimited, detail)
+        .retry_after(denied.retry_after_secs)
+        .with_rate_limit(denied.limit, denied.retry_after_secs)
+}
+
+/// Refuses callers over their IP's rate limit (before any authentication),
+/// oversized request targets and headers, bounds the request's time,
 /// records metrics, and turns any error response that is not yet a problem (a
 /// 405 or 413 from the framework) into one.
 async fn observe(
@@ -95,9 +105,18 @@ async fn observe(
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
-    let mut response = match oversized(&request) {
-        Some(problem) => problem.into_response(),
-        None => match tokio::time::timeout(request_timeout, next.run(request)).await {
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let limited = ip.and_then(|ip| service.limits.ip(ip).err());
+    let mut response = match (limited, oversized(&request)) {
+        (Some(denied), _) => {
+            service.metrics.refusal("rate_limited_ip");
+            rate_limited(denied, "too many requests from this address").into_response()
+        }
+        (None, Some(problem)) => problem.into_response(),
+        (None, None) => match tokio::time::timeout(request_timeout, next.run(request)).await {
             Ok(response) => response,
             Err(_) => Problem::new(
                 ProblemKind::RequestTimeout,
@@ -183,20 +202,16 @@ fn principal(service: &App, headers: &HeaderMap) -> Result<Principal, Problem> {
     })
 }
 
-/// The calling client's user id, admitted by the rate limiter.
+/// The calling client's user id, admitted by the per-user rate limit.
 pub(crate) fn client(service: &App, headers: &HeaderMap) -> Result<String, Problem> {
     match principal(service, headers)? {
-        Principal::User(user) => {
-            if service.admit(&user) {
-                Ok(user)
-            } else {
+        Principal::User(user) => match service.limits.user(&user) {
+            Ok(()) => Ok(user),
+            Err(denied) => {
                 service.metrics.refusal("rate_limited");
-                Err(
-                    Problem::new(ProblemKind::RateLimited, "too many requests for this user")
-                        .retry_after(1),
-                )
+                Err(rate_limited(denied, "too many requests for this user"))
             }
-        }
+        },
         Principal::Operator => Err(Problem::new(
             ProblemKind::Forbidden,
             "the operator credential is not a user; use a client token",

@@ -18,11 +18,13 @@
 
 use crate::shell::problem::{Problem, ProblemKind};
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -31,6 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tower::ServiceExt;
 
 /// The limits of the HTTP listener.
 #[derive(Clone, Copy, Debug)]
@@ -83,8 +86,8 @@ pub(crate) async fn serve(
             () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of descriptors, typically: the connection stays in
                         // the backlog, so back off instead of spinning on it.
@@ -97,7 +100,7 @@ pub(crate) async fn serve(
                     Ok(permit) => {
                         let (http, app, stopped) = (http.clone(), app.clone(), stopped.clone());
                         connections.spawn(async move {
-                            serve_connection(stream, &http, app, stopped).await;
+                            serve_connection(stream, peer, &http, app, stopped).await;
                             drop(permit);
                         });
                     }
@@ -140,12 +143,18 @@ pub(crate) async fn serve(
 
 async fn serve_connection(
     stream: TcpStream,
+    peer: SocketAddr,
     http: &http1::Builder,
     app: Router,
     mut stopped: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(ParseErrorsAsProblems::new(stream));
+    // Handlers see the client's address (the per-IP rate limit needs it).
+    let app = app.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    });
     let connection = http.serve_connection(io, TowerToHyperService::new(app));
     tokio::pin!(connection);
     tokio::select! {

@@ -12,6 +12,7 @@ pub(crate) mod generator;
 pub(crate) mod http;
 pub(crate) mod images;
 pub(crate) mod jobs;
+pub(crate) mod limits;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod openai;

@@ -154,6 +154,8 @@ pub(crate) struct Problem {
     detail: String,
     balance: Option<u64>,
     retry_after_secs: Option<u64>,
+    /// `RateLimit-Limit` and `RateLimit-Reset`, for 429s.
+    rate_limit: Option<(u32, u64)>,
 }
 
 #[derive(Serialize)]
@@ -175,7 +177,15 @@ impl Problem {
             detail: detail.into(),
             balance: None,
             retry_after_secs: None,
+            rate_limit: None,
         }
+    }
+
+    /// Adds `RateLimit-Limit: limit`, `RateLimit-Remaining: 0` and
+    /// `RateLimit-Reset: reset_secs`.
+    pub(crate) fn with_rate_limit(mut self, limit: u32, reset_secs: u64) -> Self {
+        self.rate_limit = Some((limit, reset_secs));
+        self
     }
 
     /// The problem's kind.
@@ -239,6 +249,11 @@ impl IntoResponse for Problem {
         );
         if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some((limit, reset)) = self.rate_limit {
+            headers.insert("ratelimit-limit", HeaderValue::from(limit));
+            headers.insert("ratelimit-remaining", HeaderValue::from(0u32));
+            headers.insert("ratelimit-reset", HeaderValue::from(reset));
         }
         response
     }

@@ -12,12 +12,13 @@ use crate::shell::generator::{Embedded, MemeGenerator};
 use crate::shell::http;
 use crate::shell::images::Images;
 use crate::shell::jobs::{Jobs, JobsConfig};
+use crate::shell::limits::{FORGET_IDLE_EVERY, Limits};
 use crate::shell::metrics::Metrics;
 use crate::shell::openai::{OpenAi, OpenAiConfig};
 use crate::shell::store::Store;
 use crate::shell::transport::Transport;
 use crate::shell::webhook::{self, WebhookVerifier};
-use crate::{CaptionFilter, Catalog, NodeError, RateLimiter, Replica, ReplicaConfig, RulesConfig};
+use crate::{CaptionFilter, Catalog, NodeError, Replica, ReplicaConfig, RulesConfig};
 use ledger_crdt::{Genesis, RegionId};
 use std::io::Write;
 use std::sync::Arc;
@@ -281,16 +282,25 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
     let memes = meme_parts(&cli, &engine, &metrics)?;
     memes.jobs.recover().await?;
     let limits = listener_limits(&cli);
-    let app = App::new(
+    let rate_limits = Limits::new(cli.rate_limit, cli.rate_limit_ip);
+    let app = Arc::new(App::new(
         engine.clone(),
         memes,
         auth,
-        RateLimiter::new(cli.rate_limit),
+        rate_limits,
         metrics,
         WebhookVerifier::new(billing_secret.as_deref(), cli.webhook_tolerance_secs),
-    );
+    ));
+    let forgetting = app.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(FORGET_IDLE_EVERY);
+        loop {
+            every.tick().await;
+            forgetting.limits.forget_idle();
+        }
+    });
     let router = http::router(
-        Arc::new(app),
+        app,
         cli.max_body_bytes,
         Duration::from_secs(cli.request_timeout_secs),
     );
