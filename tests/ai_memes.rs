@@ -476,7 +476,7 @@ async fn kill_9_during_a_job_releases_its_hold_at_restart_and_charges_nothing() 
 }
 
 #[tokio::test]
-async fn job_records_are_swept_after_the_key_expires_and_their_images_stay() {
+async fn a_job_expires_with_its_key_and_its_image_stays() {
     let dir = tempfile::tempdir().expect("tempdir");
     let args = ["--idempotency-ttl-secs", "1"];
     let node = Node::start(dir.path(), &args).await;
@@ -491,7 +491,8 @@ async fn job_records_are_swept_after_the_key_expires_and_their_images_stay() {
     assert!(node.terminate().await.success());
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
-    // The sweep runs at start, then every minute.
+    // Past the key's TTL the job is gone (the sweep also deletes its record
+    // from sled, at start and every minute); the meme's image is not.
     let node = Node::start(dir.path(), &args).await;
     let mut gone = false;
     for _ in 0..100 {

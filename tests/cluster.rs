@@ -236,6 +236,8 @@ async fn rights_follow_demand_at_100ms_rtt_and_every_region_converges() {
             .find_map(|l| l.strip_prefix("maas_rights_tokens_moved_total "))
             .and_then(|n| n.trim().parse::<u64>().ok())
             .expect("tokens moved counter");
+        // With two peers, every family once, with HELP and TYPE.
+        promtool_accepts(&text);
     }
     assert!(moved >= 70, "only {moved} tokens moved to region 2");
 
@@ -594,4 +596,30 @@ async fn a_billing_event_at_one_region_makes_the_user_premium_in_every_region() 
         )
         .await;
     }
+}
+
+/// `promtool check metrics` accepts `text` (Debian's `prometheus` package has
+/// promtool; `.ci/run` installs it).
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write to promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -782,15 +782,13 @@ async fn ready(State(service): State<Shared>) -> Result<Json<serde_json::Value>,
 }
 
 async fn metrics(State(service): State<Shared>) -> Response {
-    let mut text = service.metrics.render();
-    crate::shell::metrics::render_cluster(&service.engine.cluster(), &mut text);
     let holds = service.engine.open_holds();
     let gauges = crate::shell::metrics::AiGauges {
         queue_depth: service.jobs.queue_depth(),
         open_holds: holds.len(),
         held_tokens: holds.iter().map(|(_, amount)| amount).sum(),
     };
-    service.metrics.render_ai(&gauges, &mut text);
+    let text = service.metrics.render(&service.engine.cluster(), &gauges);
     let mut response = Body::from(text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -254,6 +254,10 @@ impl Jobs {
         let Some(record) = self.load_record(user, id).await? else {
             return Ok(None);
         };
+        if now_ms().saturating_sub(record.created_ms) >= self.keep_records_ms {
+            // Expired with its key, whether or not the sweep came by yet.
+            return Ok(None);
+        }
         let view = match record.state {
             Stored::Done(meme) => JobView::Done {
                 meme,
@@ -617,9 +621,9 @@ impl Jobs {
         loop {
             tick.tick().await;
             let now = now_ms();
+            let keep = KEEP_FINISHED_MS.min(self.keep_records_ms);
             self.lock().retain(|_, job| {
-                !job.view.borrow().finished()
-                    || now.saturating_sub(job.created_ms) < KEEP_FINISHED_MS
+                !job.view.borrow().finished() || now.saturating_sub(job.created_ms) < keep
             });
             let engine = self.engine.clone();
             let keep = self.keep_records_ms;

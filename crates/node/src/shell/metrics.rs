@@ -1,10 +1,16 @@
-//! Prometheus metrics, rendered as text by `GET /metrics`.
+//! Prometheus metrics, through the `metrics` facade and its Prometheus
+//! exporter: every family once, with `# HELP` and `# TYPE`, as `promtool check
+//! metrics` wants. Names are the ones this node always exported.
+//!
+//! Counters and histograms are recorded where things happen; the gauges that
+//! describe a state (members up, replication lag, the AI queue, open holds) are
+//! set from that state when `GET /metrics` renders.
 
 use crate::ClusterView;
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::time::Duration;
 
 /// Histogram bucket bounds, in seconds.
@@ -12,61 +18,11 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-#[derive(Clone, Debug, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
-impl Histogram {
-    fn observe(&mut self, d: Duration) {
-        let secs = d.as_secs_f64();
-        for (i, &bound) in BUCKETS.iter().enumerate() {
-            if secs <= bound {
-                self.counts[i] += 1;
-            }
-        }
-        self.count += 1;
-        self.sum += secs;
-    }
-
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (i, bound) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}",
-                self.counts[i]
-            );
-        }
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
-            self.count
-        );
-        let braced = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(out, "{name}_sum{braced} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{braced} {}", self.count);
-    }
-}
-
-/// The node's counters and histograms.
-#[derive(Debug, Default)]
+/// The node's metrics: a handle on the process's Prometheus recorder.
 pub(crate) struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), Histogram>>,
-    refusals: Mutex<BTreeMap<&'static str, u64>>,
-    flush: Mutex<Histogram>,
-    spends: AtomicU64,
-    credits: AtomicU64,
-    peer_drops: AtomicU64,
-    ai_jobs: Mutex<BTreeMap<&'static str, u64>>,
-    ai_fallbacks: Mutex<BTreeMap<&'static str, u64>>,
-    render: Mutex<Histogram>,
+    /// `None` where a recorder was already installed in this process (a
+    /// second node in a test binary); then `/metrics` says so.
+    handle: Option<PrometheusHandle>,
 }
 
 /// Gauges of the AI path, read when metrics are rendered.
@@ -78,162 +34,169 @@ pub(crate) struct AiGauges {
     pub held_tokens: u64,
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::install()
+    }
+}
+
 impl Metrics {
+    /// Installs the process's Prometheus recorder and describes every family.
+    pub(crate) fn install() -> Self {
+        let handle = PrometheusBuilder::new()
+            .set_buckets(&BUCKETS)
+            .and_then(PrometheusBuilder::install_recorder);
+        let handle = match handle {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "no Prometheus recorder; /metrics will be empty");
+                None
+            }
+        };
+        describe();
+        Self { handle }
+    }
+
     /// Records one request's route, status and latency.
     pub(crate) fn observe_request(&self, route: &str, status: u16, latency: Duration) {
-        if let Ok(mut map) = self.requests.lock() {
-            map.entry((route.to_owned(), status))
-                .or_default()
-                .observe(latency);
-        }
+        histogram!(
+            "maas_http_request_duration_seconds",
+            "route" => route.to_owned(),
+            "status" => status.to_string()
+        )
+        .record(latency.as_secs_f64());
     }
 
     /// Records one group-commit flush.
     pub(crate) fn observe_flush(&self, latency: Duration) {
-        if let Ok(mut h) = self.flush.lock() {
-            h.observe(latency);
-        }
+        histogram!("maas_storage_flush_duration_seconds").record(latency.as_secs_f64());
     }
 
     /// Counts an acknowledged spend.
     pub(crate) fn spend(&self) {
-        self.spends.fetch_add(1, Ordering::Relaxed);
+        counter!("maas_spends_total").increment(1);
     }
 
     /// Counts an acknowledged credit.
     pub(crate) fn credit(&self) {
-        self.credits.fetch_add(1, Ordering::Relaxed);
+        counter!("maas_credits_total").increment(1);
     }
 
     /// Counts a refusal, by reason.
     pub(crate) fn refusal(&self, reason: &'static str) {
-        if let Ok(mut map) = self.refusals.lock() {
-            *map.entry(reason).or_default() += 1;
-        }
+        counter!("maas_refusals_total", "reason" => reason).increment(1);
     }
 
     /// Counts a message to a peer dropped (queue full, peer unreachable).
     pub(crate) fn peer_message_dropped(&self) {
-        self.peer_drops.fetch_add(1, Ordering::Relaxed);
+        counter!("maas_peer_messages_dropped_total").increment(1);
     }
 
     /// Counts an AI job that ended (`done`, `failed`) or was turned away (`busy`).
     pub(crate) fn ai_job(&self, outcome: &'static str) {
-        if let Ok(mut map) = self.ai_jobs.lock() {
-            *map.entry(outcome).or_default() += 1;
-        }
+        counter!("maas_ai_jobs_total", "outcome" => outcome).increment(1);
     }
 
     /// Counts an AI meme the embedded generator made because the configured
     /// server failed, by why.
     pub(crate) fn ai_fallback(&self, reason: &'static str) {
-        if let Ok(mut map) = self.ai_fallbacks.lock() {
-            *map.entry(reason).or_default() += 1;
-        }
+        counter!("maas_ai_fallbacks_total", "reason" => reason).increment(1);
     }
 
     /// Records how long one image took to render.
     pub(crate) fn observe_render(&self, took: Duration) {
-        if let Ok(mut h) = self.render.lock() {
-            h.observe(took);
-        }
+        histogram!("maas_image_render_seconds").record(took.as_secs_f64());
     }
 
-    /// Appends the AI path's metrics.
-    pub(crate) fn render_ai(&self, gauges: &AiGauges, out: &mut String) {
-        out.push_str("# TYPE maas_ai_jobs_total counter\n");
-        if let Ok(map) = self.ai_jobs.lock() {
-            for (outcome, n) in map.iter() {
-                let _ = writeln!(out, "maas_ai_jobs_total{{outcome=\"{outcome}\"}} {n}");
-            }
+    /// The Prometheus text exposition, after setting the state gauges from
+    /// `cluster` and `ai`.
+    pub(crate) fn render(&self, cluster: &ClusterView, ai: &AiGauges) -> String {
+        set_cluster(cluster);
+        gauge!("maas_ai_queue_depth").set(ai.queue_depth as f64);
+        gauge!("maas_holds_open").set(ai.open_holds as f64);
+        gauge!("maas_held_tokens").set(ai.held_tokens as f64);
+        match &self.handle {
+            Some(handle) => handle.render(),
+            None => String::new(),
         }
-        out.push_str("# TYPE maas_ai_fallbacks_total counter\n");
-        if let Ok(map) = self.ai_fallbacks.lock() {
-            for (reason, n) in map.iter() {
-                let _ = writeln!(out, "maas_ai_fallbacks_total{{reason=\"{reason}\"}} {n}");
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# TYPE maas_ai_queue_depth gauge\nmaas_ai_queue_depth {}\n\
-             # TYPE maas_holds_open gauge\nmaas_holds_open {}\n\
-             # TYPE maas_held_tokens gauge\nmaas_held_tokens {}",
-            gauges.queue_depth, gauges.open_holds, gauges.held_tokens
-        );
-        out.push_str("# TYPE maas_image_render_seconds histogram\n");
-        if let Ok(h) = self.render.lock() {
-            h.render(out, "maas_image_render_seconds", "");
-        }
-    }
-
-    /// The Prometheus text exposition.
-    pub(crate) fn render(&self) -> String {
-        let mut out = String::new();
-        out.push_str("# TYPE maas_http_request_duration_seconds histogram\n");
-        if let Ok(map) = self.requests.lock() {
-            for ((route, status), h) in map.iter() {
-                let labels = format!("route=\"{route}\",status=\"{status}\"");
-                h.render(&mut out, "maas_http_request_duration_seconds", &labels);
-            }
-        }
-        counter(&mut out, "maas_spends_total", &self.spends);
-        counter(&mut out, "maas_credits_total", &self.credits);
-        out.push_str("# TYPE maas_refusals_total counter\n");
-        if let Ok(map) = self.refusals.lock() {
-            for (reason, n) in map.iter() {
-                let _ = writeln!(out, "maas_refusals_total{{reason=\"{reason}\"}} {n}");
-            }
-        }
-        counter(
-            &mut out,
-            "maas_peer_messages_dropped_total",
-            &self.peer_drops,
-        );
-        out.push_str("# TYPE maas_storage_flush_duration_seconds histogram\n");
-        if let Ok(h) = self.flush.lock() {
-            h.render(&mut out, "maas_storage_flush_duration_seconds", "");
-        }
-        out
     }
 }
 
-fn counter(out: &mut String, name: &str, value: &AtomicU64) {
-    let _ = writeln!(
-        out,
-        "# TYPE {name} counter\n{name} {}",
-        value.load(Ordering::Relaxed)
-    );
-}
-
-/// Appends the cluster's gauges (members up, replication lag per peer) and
-/// escrow counters, from a [`ClusterView`], in Prometheus text.
-pub(crate) fn render_cluster(view: &ClusterView, out: &mut String) {
-    out.push_str("# TYPE maas_cluster_member_up gauge\n");
+fn set_cluster(view: &ClusterView) {
     for (region, m) in &view.members {
-        let _ = writeln!(
-            out,
-            "maas_cluster_member_up{{region=\"{}\"}} {}",
-            region.0,
-            u8::from(m.up)
-        );
+        gauge!("maas_cluster_member_up", "region" => region.0.to_string())
+            .set(f64::from(u8::from(m.up)));
     }
-    out.push_str("# TYPE maas_replication_lag_entries gauge\n");
-    out.push_str("# TYPE maas_replication_lag_seconds gauge\n");
     for (region, lag) in &view.lag {
-        let peer = region.0;
-        let _ = writeln!(
-            out,
-            "maas_replication_lag_entries{{peer=\"{peer}\"}} {}\nmaas_replication_lag_seconds{{peer=\"{peer}\"}} {}",
-            lag.entries,
-            lag.ms as f64 / 1000.0
-        );
+        let peer = region.0.to_string();
+        gauge!("maas_replication_lag_entries", "peer" => peer.clone()).set(lag.entries as f64);
+        gauge!("maas_replication_lag_seconds", "peer" => peer).set(lag.ms as f64 / 1000.0);
     }
-    let escrow = [
-        ("maas_rights_transfers_total", view.escrow.transfers),
-        ("maas_rights_tokens_moved_total", view.escrow.tokens_moved),
-        ("maas_rights_requests_total", view.escrow.rights_requests),
-    ];
-    for (name, value) in escrow {
-        let _ = writeln!(out, "# TYPE {name} counter\n{name} {value}");
-    }
+    counter!("maas_rights_transfers_total").absolute(view.escrow.transfers);
+    counter!("maas_rights_tokens_moved_total").absolute(view.escrow.tokens_moved);
+    counter!("maas_rights_requests_total").absolute(view.escrow.rights_requests);
+}
+
+fn describe() {
+    describe_histogram!(
+        "maas_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP requests by route and status, from head to answer"
+    );
+    describe_histogram!(
+        "maas_storage_flush_duration_seconds",
+        Unit::Seconds,
+        "Group commits: one sled batch and flush each"
+    );
+    describe_counter!("maas_spends_total", "Spends acknowledged (durable)");
+    describe_counter!("maas_credits_total", "Credits acknowledged (durable)");
+    describe_counter!("maas_refusals_total", "Requests refused, by reason");
+    describe_counter!(
+        "maas_peer_messages_dropped_total",
+        "Messages to peers dropped (queue full, peer unreachable)"
+    );
+    describe_counter!(
+        "maas_ai_jobs_total",
+        "AI meme jobs by outcome: done, failed, busy"
+    );
+    describe_counter!(
+        "maas_ai_fallbacks_total",
+        "AI memes the embedded generator made because the AI server failed, by reason"
+    );
+    describe_histogram!(
+        "maas_image_render_seconds",
+        Unit::Seconds,
+        "Time to draw and encode one meme image"
+    );
+    describe_gauge!("maas_ai_queue_depth", "AI jobs waiting for a worker");
+    describe_gauge!("maas_holds_open", "Holds open in this region");
+    describe_gauge!(
+        "maas_held_tokens",
+        "Tokens held by open holds in this region"
+    );
+    describe_gauge!(
+        "maas_cluster_member_up",
+        "1 if the member region is up, by region"
+    );
+    describe_gauge!(
+        "maas_replication_lag_entries",
+        "Our durable writes a peer has not confirmed, by peer"
+    );
+    describe_gauge!(
+        "maas_replication_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest write a peer has not confirmed, by peer"
+    );
+    describe_counter!(
+        "maas_rights_transfers_total",
+        "Rights transfers sent to other regions"
+    );
+    describe_counter!(
+        "maas_rights_tokens_moved_total",
+        "Tokens' rights moved to other regions"
+    );
+    describe_counter!(
+        "maas_rights_requests_total",
+        "Rights requests sent to other regions"
+    );
 }
