@@ -519,3 +519,35 @@ async fn help_documents_every_flag_with_its_environment_variable() {
         );
     }
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_a_problem_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &[]).await;
+    let ok = node.send("GET", "/health", &[], "").await;
+    let first = ok.header("x-request-id").expect("a request id").to_owned();
+    let again = node.send("GET", "/health", &[], "").await;
+    assert_ne!(
+        again.header("x-request-id"),
+        Some(first.as_str()),
+        "one per request"
+    );
+
+    let missing = node.send("GET", "/no-such-route", &[], "").await;
+    missing.assert_problem(404, "not-found");
+    let id = missing.header("x-request-id").expect("a request id");
+    assert_eq!(missing.json()["instance"], format!("/requests/{id}"));
+
+    // A client's own id is kept, so it can find its request in our logs.
+    let theirs = node
+        .send(
+            "GET",
+            "/v1/balance",
+            &[("x-request-id", "client-chose-this")],
+            "",
+        )
+        .await;
+    theirs.assert_problem(401, "unauthenticated");
+    assert_eq!(theirs.header("x-request-id"), Some("client-chose-this"));
+    assert_eq!(theirs.json()["instance"], "/requests/client-chose-this");
+}

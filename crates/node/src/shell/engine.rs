@@ -169,6 +169,12 @@ impl Engine {
         &self.store
     }
 
+    /// This node's region and start, as a prefix of request ids (`r1-<hex ms>`).
+    pub(crate) fn identity_prefix(&self) -> String {
+        let identity = self.lock().replica.identity();
+        format!("r{}-{:x}", identity.region.0, identity.generation)
+    }
+
     /// Whether the premium tier covers `user` now (the account is in memory).
     pub(crate) fn memes_ai(&self, user: &str) -> bool {
         self.lock().replica.memes_ai(user, now())

@@ -25,6 +25,10 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 
 /// The longest `Idempotency-Key` accepted.
 pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -76,11 +80,61 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
         .route("/v1/cluster", get(cluster))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Inside `observe`, so a panic is answered, measured and logged like
+        // any other 500.
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn_with_state(
             (service.clone(), request_timeout),
             observe,
         ))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(NextRequestId::new(
+            service.engine.identity_prefix(),
+        )))
         .with_state(service)
+}
+
+/// Request ids: this node's region and start, then a counter, so an id names
+/// one request across regions and restarts. A client's own `x-request-id` is
+/// kept.
+#[derive(Clone)]
+struct NextRequestId {
+    prefix: Arc<str>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl NextRequestId {
+    fn new(prefix: String) -> Self {
+        Self {
+            prefix: prefix.into(),
+            next: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+}
+
+impl MakeRequestId for NextRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// A handler panicked: a 500 problem instead of a dropped connection.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %what, "a request handler panicked");
+    Problem::new(
+        ProblemKind::Internal,
+        "the server hit a bug; the request may or may not have taken effect: retry with \
+         the same Idempotency-Key to find out without being charged twice",
+    )
+    .into_response()
 }
 
 /// A 429 with `Retry-After` and the `RateLimit-*` headers.
@@ -105,6 +159,11 @@ async fn observe(
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_owned();
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let ip = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -141,10 +200,36 @@ async fn observe(
         let detail = status.canonical_reason().unwrap_or("error").to_owned();
         response = Problem::new(kind, detail).into_response();
     }
+    if status.as_u16() >= 400
+        && let Some(id) = &request_id
+    {
+        response = with_instance(response, id).await;
+        if status.is_server_error() {
+            tracing::warn!(request_id = %id, %route, status = status.as_u16(), "answered with a server error");
+        }
+    }
     service
         .metrics
         .observe_request(&route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// Sets a problem's `instance` to the request's id (RFC 9457): what a client
+/// quotes, and what the node's logs carry.
+async fn with_instance(response: Response, request_id: &str) -> Response {
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let mut problem: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        _ => return Response::from_parts(parts, Body::from(bytes)),
+    };
+    problem["instance"] = serde_json::Value::String(format!("/requests/{request_id}"));
+    let body = serde_json::to_vec(&problem).map_or(Body::from(bytes), Body::from);
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, body)
 }
 
 /// A problem if the request's target or headers are larger than we accept.
