@@ -211,6 +211,11 @@ async fn too_many_requests_are_rate_limited() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(dir.path(), &["--rate-limit", "3"]).await;
     let carol = token("carol");
+    // An admitted request says how much is left.
+    let first = node.get("/v1/balance", &carol).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("ratelimit-limit"), Some("3"));
+    assert_eq!(first.header("ratelimit-remaining"), Some("2"));
     let mut limited = None;
     // 12 requests span at most three one-second windows unless the machine stalls
     // for over 2 s, so some window sees more than 3.

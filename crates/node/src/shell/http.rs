@@ -7,7 +7,7 @@ use crate::Position;
 use crate::shell::app::App;
 use crate::shell::auth::{AuthFailure, Principal, valid_user_id};
 use crate::shell::engine::{Answer, Failure};
-use crate::shell::limits::Denied;
+use crate::shell::limits::{Allowed, Denied};
 use crate::shell::premium;
 use crate::shell::problem::{Problem, ProblemKind};
 use crate::shell::rfc3339;
@@ -137,6 +137,12 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     .into_response()
 }
 
+tokio::task_local! {
+    /// The per-user limit's state of the request being served, set by
+    /// [`client`] and put on the answer by [`observe`].
+    static USER_RATE: std::cell::Cell<Option<Allowed>>;
+}
+
 /// A 429 with `Retry-After` and the `RateLimit-*` headers.
 fn rate_limited(denied: Denied, detail: &str) -> Problem {
     Problem::new(ProblemKind::RateLimited, detail)
@@ -175,7 +181,21 @@ async fn observe(
             rate_limited(denied, "too many requests from this address").into_response()
         }
         (None, Some(problem)) => problem.into_response(),
-        (None, None) => match tokio::time::timeout(request_timeout, next.run(request)).await {
+        (None, None) => match tokio::time::timeout(
+            request_timeout,
+            USER_RATE.scope(std::cell::Cell::new(None), async {
+                let mut response = next.run(request).await;
+                if let Some(allowed) = USER_RATE.with(std::cell::Cell::get) {
+                    let h = response.headers_mut();
+                    h.insert("ratelimit-limit", HeaderValue::from(allowed.limit));
+                    h.insert("ratelimit-remaining", HeaderValue::from(allowed.remaining));
+                    h.insert("ratelimit-reset", HeaderValue::from(1u32));
+                }
+                response
+            }),
+        )
+        .await
+        {
             Ok(response) => response,
             Err(_) => Problem::new(
                 ProblemKind::RequestTimeout,
@@ -291,7 +311,11 @@ fn principal(service: &App, headers: &HeaderMap) -> Result<Principal, Problem> {
 pub(crate) fn client(service: &App, headers: &HeaderMap) -> Result<String, Problem> {
     match principal(service, headers)? {
         Principal::User(user) => match service.limits.user(&user) {
-            Ok(()) => Ok(user),
+            Ok(allowed) => {
+                // For `observe`, which puts it on the answer.
+                let _ = USER_RATE.try_with(|slot| slot.set(allowed));
+                Ok(user)
+            }
             Err(denied) => {
                 service.metrics.refusal("rate_limited");
                 Err(rate_limited(denied, "too many requests for this user"))

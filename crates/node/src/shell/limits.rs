@@ -17,6 +17,15 @@ use std::time::Duration;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
 
+/// A caller within its limit: what the `RateLimit-*` headers say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Allowed {
+    /// Requests per second allowed.
+    pub limit: u32,
+    /// Requests the caller may still make at once.
+    pub remaining: u32,
+}
+
 /// A caller over its limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Denied {
@@ -43,12 +52,16 @@ impl<K: Hash + Eq + Clone> Limit<K> {
         }
     }
 
-    fn check(&self, key: &K) -> Result<(), Denied> {
+    /// `Ok(None)` when the limit is disabled.
+    fn check(&self, key: &K) -> Result<Option<Allowed>, Denied> {
         let Some(limiter) = &self.limiter else {
-            return Ok(());
+            return Ok(None);
         };
         match limiter.check_key(key) {
-            Ok(_) => Ok(()),
+            Ok(snapshot) => Ok(Some(Allowed {
+                limit: self.per_second,
+                remaining: snapshot.remaining_burst_capacity(),
+            })),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 Err(Denied {
@@ -83,12 +96,12 @@ impl Limits {
     }
 
     /// Whether authenticated `user` may make a request now (counts it).
-    pub(crate) fn user(&self, user: &str) -> Result<(), Denied> {
+    pub(crate) fn user(&self, user: &str) -> Result<Option<Allowed>, Denied> {
         self.users.check(&user.to_owned())
     }
 
     /// Whether a request from `ip` may go on to authentication (counts it).
-    pub(crate) fn ip(&self, ip: IpAddr) -> Result<(), Denied> {
+    pub(crate) fn ip(&self, ip: IpAddr) -> Result<Option<Allowed>, Denied> {
         self.ips.check(&ip)
     }
 
@@ -110,16 +123,17 @@ mod tests {
     #[test]
     fn a_burst_of_the_limit_passes_then_the_next_waits_about_one_interval() {
         let limits = Limits::new(3, 0);
-        for _ in 0..3 {
-            assert_eq!(limits.user("a"), Ok(()));
+        for left in [2, 1, 0] {
+            let allowed = limits.user("a").expect("within the limit");
+            assert_eq!(allowed.map(|a| (a.limit, a.remaining)), Some((3, left)));
         }
         let denied = limits.user("a").expect_err("over the limit");
         assert_eq!(denied.limit, 3);
         assert_eq!(denied.retry_after_secs, 1);
-        assert_eq!(limits.user("b"), Ok(()), "per user");
+        assert!(limits.user("b").is_ok(), "per user");
         let ip = IpAddr::from([10, 0, 0, 1]);
         for _ in 0..1_000 {
-            assert_eq!(limits.ip(ip), Ok(()), "0 disables");
+            assert_eq!(limits.ip(ip), Ok(None), "0 disables");
         }
     }
 }
