@@ -17,9 +17,10 @@ impl Seq {
     /// No write yet.
     pub const ZERO: Seq = Seq(0);
 
-    /// The sequence number after this one.
+    /// The sequence number after this one (saturating: a peer's digest may
+    /// claim any watermark, and a range after it must not overflow).
     pub fn next(self) -> Seq {
-        Seq(self.0 + 1)
+        Seq(self.0.saturating_add(1))
     }
 
     /// How many writes lie in `(earlier, self]`.

@@ -275,11 +275,10 @@ impl Replication {
             let known = theirs.get(&origin).copied().unwrap_or_default();
             let mut found: Vec<Item> = state
                 .seqs_by_origin
-                .range((origin, known.next(), Box::<str>::from(""))..)
-                .take_while(|(o, _, _)| *o == origin)
-                .map(|(_, seq, user)| Item {
+                .range((origin, known.next())..=(origin, Seq(u64::MAX)))
+                .map(|(&(_, seq), user)| Item {
                     origin,
-                    seq: *seq,
+                    seq,
                     user: user.to_string(),
                     delta: state.account(user).delta_of(origin),
                 })

@@ -13,7 +13,7 @@ use crate::region::units::Millis;
 use crate::region::units::Seq;
 use bincode::{Decode, Encode};
 use ledger_crdt::{Account, RegionId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// The state as of the last confirmed flush, plus the writes made since (which
 /// the [`super::journal::Journal`] tracks until they are durable).
@@ -31,8 +31,9 @@ pub struct Durable {
     /// `own`, indexed by the write that last changed each entry: batches and
     /// catch-ups read a range of writes, O(changes) whatever the users.
     pub(super) own_by_seq: BTreeMap<Seq, Box<str>>,
-    /// `seqs`, indexed by origin and version: catch-ups forward a range.
-    pub(super) seqs_by_origin: BTreeSet<(RegionId, Seq, Box<str>)>,
+    /// `seqs`, indexed by origin and version: catch-ups forward a range. A
+    /// version names one write of its origin, and one write one user.
+    pub(super) seqs_by_origin: BTreeMap<(RegionId, Seq), Box<str>>,
     /// Our writes up to here have been sent in batches.
     pub(super) sent_upto: Seq,
     pub(super) records: Records,
@@ -130,8 +131,8 @@ impl Durable {
             self.accounts
                 .insert(user.as_str().into(), Packed::pack(account));
         }
-        for ((origin, user), seq) in &persist.seqs {
-            self.set_seq(*origin, user, *seq);
+        for (key, seq) in &persist.seqs {
+            self.set_seq(key.clone(), *seq);
         }
         for (user, (seq, own)) in &persist.own {
             self.set_own(user.as_str().into(), *seq, Packed::pack(own));
@@ -190,11 +191,12 @@ impl Durable {
     }
 
     /// The version `seq` of `origin`'s entry for `user` is held, indexed.
-    fn set_seq(&mut self, origin: RegionId, user: &str, seq: Seq) {
-        if let Some(old) = self.seqs.insert((origin, user.to_owned()), seq) {
-            self.seqs_by_origin.remove(&(origin, old, user.into()));
+    fn set_seq(&mut self, (origin, user): (RegionId, String), seq: Seq) {
+        let indexed: Box<str> = user.as_str().into();
+        if let Some(old) = self.seqs.insert((origin, user), seq) {
+            self.seqs_by_origin.remove(&(origin, old));
         }
-        self.seqs_by_origin.insert((origin, seq, user.into()));
+        self.seqs_by_origin.insert((origin, seq), indexed);
     }
 
     /// Merges `item` (another region's entry) into its user's account, and
@@ -216,9 +218,9 @@ impl Durable {
         let spent = spent_at(&account, item.origin).saturating_sub(before);
         let accepted = account.accept_transfers(me).is_some();
         self.set_account(&item.user, &account);
-        let held = self.seqs.get(&(item.origin, item.user.clone())).copied();
-        if held.is_none_or(|held| held < item.seq) {
-            self.set_seq(item.origin, &item.user, item.seq);
+        let key = (item.origin, item.user.clone());
+        if self.seqs.get(&key).is_none_or(|&held| held < item.seq) {
+            self.set_seq(key, item.seq);
         }
         Merged {
             spent,

@@ -526,3 +526,21 @@ fn a_keyed_hold_retried_in_another_region_replays_and_holds_nothing_there() {
     h.run(10);
     assert!(h.reply(1, later).expect("answered").replayed);
 }
+
+#[test]
+fn a_digest_claiming_the_largest_watermarks_is_answered_without_overflow() {
+    let mut h = Harness::new(3, &[0, 1, 2], |_| {});
+    h.spend(0, "kim");
+    h.run(100);
+    let digest = Message::Digest {
+        watermarks: vec![(region(0), Seq(u64::MAX)), (region(2), Seq(u64::MAX))],
+    }
+    .encode()
+    .expect("encode");
+    let now = h.now();
+    // Bytes from a peer never panic, whatever they claim.
+    h.replicas[0].handle_peer(now, region(1), &digest);
+    h.replicas[2].handle_peer(now, region(1), &digest);
+    h.run(100);
+    assert_eq!(h.replicas[0].receipt("kim").calls, 1);
+}
