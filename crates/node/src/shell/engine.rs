@@ -175,11 +175,6 @@ impl Engine {
         format!("r{}-{:x}", identity.region.0, identity.generation)
     }
 
-    /// Whether the premium tier covers `user` now (the account is in memory).
-    pub(crate) fn memes_ai(&self, user: &str) -> bool {
-        self.lock().replica.memes_ai(user, now())
-    }
-
     /// Every open hold of this region.
     pub(crate) fn open_holds(&self) -> Vec<(crate::HoldId, u64)> {
         self.lock().replica.open_hold_ids()
@@ -202,6 +197,37 @@ impl Engine {
         key: Option<IdempotencyKey>,
         wait_for_rights: Duration,
     ) -> Result<Answer, Failure> {
+        let skip_none = |_: &Replica, _: Millis| false;
+        let answer = self
+            .run(user, command, key, wait_for_rights, skip_none)
+            .await?;
+        // Never `None`: nothing was skipped.
+        answer.ok_or(Failure::NotAcknowledged)
+    }
+
+    /// A memes call charged at the curated price, unless the premium tier
+    /// covers `user` (then `None`, nothing done): the tier is read under the
+    /// same lock as the charge, so the spend path takes no extra lock.
+    pub(crate) async fn curated_call(
+        &self,
+        user: &str,
+        key: Option<IdempotencyKey>,
+        wait_for_rights: Duration,
+    ) -> Result<Option<Answer>, Failure> {
+        let premium = |replica: &Replica, now: Millis| replica.memes_ai(user, now);
+        self.run(user, Command::ChargeCall, key, wait_for_rights, premium)
+            .await
+    }
+
+    /// Runs `command` unless `skip` says not to (checked under the lock).
+    async fn run(
+        &self,
+        user: &str,
+        command: Command,
+        key: Option<IdempotencyKey>,
+        wait_for_rights: Duration,
+        skip: impl FnOnce(&Replica, Millis) -> bool,
+    ) -> Result<Option<Answer>, Failure> {
         let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
         let counted = match command {
             Command::Adjust(a) if a > 0 => Counted::Credit,
@@ -213,8 +239,12 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         {
             let mut inner = self.lock();
+            let now = now();
+            if skip(&inner.replica, now) {
+                return Ok(None);
+            }
             inner.waiting.insert(id, tx);
-            inner.replica.handle_client(now(), request);
+            inner.replica.handle_client(now, request);
             self.after_input(&mut inner);
         }
         let outcome = match tokio::time::timeout(ACK_TIMEOUT + wait_for_rights, rx).await {
@@ -233,7 +263,7 @@ impl Engine {
                         Counted::Neither => {}
                     }
                 }
-                Ok(Answer { receipt, replayed })
+                Ok(Some(Answer { receipt, replayed }))
             }
             Ok(Outcome::Replied(Err(refusal), _)) => Err(Failure::Refused(refusal)),
             Ok(Outcome::StorageFailed) | Err(_) => Err(Failure::NotAcknowledged),
@@ -454,13 +484,18 @@ impl Engine {
         let started = Instant::now();
         // A panic in the store must not kill this thread (every later write
         // would wait for it forever): it is a failed flush like any other.
-        let extra: Vec<StoreWrite> = riders.iter().flat_map(|r| r.writes.clone()).collect();
+        let mut extra: Vec<StoreWrite> = Vec::new();
+        let mut confirm = Vec::with_capacity(riders.len());
+        for rider in riders {
+            extra.extend(rider.writes);
+            confirm.push(rider.done);
+        }
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.store.persist(&persist, extra)
         }))
         .unwrap_or_else(|_| Err(NodeError::StorePanicked));
-        for rider in riders {
-            let _ = rider.done.send(result.is_ok());
+        for done in confirm {
+            let _ = done.send(result.is_ok());
         }
         self.metrics.observe_flush(started.elapsed());
         let mut inner = self.lock();

@@ -579,25 +579,38 @@ async fn memes(
         query.map_err(|_| Problem::new(ProblemKind::InvalidRequest, "malformed query string"))?;
     let request = parse_meme_query(pairs)?;
     let raw_key = idempotency_key(&headers)?;
-    if service.engine.memes_ai(&user) {
-        match ai::ai_meme(&service, &user, &request, raw_key.as_deref()).await {
-            Err(p) if p.kind() == ProblemKind::AiBusy && request.fallback_curated => {}
-            answer => return answer,
-        }
-    }
-    let key =
-        raw_key.map(|k| IdempotencyKey::meme_call(&user, k, request.position, &request.query));
-    let executed = service
+    let curated_key =
+        |k: &str| IdempotencyKey::meme_call(&user, k.to_owned(), request.position, &request.query);
+    // The tier is read under the charge's own lock: `None` means premium.
+    let curated = service
         .engine
-        .execute(&user, Command::ChargeCall, key, request.rights_wait)
+        .curated_call(
+            &user,
+            raw_key.as_deref().map(curated_key),
+            request.rights_wait,
+        )
         .await
         .map_err(|f| failure(&service, f))?;
+    let executed = match curated {
+        Some(executed) => executed,
+        None => match ai::ai_meme(&service, &user, &request, raw_key.as_deref()).await {
+            Err(p) if p.kind() == ProblemKind::AiBusy && request.fallback_curated => {
+                // A full AI queue, and the client asked for a curated meme.
+                let key = raw_key.as_deref().map(curated_key);
+                service
+                    .engine
+                    .execute(&user, Command::ChargeCall, key, request.rights_wait)
+                    .await
+                    .map_err(|f| failure(&service, f))?
+            }
+            answer => return answer,
+        },
+    };
     let meme = service.catalog.choose(&request.query, request.position);
-    let image = service.images.curated_url(meme.id);
     let body = MemeResponse {
         id: meme.id,
         title: &meme.title,
-        image: &image,
+        image: service.images.curated_url(meme.id),
         source: &meme.source,
         kind: "curated",
         balance: executed.receipt.balance,

@@ -31,8 +31,8 @@ pub(crate) struct Images {
     cache: ImageCache,
     /// Specs of the catalog's memes, by image id.
     curated: HashMap<String, ImageSpec>,
-    /// Catalog id → image id.
-    curated_ids: Vec<String>,
+    /// Catalog id → the image's URL (made once: every curated spend links one).
+    curated_urls: Vec<String>,
     /// CPU-bound work (rendering) runs at most this many at once, shared
     /// with the AI workers, so the ledger path keeps a core.
     cpu: Arc<Semaphore>,
@@ -51,20 +51,20 @@ impl Images {
         metrics: Arc<Metrics>,
     ) -> Self {
         let mut curated = HashMap::new();
-        let mut curated_ids = vec![String::new()];
+        let mut curated_urls = vec![String::new()];
         for catalog_id in 1.. {
             let Some(spec) = curated_spec(catalog_id) else {
                 break;
             };
             let id = spec.id();
-            curated_ids.push(id.clone());
+            curated_urls.push(image_url(public_url.as_deref(), &id));
             curated.insert(id, spec);
         }
         let renderers = RenderPool::start(cpu.available_permits());
         Self {
             cache: ImageCache::new(cache_bytes),
             curated,
-            curated_ids,
+            curated_urls,
             cpu,
             renderers,
             public_url,
@@ -75,20 +75,17 @@ impl Images {
 
     /// The URL of image `id`: absolute under `--public-url`, else a path.
     pub(crate) fn url(&self, id: &str) -> String {
-        let base = self.public_url.as_deref().unwrap_or("");
-        format!("{base}/v1/images/{id}.png")
+        image_url(self.public_url.as_deref(), id)
     }
 
     /// The URL of catalog meme `catalog_id`'s image.
-    pub(crate) fn curated_url(&self, catalog_id: u32) -> String {
-        let id = self
-            .curated_ids
+    pub(crate) fn curated_url(&self, catalog_id: u32) -> &str {
+        self.curated_urls
             .get(catalog_id as usize)
-            .map_or("", String::as_str);
-        self.url(id)
+            .map_or("", String::as_str)
     }
 
-    /// Renders `spec` (on a blocking thread, within the CPU permits) and caches it.
+    /// Renders `spec` (on a render thread, within the CPU permits) and caches it.
     pub(crate) async fn render(&self, spec: ImageSpec) -> Result<Bytes, RenderError> {
         let id = spec.id();
         if let Some(png) = self.cache.get(&id) {
@@ -215,6 +212,10 @@ fn lowest_priority() {
     if !idle && rustix::process::setpriority_process(None, 19).is_err() {
         tracing::warn!("could not lower the render thread's priority");
     }
+}
+
+fn image_url(public_url: Option<&str>, id: &str) -> String {
+    format!("{}/v1/images/{id}.png", public_url.unwrap_or(""))
 }
 
 fn unavailable() -> Problem {

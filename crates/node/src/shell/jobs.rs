@@ -15,8 +15,9 @@
 //! 4. A failure releases the hold: nothing is charged. So does the hold's TTL,
 //!    if the worker never comes back.
 //!
-//! Generation is CPU-bound: it runs on blocking threads behind the shared CPU
-//! semaphore (see [`crate::shell::images`]), at most `--ai-workers` at once.
+//! Drawing is CPU-bound: it runs on the render threads (idle priority) behind
+//! the shared CPU semaphore (see [`crate::shell::images`]), at most
+//! `--ai-workers` at once.
 
 use crate::shell::engine::{Answer, Engine, Failure, now_ms};
 use crate::shell::generator::{Artwork, GenRequest, MemeGenerator};

@@ -13,8 +13,8 @@
 //! - `h` + user + `0x00` + job → a hold ([`crate::HoldState`])
 //! - `m` → the [`Meta`] scalars
 //!
-//! AI jobs write beside the group commit, each write flushed before the job
-//! moves on (see [`crate::shell::jobs`]):
+//! AI jobs' keys (see [`crate::shell::jobs`]); a job's result rides a group
+//! commit, its other writes are plain inserts:
 //! - `j` + user + `0x00` + job → the job's record
 //! - `s` + image id → an AI image's [`crate::ImageSpec`]
 //! - `g` + image id → an AI image's PNG, as an AI server drew it
@@ -141,13 +141,7 @@ impl Store {
     }
 
     fn write(db: &sled::Db, persist: &Persist, extra: Vec<Write>) -> Result<(), NodeError> {
-        let mut batch = sled::Batch::default();
-        for (k, v) in extra {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
+        let mut batch = batch_of(extra);
         for (user, account) in &persist.accounts {
             batch.insert(key(b'a', user.as_bytes()), account.to_bytes()?);
         }
@@ -238,14 +232,7 @@ impl Store {
     /// them durable before returning. Blocking.
     pub(crate) fn write_now(&self, writes: Vec<Write>, flush: bool) -> Result<(), NodeError> {
         let result = self.db().and_then(|db| {
-            let mut batch = sled::Batch::default();
-            for (k, v) in writes {
-                match v {
-                    Some(v) => batch.insert(k, v),
-                    None => batch.remove(k),
-                }
-            }
-            db.apply_batch(batch)?;
+            db.apply_batch(batch_of(writes))?;
             if flush {
                 db.flush()?;
             }
@@ -273,15 +260,9 @@ impl Store {
             .collect()
     }
 
-    /// Every key and value under `prefix`.
+    /// Every key and value under `prefix` (an ASCII letter).
     pub(crate) fn scan(&self, prefix: u8) -> Result<Vec<KeyValue>, NodeError> {
-        self.db()?
-            .scan_prefix([prefix])
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect()
+        self.scan_range(&[prefix], &[prefix.saturating_add(1)])
     }
 
     /// Whether storage accepts a write right now (for `/ready`).
@@ -319,6 +300,18 @@ fn decode_record(bytes: &[u8]) -> Result<IdempotencyRecord, NodeError> {
             })
         }
     }
+}
+
+/// A sled batch of `writes`.
+fn batch_of(writes: Vec<Write>) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (k, v) in writes {
+        match v {
+            Some(v) => batch.insert(k, v),
+            None => batch.remove(k),
+        }
+    }
+    batch
 }
 
 fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
