@@ -84,6 +84,15 @@ fn white_pixels(img: &image::RgbImage) -> usize {
     img.pixels().filter(|p| p.0 == [255, 255, 255]).count()
 }
 
+/// A node on a fresh directory (kept alive by the returned guard) with `pat`
+/// upgraded to Memes AI.
+async fn subscriber_node(args: &[&str]) -> (tempfile::TempDir, Node) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), args).await;
+    upgrade(&node, "pat").await;
+    (dir, node)
+}
+
 async fn upgrade(node: &Node, user: &str) {
     let body = billing_body("evt_up", user, "2099-01-01T00:00:00Z", 1);
     let r = node.billing_event(&body, unix_now(), WEBHOOK_SECRET).await;
@@ -282,20 +291,15 @@ async fn a_subscriber_gets_an_ai_meme_charged_once_on_delivery() {
 #[tokio::test]
 async fn a_failing_ai_server_charges_nothing_or_falls_back_and_says_so() {
     let stub = start_stub(Stub::Fail).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let strict = Node::start(
-        dir.path(),
-        &[
-            "--ai-endpoint",
-            &stub.url,
-            "--ai-fallback",
-            "none",
-            "--ai-timeout-secs",
-            "2",
-        ],
-    )
+    let (_dir, strict) = subscriber_node(&[
+        "--ai-endpoint",
+        &stub.url,
+        "--ai-fallback",
+        "none",
+        "--ai-timeout-secs",
+        "2",
+    ])
     .await;
-    upgrade(&strict, "pat").await;
     let before = strict.balance("pat").await;
     memes(&strict, "pat", "query=rust", None)
         .await
@@ -305,9 +309,7 @@ async fn a_failing_ai_server_charges_nothing_or_falls_back_and_says_so() {
     // One call and its one retry.
     assert_eq!(*stub.calls.lock().expect("lock"), 2);
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let lenient = Node::start(dir.path(), &["--ai-endpoint", &stub.url]).await;
-    upgrade(&lenient, "pat").await;
+    let (_dir, lenient) = subscriber_node(&["--ai-endpoint", &stub.url]).await;
     let before = lenient.balance("pat").await;
     let r = memes(&lenient, "pat", "query=rust", None).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -328,9 +330,7 @@ async fn a_failing_ai_server_charges_nothing_or_falls_back_and_says_so() {
 #[tokio::test]
 async fn the_openai_backend_draws_the_servers_captions_and_serves_its_pictures() {
     let captions = start_stub(Stub::Captions("When the tests pass\n\"On the first try\"")).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = Node::start(dir.path(), &["--ai-endpoint", &captions.url]).await;
-    upgrade(&node, "pat").await;
+    let (_dir, node) = subscriber_node(&["--ai-endpoint", &captions.url]).await;
     let json = memes(&node, "pat", "query=tests", None).await.json();
     assert_eq!(json["generator"], "openai", "{json}");
     assert_eq!(json["title"], "When the tests pass / On the first try");
@@ -342,9 +342,7 @@ async fn the_openai_backend_draws_the_servers_captions_and_serves_its_pictures()
     // A caption the filter blocks is never shown: the embedded generator
     // makes the meme, and says why.
     let blocked = start_stub(Stub::Captions("Nazi jokes\nare not funny")).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = Node::start(dir.path(), &["--ai-endpoint", &blocked.url]).await;
-    upgrade(&node, "pat").await;
+    let (_dir, node) = subscriber_node(&["--ai-endpoint", &blocked.url]).await;
     let json = memes(&node, "pat", "query=tests", None).await.json();
     assert_eq!(json["generator"], "embedded");
     assert!(
@@ -370,13 +368,8 @@ async fn the_openai_backend_draws_the_servers_captions_and_serves_its_pictures()
         )
         .expect("encode");
     let pictures = start_stub(Stub::Picture(picture.clone())).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = Node::start(
-        dir.path(),
-        &["--ai-endpoint", &pictures.url, "--ai-mode", "image"],
-    )
-    .await;
-    upgrade(&node, "pat").await;
+    let (_dir, node) =
+        subscriber_node(&["--ai-endpoint", &pictures.url, "--ai-mode", "image"]).await;
     let json = memes(&node, "pat", "query=frogs", None).await.json();
     assert_eq!(json["generator"], "openai", "{json}");
     let image = node
@@ -389,20 +382,15 @@ async fn the_openai_backend_draws_the_servers_captions_and_serves_its_pictures()
 #[tokio::test]
 async fn a_full_queue_answers_503_and_charges_nothing() {
     let stub = start_stub(Stub::Slow(Duration::from_secs(2))).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let node = Node::start(
-        dir.path(),
-        &[
-            "--ai-endpoint",
-            &stub.url,
-            "--ai-queue",
-            "1",
-            "--ai-workers",
-            "1",
-        ],
-    )
+    let (_dir, node) = subscriber_node(&[
+        "--ai-endpoint",
+        &stub.url,
+        "--ai-queue",
+        "1",
+        "--ai-workers",
+        "1",
+    ])
     .await;
-    upgrade(&node, "pat").await;
     let before = node.balance("pat").await;
     // One job running, one waiting: the queue is full.
     let first = memes(&node, "pat", "query=a&wait=0", None).await;
