@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::{Node, OPERATOR, SECRET, request, token};
+use support::{Node, OPERATOR, SECRET, request, run_to_exit, token};
 
 #[tokio::test]
 async fn client_routes_charge_and_report_the_balance() {
@@ -555,4 +555,24 @@ async fn every_answer_carries_a_request_id_and_a_problem_names_it() {
     theirs.assert_problem(401, "unauthenticated");
     assert_eq!(theirs.header("x-request-id"), Some("client-chose-this"));
     assert_eq!(theirs.json()["instance"], "/requests/client-chose-this");
+}
+
+#[tokio::test]
+async fn the_healthcheck_command_says_whether_a_node_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]).await;
+    let (status, stderr) = run_to_exit(&["healthcheck", "--addr", &node.addr], &[]).await;
+    assert!(status.success(), "a ready node is healthy: {stderr}");
+    let closed = {
+        // A port nothing listens on: bound, then closed.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let (status, stderr) = run_to_exit(&["healthcheck", "--addr", &closed], &[]).await;
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains(&closed),
+        "says which address failed: {stderr}"
+    );
+    node.terminate().await;
 }

@@ -338,6 +338,13 @@ pub(crate) enum Subcommand {
         #[arg(long, env = "MAAS_BILLING_WEBHOOK_SECRET", hide_env_values = true)]
         secret: Option<String>,
     },
+    /// Exit 0 if a node answers `GET /ready` with 200 within 2 s, else 1: a
+    /// container's health check with no curl in the image.
+    Healthcheck {
+        /// The node's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+    },
     /// Run several regions on loopback, one process each, for a demo.
     Dev {
         /// How many regions.

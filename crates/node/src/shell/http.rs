@@ -29,6 +29,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
+use tower_http::trace::TraceLayer;
 
 /// The longest `Idempotency-Key` accepted.
 pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -87,6 +88,9 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
             (service.clone(), request_timeout),
             observe,
         ))
+        // A span per request carrying its id, so every log line a request
+        // causes names it (the id a client quotes from a problem's `instance`).
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(NextRequestId::new(
             service.engine.identity_prefix(),
@@ -119,6 +123,17 @@ impl MakeRequestId for NextRequestId {
             .ok()
             .map(RequestId::new)
     }
+}
+
+/// The span of one request: method, path and request id (set by the layer
+/// outside this one). The query is left out: it is the client's search text.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
 }
 
 /// A handler panicked: a 500 problem instead of a dropped connection.

@@ -27,6 +27,33 @@ use std::time::Duration;
 /// How often expired idempotency records are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
+/// `maas healthcheck`: one `GET /ready` over a plain socket, bounded to 2 s in
+/// all (connect, write, read).
+fn healthcheck(addr: std::net::SocketAddr) -> std::process::ExitCode {
+    use std::io::Read;
+    let timeout = Duration::from_secs(2);
+    let ready = (|| -> std::io::Result<bool> {
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.write_all(b"GET /ready HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut status = [0u8; 12];
+        stream.read_exact(&mut status)?;
+        Ok(status.starts_with(b"HTTP/1.") && &status[8..12] == b" 200")
+    })();
+    match ready {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => {
+            let _ = writeln!(std::io::stderr(), "maas: {addr} is not ready");
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "maas: {addr}: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Parses the command line, runs the node, and returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = <Cli as clap::Parser>::parse();
@@ -38,6 +65,7 @@ pub fn main() -> std::process::ExitCode {
             let _ = writeln!(std::io::stdout(), "{header}");
             return std::process::ExitCode::SUCCESS;
         }
+        Some(Subcommand::Healthcheck { addr }) => return healthcheck(*addr),
         Some(Subcommand::Dev {
             regions,
             http_port,
