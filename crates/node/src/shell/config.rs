@@ -176,12 +176,14 @@ pub(crate) struct Cli {
     #[arg(long, env = "MAAS_PEER_LISTEN")]
     pub peer_listen: Option<SocketAddr>,
 
-    /// The peer address other regions should use, if not --peer-listen's.
-    #[arg(long, env = "MAAS_ADVERTISE")]
+    /// The peer address other regions should use, if not --peer-listen's
+    /// (`ip:port`, or `host:port` resolved once at start).
+    #[arg(long, env = "MAAS_ADVERTISE", value_parser = peer_addr)]
     pub advertise: Option<SocketAddr>,
 
-    /// Peer addresses of cluster members to join through, comma-separated.
-    #[arg(long, env = "MAAS_JOIN", value_delimiter = ',')]
+    /// Peer addresses of cluster members to join through, comma-separated
+    /// (`ip:port`, or `host:port` resolved once at start).
+    #[arg(long, env = "MAAS_JOIN", value_delimiter = ',', value_parser = peer_addr)]
     pub join: Vec<SocketAddr>,
 
     /// The cluster CA certificate (PEM). Without the three --tls-* flags a
@@ -365,6 +367,21 @@ pub(crate) enum Subcommand {
     },
 }
 
+/// `ip:port`, or `host:port` resolved now (to its first address): membership
+/// names a peer by one socket address for its whole life.
+fn peer_addr(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = text
+        .to_socket_addrs()
+        .map_err(|e| format!("not ip:port, and {text} does not resolve: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{text} resolves to no address"))
+}
+
 fn body_limit(text: &str) -> Result<usize, String> {
     let n: usize = text.parse().map_err(|e| format!("{e}"))?;
     if (256..=16 * 1024 * 1024).contains(&n) {
@@ -520,4 +537,22 @@ pub(crate) enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::peer_addr;
+
+    #[test]
+    fn peer_addresses_are_ip_port_or_a_name_resolved_at_start() {
+        assert_eq!(
+            peer_addr("10.0.0.7:7001"),
+            Ok("10.0.0.7:7001".parse().unwrap())
+        );
+        // From /etc/hosts: no resolver is asked.
+        assert!(
+            peer_addr("localhost:7001").is_ok_and(|a| a.ip().is_loopback() && a.port() == 7001)
+        );
+        assert!(peer_addr("no-port-here").is_err());
+    }
 }
