@@ -576,3 +576,105 @@ async fn the_healthcheck_command_says_whether_a_node_is_ready() {
     );
     node.terminate().await;
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_problem_and_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]).await;
+    let r = node.get("/openapi.json", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let doc = r.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+
+    let mut operations: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    operations.sort();
+    let expected = [
+        "GET /docs",
+        "GET /docs/{asset}",
+        "GET /health",
+        "GET /memes",
+        "GET /metrics",
+        "GET /openapi.json",
+        "GET /ready",
+        "GET /v1/balance",
+        "GET /v1/cluster",
+        "GET /v1/images/{file}",
+        "GET /v1/jobs/{id}",
+        "GET /v1/memes",
+        "GET /v1/users/{id}",
+        "HEAD /memes",
+        "HEAD /v1/memes",
+        "POST /update-token-balance",
+        "POST /v1/users/{id}/adjustments",
+        "POST /v1/users/{id}/holds",
+        "POST /v1/users/{id}/holds/{job}/capture",
+        "POST /v1/users/{id}/holds/{job}/release",
+        "POST /v1/webhooks/billing",
+        "PUT /v1/users/{id}/subscription",
+    ];
+    assert_eq!(operations, expected);
+
+    // Every stable problem type, and the problem answers every route shares.
+    let types = doc["components"]["schemas"]["Problem"]["properties"]["type"]["enum"]
+        .as_array()
+        .unwrap();
+    assert_eq!(types.len(), 26);
+    for t in [
+        "/problems/insufficient-tokens",
+        "/problems/job-in-another-region",
+    ] {
+        assert!(types.iter().any(|v| v == t), "{t}");
+    }
+    let memes = &doc["paths"]["/v1/memes"]["get"];
+    for status in ["200", "202", "402", "409", "429", "500", "default"] {
+        assert!(
+            memes["responses"][status].is_object(),
+            "GET /v1/memes {status}"
+        );
+    }
+    let text = doc.to_string();
+    for header in [
+        "Idempotency-Key",
+        "X-Tokens-Remaining",
+        "Retry-After",
+        "Maas-Signature",
+    ] {
+        assert!(text.contains(header), "{header} is documented");
+    }
+    // Each route that answers is in the document, and each documented GET
+    // without a parameter answers (nothing documented is a 404).
+    for op in expected
+        .iter()
+        .filter(|op| op.starts_with("GET ") && !op.contains('{'))
+    {
+        let path = &op[4..];
+        let r = node.get(path, OPERATOR).await;
+        assert_ne!(r.status, 404, "{op}");
+    }
+
+    // The docs UI works offline: its page loads only assets the node serves.
+    let page = node.get("/docs", "").await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("http://") && !page.body.contains("https://"));
+    for asset in ["/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"] {
+        assert!(page.body.contains(asset));
+        let r = node.get(asset, "").await;
+        assert_eq!(r.status, 200, "{asset}");
+        assert!(r.bytes.len() > 100_000, "{asset} is the real bundle");
+    }
+    node.get("/docs/other.js", "")
+        .await
+        .assert_problem(404, "not-found");
+    node.terminate().await;
+}

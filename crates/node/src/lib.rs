@@ -32,7 +32,8 @@
 //!   - `app.rs`: what an HTTP handler needs (engine, catalog, auth, limiter,
 //!     metrics).
 //!   - `http.rs`: axum routes, parsing and responses; `listener.rs`: the
-//!     accept loop (header timeout, connection cap, bounded drain).
+//!     accept loop (header timeout, connection cap, bounded drain);
+//!     `openapi.rs`: the OpenAPI 3.1 document and the offline docs UI.
 //!   - `transport.rs`: QUIC between regions (quinn, mutual TLS); `certs.rs`.
 //!   - `store.rs`: sled, one atomic batch per flush, loading at startup.
 //!   - `limits.rs`: rate limits (GCRA) per user and per client IP.

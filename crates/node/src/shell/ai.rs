@@ -18,8 +18,8 @@ use std::sync::Arc;
 const RETRY_AFTER_SECS: u64 = 1;
 
 /// A delivered AI meme, as `GET /memes` and `GET /v1/jobs/{id}` show it.
-#[derive(Serialize)]
-struct AiMemeBody {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct AiMemeBody {
     /// The job's id.
     id: String,
     title: String,
@@ -40,8 +40,8 @@ struct AiMemeBody {
 }
 
 /// A job, as `GET /v1/jobs/{id}` and a 202 show it.
-#[derive(Serialize)]
-struct JobBody {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct JobBody {
     id: String,
     /// `queued`, `running`, `done` or `failed`.
     state: &'static str,
@@ -163,7 +163,21 @@ fn meme_body(service: &Shared, job: &Job, meme: &AiMeme, receipt: Option<Receipt
     }
 }
 
-/// `GET /v1/jobs/{id}`: the caller's own job.
+/// The caller's own AI meme job: the meme once delivered (and charged), or
+/// why it failed (nothing charged).
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "balance",
+    security(("client" = [])),
+    params(("id" = String, Path, description = "The job's id, from a 202's `Location`")),
+    responses(
+        (status = 200, description = "The job, done or failed", body = JobBody),
+        (status = 202, description = "Still being made", body = JobBody, headers(
+            ("Location" = String, description = "This job"),
+            ("Retry-After" = u64, description = "Seconds before asking again"),
+        )),
+        (status = 401, description = "`unauthenticated`", content_type = "application/problem+json", body = Object),
+        (status = 404, description = "`job-not-found`: no job of the caller has this id", content_type = "application/problem+json", body = Object),
+        (status = 503, description = "`unavailable`: storage is failing", content_type = "application/problem+json", body = Object),
+    ))]
 pub(crate) async fn job(
     State(service): State<Shared>,
     headers: HeaderMap,

@@ -4,6 +4,7 @@
 //! problem answers).
 
 use crate::Position;
+use crate::shell::ai::JobBody;
 use crate::shell::app::App;
 use crate::shell::auth::{AuthFailure, Principal, valid_user_id};
 use crate::shell::engine::{Answer, Failure};
@@ -11,7 +12,7 @@ use crate::shell::limits::{Allowed, Denied};
 use crate::shell::premium;
 use crate::shell::problem::{Problem, ProblemKind};
 use crate::shell::rfc3339;
-use crate::shell::{ai, images};
+use crate::shell::{ai, images, openapi};
 use crate::{Command, IdempotencyKey, Refusal};
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -19,7 +20,6 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Req
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -30,6 +30,9 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The longest `Idempotency-Key` accepted.
 pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -50,35 +53,36 @@ pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The node's routes; a request taking longer than `request_timeout` (a slow
 /// body, say) is answered 408.
 pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Duration) -> Router {
-    Router::new()
+    // Each handler's `#[utoipa::path]` gives its route and its operation in
+    // the OpenAPI document: one list, so the two cannot drift apart.
+    let (routes, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         // A HEAD would run the GET handler and spend a token for a response
         // with no meme: it is refused instead (HEAD must be safe).
-        .route("/memes", get(memes).head(head_spends))
-        .route("/v1/memes", get(memes).head(head_spends))
-        .route("/v1/balance", get(balance))
-        .route("/update-token-balance", post(update_token_balance))
-        .route("/v1/users/{id}", get(user))
-        .route("/v1/users/{id}/adjustments", post(adjust))
-        .route(
-            "/v1/users/{id}/subscription",
-            put(premium::put_subscription),
-        )
-        .route("/v1/users/{id}/holds", post(premium::open_hold))
-        .route(
-            "/v1/users/{id}/holds/{job}/capture",
-            post(premium::capture_hold),
-        )
-        .route(
-            "/v1/users/{id}/holds/{job}/release",
-            post(premium::release_hold),
-        )
-        .route("/v1/webhooks/billing", post(premium::billing_webhook))
-        .route("/v1/jobs/{id}", get(ai::job))
-        .route("/v1/images/{file}", get(images::image))
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
-        .route("/v1/cluster", get(cluster))
+        .routes(routes!(memes_seed, head_memes_seed))
+        .routes(routes!(memes_v1, head_memes_v1))
+        .routes(routes!(balance))
+        .routes(routes!(update_token_balance))
+        .routes(routes!(user))
+        .routes(routes!(adjust))
+        .routes(routes!(premium::put_subscription))
+        .routes(routes!(premium::open_hold))
+        .routes(routes!(premium::capture_hold))
+        .routes(routes!(premium::release_hold))
+        .routes(routes!(premium::billing_webhook))
+        .routes(routes!(ai::job))
+        .routes(routes!(images::image))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+        .routes(routes!(cluster))
+        .routes(routes!(openapi_json))
+        .routes(routes!(docs))
+        .routes(routes!(docs_asset))
+        .split_for_parts();
+    let document = openapi::document(api);
+    let document = bytes::Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
+    routes
+        .layer(axum::Extension(OpenApiDocument(document)))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         // Inside `observe`, so a panic is answered, measured and logged like
@@ -90,12 +94,53 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
         ))
         // A span per request carrying its id, so every log line a request
         // causes names it (the id a client quotes from a problem's `instance`).
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        // Its own failure log is off: `observe` already logs a server error
+        // once, and a failing disk must not flood the log twice over.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(()),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(NextRequestId::new(
             service.engine.identity_prefix(),
         )))
         .with_state(service)
+}
+
+/// The served OpenAPI document, made once when the router is.
+#[derive(Clone)]
+struct OpenApiDocument(bytes::Bytes);
+
+/// The OpenAPI 3.1 document of this API.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+async fn openapi_json(axum::Extension(doc): axum::Extension<OpenApiDocument>) -> Response {
+    openapi::json_response(&doc.0)
+}
+
+/// The API's docs (Swagger UI, served from the binary: no network needed).
+#[utoipa::path(get, path = "/docs", tag = "operations",
+    responses((status = 200, description = "The docs page", content_type = "text/html", body = String)))]
+async fn docs() -> Response {
+    openapi::docs_asset("")
+}
+
+/// The docs page's script and style sheet.
+#[utoipa::path(get, path = "/docs/{asset}", tag = "operations",
+    params(("asset" = String, Path, description = "Which asset", pattern = "^(swagger-ui-bundle\\.js|swagger-ui\\.css)$")),
+    responses(
+        (status = 200, description = "The asset", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+        )),
+        (status = 404, description = "No such asset", content_type = "application/problem+json", body = Object),
+    ))]
+async fn docs_asset(Path(asset): Path<String>) -> Response {
+    match asset.as_str() {
+        "swagger-ui-bundle.js" | "swagger-ui.css" => openapi::docs_asset(&asset),
+        _ => Problem::new(ProblemKind::NotFound, "no such docs asset").into_response(),
+    }
 }
 
 /// Request ids: this node's region and start, then a counter, so an id names
@@ -293,7 +338,98 @@ fn oversized(request: &Request) -> Option<Problem> {
     None
 }
 
-async fn head_spends() -> Response {
+/// The same route at the seed API's path and at `/v1`: one operation each in
+/// the document, one handler.
+macro_rules! memes_routes {
+    ($get:ident, $head:ident, $path:literal) => {
+        /// A meme for the caller, charged to their balance. Standard users get a
+        /// curated meme for one token. Memes AI subscribers get an AI-made meme,
+        /// charged (`--ai-meme-cost`) only once delivered: 200 with the meme, or
+        /// 202 with its job if it takes longer than `wait`. Retry with the same
+        /// `Idempotency-Key` and nothing is charged twice, in any region.
+        #[utoipa::path(get, path = $path, tag = "memes",
+            security(("client" = [])),
+            params(
+                MemesParams,
+                ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7e]+$",
+                    description = "Makes a retry safe: the same key answers the first outcome and charges once (at most 255 characters)"),
+            ),
+            responses(
+                (status = 200, description = "The meme, charged", body = MemeAnswer, headers(
+                    ("X-Tokens-Remaining" = u64, description = "The caller's balance after the charge"),
+                    ("Idempotent-Replayed" = String, description = "`true` when this is a retry's replay"),
+                    ("RateLimit-Limit" = u32, description = "Requests per second allowed for this user here"),
+                    ("RateLimit-Remaining" = u32, description = "Requests left this second"),
+                    ("RateLimit-Reset" = u32, description = "Seconds until the limit refills"),
+                )),
+                (status = 202, description = "An AI meme being made (subscribers): poll its `Location`; nothing is charged until it is delivered", body = JobBody, headers(
+                    ("Location" = String, description = "`/v1/jobs/{id}`"),
+                    ("Retry-After" = u64, description = "Seconds before asking again"),
+                )),
+                (status = 400, description = "A malformed query: `invalid-request`", content_type = "application/problem+json", body = Object),
+                (status = 401, description = "No valid client token: `unauthenticated`", content_type = "application/problem+json", body = Object),
+                (status = 402, description = "`insufficient-tokens`, or `tokens-in-other-region` (the balance covers it, but this region's share does not yet; retry with `wait`)", content_type = "application/problem+json", body = Object),
+                (status = 409, description = "`idempotency-key-in-use` (the first attempt still runs) or `job-in-another-region`", content_type = "application/problem+json", body = Object),
+                (status = 422, description = "`idempotency-key-reused` for another request", content_type = "application/problem+json", body = Object),
+                (status = 502, description = "`ai-failed`: the AI meme could not be made; nothing was charged", content_type = "application/problem+json", body = Object),
+                (status = 503, description = "`ai-busy` (queue full, nothing held) or `unavailable` (storage)", content_type = "application/problem+json", body = Object),
+            ))]
+        async fn $get(
+            state: State<Shared>,
+            headers: HeaderMap,
+            query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+        ) -> Result<Response, Problem> {
+            memes(state, headers, query).await
+        }
+
+        /// Refused: a GET spends tokens, and a HEAD must never spend.
+        #[utoipa::path(head, path = $path, tag = "memes",
+            responses((status = 405, description = "`method-not-allowed`, with `Allow: GET`", content_type = "application/problem+json", body = Object)))]
+        async fn $head() -> Response {
+            head_spends()
+        }
+    };
+}
+
+memes_routes!(memes_seed, head_memes_seed, "/memes");
+memes_routes!(memes_v1, head_memes_v1, "/v1/memes");
+
+/// `GET /memes`'s query, as documented; [`parse_meme_query`] reads it (and
+/// refuses unknown or repeated parameters).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Only documents the parameters.
+struct MemesParams {
+    /// Latitude, with `lon`: picks the memes of the caller's locale.
+    #[param(minimum = -90.0, maximum = 90.0)]
+    lat: Option<f64>,
+    /// Longitude, with `lat`.
+    #[param(minimum = -180.0, maximum = 180.0)]
+    lon: Option<f64>,
+    /// What the meme should be about, at most 200 characters.
+    #[param(max_length = 200)]
+    query: Option<String>,
+    /// Milliseconds the caller lets the region wait: for rights held by
+    /// another region (at most 500 are used), or for an AI meme before a 202
+    /// (default 5000).
+    #[param(minimum = 0, maximum = 10000)]
+    wait: Option<u64>,
+    /// `curated`: when the AI queue is full, a curated meme at the normal
+    /// price instead of a 503.
+    #[param(pattern = "^curated$")]
+    fallback: Option<String>,
+}
+
+/// What `GET /memes` answers with 200: a curated meme or an AI one.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Only documents the answer's shapes.
+enum MemeAnswer {
+    Curated(MemeResponse<'static>),
+    Ai(ai::AiMemeBody),
+}
+
+fn head_spends() -> Response {
     let mut response = Problem::new(
         ProblemKind::MethodNotAllowed,
         "HEAD is not served here: a GET spends tokens, and a HEAD must never spend",
@@ -362,7 +498,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let key = value
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        // Tabs pass `to_str`; the documented form is printable ASCII only.
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY
+                && k.bytes().all(|b| (0x20..=0x7e).contains(&b))
+        })
         .ok_or_else(|| {
             Problem::new(
                 ProblemKind::InvalidRequest,
@@ -472,7 +613,7 @@ pub(crate) fn failure(service: &App, failure: Failure) -> Problem {
 }
 
 /// The meme answered to a client, with its balance after the charge.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct MemeResponse<'a> {
     id: u32,
     title: &'a str,
@@ -648,7 +789,7 @@ fn mark_replay(response: &mut Response, executed: &Answer) {
 }
 
 /// A user's standing, for `GET /v1/balance` and `GET /v1/users/{id}`.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Standing {
     user_id: String,
     balance: u64,
@@ -684,6 +825,15 @@ async fn standing(service: &App, user: String) -> Result<Json<Standing>, Problem
     }))
 }
 
+/// The caller's own standing. A user this region never saw has the welcome
+/// grant.
+#[utoipa::path(get, path = "/v1/balance", tag = "balance",
+    security(("client" = [])),
+    responses(
+        (status = 200, description = "The caller's balance, calls and tier", body = Standing),
+        (status = 401, description = "`unauthenticated`", content_type = "application/problem+json", body = Object),
+        (status = 503, description = "`unavailable`: storage is failing", content_type = "application/problem+json", body = Object),
+    ))]
 async fn balance(
     State(service): State<Shared>,
     headers: HeaderMap,
@@ -705,6 +855,18 @@ pub(crate) fn path_user(path: Result<Path<String>, PathRejection>) -> Result<Str
     }
 }
 
+/// A user's standing, as this region knows it.
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "operator",
+    security(("operator" = [])),
+    params(("id" = String, Path, description = "The user id (the JWT's `sub`), 1 to 128 characters")),
+    responses(
+        (status = 200, description = "The user's balance, calls and tier", body = Standing),
+        (status = 400, description = "`invalid-request`: a malformed user id", content_type = "application/problem+json", body = Object),
+        (status = 401, description = "`unauthenticated`", content_type = "application/problem+json", body = Object),
+        (status = 403, description = "`forbidden`: not the operator credential", content_type = "application/problem+json", body = Object),
+        (status = 404, description = "`user-not-found`: never seen by this region", content_type = "application/problem+json", body = Object),
+        (status = 503, description = "`unavailable`: storage is failing", content_type = "application/problem+json", body = Object),
+    ))]
 async fn user(
     State(service): State<Shared>,
     headers: HeaderMap,
@@ -738,7 +900,7 @@ pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Pr
 }
 
 /// The seed API's balance update: `{"user_id", "amount"}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateTokenBalance {
     user_id: String,
@@ -746,7 +908,7 @@ struct UpdateTokenBalance {
 }
 
 /// The seed API's answer.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct UpdateTokenBalanceResponse {
     success: bool,
     message: &'static str,
@@ -774,6 +936,26 @@ async fn adjust_balance(
         .map_err(|f| failure(service, f))
 }
 
+/// The seed API's balance update: credits (positive `amount`) or debits
+/// (negative) a user. A debit larger than the balance is refused, never
+/// taken below zero.
+#[utoipa::path(post, path = "/update-token-balance", tag = "operator",
+    security(("operator" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7e]+$", description = "Makes a retry safe: applied once")),
+    request_body = UpdateTokenBalance,
+    responses(
+        (status = 200, description = "Applied", body = UpdateTokenBalanceResponse, headers(
+            ("Idempotent-Replayed" = String, description = "`true` when this is a retry's replay"),
+        )),
+        (status = 400, description = "`invalid-request`: not JSON", content_type = "application/problem+json", body = Object),
+        (status = 401, description = "`unauthenticated`", content_type = "application/problem+json", body = Object),
+        (status = 402, description = "`insufficient-tokens` or `tokens-in-other-region`: a debit the balance (or this region's share) does not cover", content_type = "application/problem+json", body = Object),
+        (status = 403, description = "`forbidden`", content_type = "application/problem+json", body = Object),
+        (status = 409, description = "`idempotency-key-in-use`", content_type = "application/problem+json", body = Object),
+        (status = 415, description = "Not `application/json`", content_type = "application/problem+json", body = Object),
+        (status = 422, description = "`invalid-body` or `idempotency-key-reused`", content_type = "application/problem+json", body = Object),
+        (status = 503, description = "`unavailable`: storage is failing; not acknowledged", content_type = "application/problem+json", body = Object),
+    ))]
 async fn update_token_balance(
     State(service): State<Shared>,
     headers: HeaderMap,
@@ -794,13 +976,14 @@ async fn update_token_balance(
 }
 
 /// `POST /v1/users/{id}/adjustments`: `{"amount": n}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Adjustment {
     amount: i64,
 }
 
-#[derive(Serialize)]
+/// An adjustment, applied.
+#[derive(Serialize, ToSchema)]
 struct AdjustmentResponse {
     user_id: String,
     amount: i64,
@@ -808,6 +991,28 @@ struct AdjustmentResponse {
     spendable_here: u64,
 }
 
+/// Credits (positive `amount`) or debits (negative) a user; a debit is never
+/// taken below zero.
+#[utoipa::path(post, path = "/v1/users/{id}/adjustments", tag = "operator",
+    security(("operator" = [])),
+    params(
+        ("id" = String, Path, description = "The user id"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = "^[\\x20-\\x7e]+$", description = "Makes a retry safe: applied once"),
+    ),
+    request_body = Adjustment,
+    responses(
+        (status = 200, description = "Applied", body = AdjustmentResponse, headers(
+            ("Idempotent-Replayed" = String, description = "`true` when this is a retry's replay"),
+        )),
+        (status = 400, description = "`invalid-request`", content_type = "application/problem+json", body = Object),
+        (status = 401, description = "`unauthenticated`", content_type = "application/problem+json", body = Object),
+        (status = 402, description = "`insufficient-tokens` or `tokens-in-other-region`", content_type = "application/problem+json", body = Object),
+        (status = 403, description = "`forbidden`", content_type = "application/problem+json", body = Object),
+        (status = 409, description = "`idempotency-key-in-use`", content_type = "application/problem+json", body = Object),
+        (status = 415, description = "Not `application/json`", content_type = "application/problem+json", body = Object),
+        (status = 422, description = "`invalid-body` or `idempotency-key-reused`", content_type = "application/problem+json", body = Object),
+        (status = 503, description = "`unavailable`", content_type = "application/problem+json", body = Object),
+    ))]
 async fn adjust(
     State(service): State<Shared>,
     headers: HeaderMap,
@@ -830,7 +1035,7 @@ async fn adjust(
 }
 
 /// One region, as `GET /v1/cluster` shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ClusterMember {
     region: u16,
     addr: String,
@@ -841,7 +1046,8 @@ struct ClusterMember {
     lag_ms: Option<u64>,
 }
 
-#[derive(Serialize)]
+/// This region, its peers and the rights it moved.
+#[derive(Serialize, ToSchema)]
 struct ClusterBody {
     region: u16,
     addr: String,
@@ -852,7 +1058,15 @@ struct ClusterBody {
     rights_requests: u64,
 }
 
-/// `GET /v1/cluster`: members, their state and replication lag. Operator only.
+/// The cluster as this region sees it: members, their state, replication
+/// lag, and rights moved.
+#[utoipa::path(get, path = "/v1/cluster", tag = "operator",
+    security(("operator" = [])),
+    responses(
+        (status = 200, description = "Members and lag", body = ClusterBody),
+        (status = 401, description = "`unauthenticated`", content_type = "application/problem+json", body = Object),
+        (status = 403, description = "`forbidden`", content_type = "application/problem+json", body = Object),
+    ))]
 async fn cluster(
     State(service): State<Shared>,
     headers: HeaderMap,
@@ -885,17 +1099,46 @@ async fn cluster(
     }))
 }
 
+/// `GET /health`'s answer.
+#[derive(Serialize, ToSchema)]
+struct Health {
+    /// `ok`.
+    status: &'static str,
+    /// `alive`.
+    commit_thread: &'static str,
+    /// How long ago the group-commit thread last went round.
+    commit_beat_ms_ago: u64,
+    /// `ok` or `failing` (see `/ready`).
+    storage: &'static str,
+}
+
+/// `GET /ready`'s answer.
+#[derive(Serialize, ToSchema)]
+struct Ready {
+    /// `ready`.
+    status: &'static str,
+}
+
 /// Liveness: the process serves HTTP and its group-commit thread is going
 /// round. Storage being full is readiness (`/ready`), not liveness.
+#[utoipa::path(get, path = "/health", tag = "operations",
+    responses(
+        (status = 200, description = "Alive", body = Health),
+        (status = 503, description = "`unavailable`: the group-commit thread is stuck", content_type = "application/problem+json", body = Object),
+    ))]
 async fn health(State(service): State<Shared>) -> Response {
     let beat_ms = u64::try_from(service.engine.commit_beat_age().as_millis()).unwrap_or(u64::MAX);
     if service.engine.commit_thread_alive() {
-        Json(serde_json::json!({
-            "status": "ok",
-            "commit_thread": "alive",
-            "commit_beat_ms_ago": beat_ms,
-            "storage": if service.engine.storage_failing() { "failing" } else { "ok" },
-        }))
+        Json(Health {
+            status: "ok",
+            commit_thread: "alive",
+            commit_beat_ms_ago: beat_ms,
+            storage: if service.engine.storage_failing() {
+                "failing"
+            } else {
+                "ok"
+            },
+        })
         .into_response()
     } else {
         Problem::new(
@@ -906,9 +1149,15 @@ async fn health(State(service): State<Shared>) -> Response {
     }
 }
 
-async fn ready(State(service): State<Shared>) -> Result<Json<serde_json::Value>, Problem> {
+/// Readiness: storage takes writes.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "`unavailable`: storage is failing", content_type = "application/problem+json", body = Object),
+    ))]
+async fn ready(State(service): State<Shared>) -> Result<Json<Ready>, Problem> {
     if service.engine.ready() {
-        Ok(Json(serde_json::json!({ "status": "ready" })))
+        Ok(Json(Ready { status: "ready" }))
     } else {
         Err(Problem::new(
             ProblemKind::Unavailable,
@@ -918,6 +1167,9 @@ async fn ready(State(service): State<Shared>) -> Result<Json<serde_json::Value>,
     }
 }
 
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
 async fn metrics(State(service): State<Shared>) -> Response {
     let holds = service.engine.open_holds();
     let gauges = crate::shell::metrics::AiGauges {

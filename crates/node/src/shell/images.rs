@@ -226,7 +226,22 @@ fn unavailable() -> Problem {
     .retry_after(1)
 }
 
-/// `GET /v1/images/{id}.png`.
+/// A meme's image. Its name is a digest of what it shows, so it never changes:
+/// cache it for ever. No credential is needed (an `<img>` sends none).
+#[utoipa::path(get, path = "/v1/images/{file}", tag = "memes",
+    params(
+        ("file" = String, Path, description = "`<32 hex digits>.png`, from a meme's `image`", pattern = "^[0-9a-f]{32}\\.png$"),
+        ("If-None-Match" = Option<String>, Header, description = "The ETag a cache holds"),
+    ),
+    responses(
+        (status = 200, description = "The PNG", content_type = "image/png", body = Vec<u8>, headers(
+            ("ETag" = String, description = "The image's id, quoted"),
+            ("Cache-Control" = String, description = "`public, max-age=31536000, immutable`"),
+        )),
+        (status = 304, description = "Not modified"),
+        (status = 404, description = "`image-not-found`", content_type = "application/problem+json", body = Object),
+        (status = 503, description = "`unavailable`: storage is failing", content_type = "application/problem+json", body = Object),
+    ))]
 pub(crate) async fn image(
     State(service): State<Shared>,
     Path(file): Path<String>,

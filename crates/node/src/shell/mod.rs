@@ -16,6 +16,7 @@ pub(crate) mod limits;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod openai;
+pub(crate) mod openapi;
 pub(crate) mod premium;
 pub(crate) mod problem;
 pub(crate) mod rfc3339;

@@ -21,7 +21,7 @@ use std::time::Duration;
 const MAX_JOB_BYTES: usize = 128;
 
 /// A billing event, as the billing system posts it.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct BillingEvent {
     /// The provider's event id (logged; ordering is by `version`).
     id: String,
@@ -33,7 +33,7 @@ pub(crate) struct BillingEvent {
 }
 
 /// The operator's write of a subscription.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SubscriptionWrite {
     memes_ai_until: String,
@@ -41,7 +41,7 @@ pub(crate) struct SubscriptionWrite {
 }
 
 /// Whether a subscription write changed anything.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Applied {
     /// `false` for a duplicate or an older version: not an error, so the
     /// billing system does not retry it forever.
@@ -50,7 +50,20 @@ pub(crate) struct Applied {
     version: u64,
 }
 
-/// `POST /v1/webhooks/billing`: only a valid signature opens it.
+/// A subscription event from the billing system. Only a valid `Maas-Signature`
+/// (HMAC-SHA256 over the timestamp and the body, within the tolerance) opens
+/// it. Events may arrive in any order and more than once: the highest
+/// `version` wins.
+#[utoipa::path(post, path = "/v1/webhooks/billing", tag = "billing",
+    params(("Maas-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">`")),
+    request_body = BillingEvent,
+    responses(
+        (status = 200, description = "Taken (`applied` is false for a duplicate or an older version)", body = Applied),
+        (status = 400, description = "`invalid-request`: not JSON", content_type = "application/problem+json", body = Object),
+        (status = 401, description = "`bad-signature`", content_type = "application/problem+json", body = Object),
+        (status = 422, description = "`invalid-body`", content_type = "application/problem+json", body = Object),
+        (status = 503, description = "`unavailable`", content_type = "application/problem+json", body = Object),
+    ))]
 pub(crate) async fn billing_webhook(
     State(service): State<Shared>,
     headers: HeaderMap,
@@ -79,7 +92,20 @@ pub(crate) async fn billing_webhook(
     .await
 }
 
-/// `PUT /v1/users/{id}/subscription` (operator).
+/// Sets a user's Memes AI subscription, as a billing event would.
+#[utoipa::path(put, path = "/v1/users/{id}/subscription", tag = "operator",
+    security(("operator" = [])),
+    params(("id" = String, Path, description = "The user id")),
+    request_body = SubscriptionWrite,
+    responses(
+        (status = 200, description = "Taken (`applied` is false for a duplicate or an older version)", body = Applied),
+        (status = 400, description = "`invalid-request`", content_type = "application/problem+json", body = Object),
+        (status = 401, description = "`unauthenticated`", content_type = "application/problem+json", body = Object),
+        (status = 403, description = "`forbidden`", content_type = "application/problem+json", body = Object),
+        (status = 415, description = "Not `application/json`", content_type = "application/problem+json", body = Object),
+        (status = 422, description = "`invalid-body`", content_type = "application/problem+json", body = Object),
+        (status = 503, description = "`unavailable`", content_type = "application/problem+json", body = Object),
+    ))]
 pub(crate) async fn put_subscription(
     State(service): State<Shared>,
     headers: HeaderMap,
@@ -127,7 +153,7 @@ async fn subscribe(
 }
 
 /// `POST /v1/users/{id}/holds`: `{"job": "...", "amount": n}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HoldRequest {
     job: String,
@@ -135,7 +161,7 @@ pub(crate) struct HoldRequest {
 }
 
 /// A hold after a request.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct HoldResponse {
     user_id: String,
     job: String,
@@ -145,7 +171,23 @@ pub(crate) struct HoldResponse {
     spendable_here: u64,
 }
 
-/// `POST /v1/users/{id}/holds` (operator): sets tokens aside for a job.
+/// Sets tokens aside for a job (the first phase of a charge on delivery).
+/// Opening the same job's hold again with the same amount is a replay.
+#[utoipa::path(post, path = "/v1/users/{id}/holds", tag = "operator",
+    security(("operator" = [])),
+    params(("id" = String, Path, description = "The user id")),
+    request_body = HoldRequest,
+    responses(
+        (status = 200, description = "Held", body = HoldResponse),
+        (status = 400, description = "`invalid-request`", content_type = "application/problem+json", body = Object),
+        (status = 401, description = "`unauthenticated`", content_type = "application/problem+json", body = Object),
+        (status = 402, description = "`insufficient-tokens` or `tokens-in-other-region`", content_type = "application/problem+json", body = Object),
+        (status = 403, description = "`forbidden`", content_type = "application/problem+json", body = Object),
+        (status = 409, description = "`hold-conflict`: this job's hold has another amount or is closed", content_type = "application/problem+json", body = Object),
+        (status = 415, description = "Not `application/json`", content_type = "application/problem+json", body = Object),
+        (status = 422, description = "`invalid-body`", content_type = "application/problem+json", body = Object),
+        (status = 503, description = "`unavailable`", content_type = "application/problem+json", body = Object),
+    ))]
 pub(crate) async fn open_hold(
     State(service): State<Shared>,
     headers: HeaderMap,
@@ -164,7 +206,23 @@ pub(crate) async fn open_hold(
     Ok(hold_response(user, job, "open", &answer))
 }
 
-/// `POST /v1/users/{id}/holds/{job}/capture` (operator): the job delivered.
+/// The job delivered: the held tokens are charged.
+#[utoipa::path(post, path = "/v1/users/{id}/holds/{job}/capture", tag = "operator",
+    security(("operator" = [])),
+    params(
+        ("id" = String, Path, description = "The user id"),
+        ("job" = String, Path, description = "The job the hold was opened for"),
+    ),
+    responses(
+        (status = 200, description = "Done (again, for a retry)", body = HoldResponse),
+        (status = 400, description = "`invalid-request`", content_type = "application/problem+json", body = Object),
+        (status = 401, description = "`unauthenticated`", content_type = "application/problem+json", body = Object),
+        (status = 403, description = "`forbidden`", content_type = "application/problem+json", body = Object),
+        (status = 404, description = "`hold-not-found`", content_type = "application/problem+json", body = Object),
+        (status = 409, description = "`hold-conflict`: the hold was released", content_type = "application/problem+json", body = Object),
+        (status = 422, description = "`invalid-body`: a malformed job id", content_type = "application/problem+json", body = Object),
+        (status = 503, description = "`unavailable`", content_type = "application/problem+json", body = Object),
+    ))]
 pub(crate) async fn capture_hold(
     State(service): State<Shared>,
     headers: HeaderMap,
@@ -174,7 +232,23 @@ pub(crate) async fn capture_hold(
     close_hold(&service, &headers, path, close, "captured").await
 }
 
-/// `POST /v1/users/{id}/holds/{job}/release` (operator): the job failed.
+/// The job failed: the held tokens go back, nothing is charged.
+#[utoipa::path(post, path = "/v1/users/{id}/holds/{job}/release", tag = "operator",
+    security(("operator" = [])),
+    params(
+        ("id" = String, Path, description = "The user id"),
+        ("job" = String, Path, description = "The job the hold was opened for"),
+    ),
+    responses(
+        (status = 200, description = "Done (again, for a retry)", body = HoldResponse),
+        (status = 400, description = "`invalid-request`", content_type = "application/problem+json", body = Object),
+        (status = 401, description = "`unauthenticated`", content_type = "application/problem+json", body = Object),
+        (status = 403, description = "`forbidden`", content_type = "application/problem+json", body = Object),
+        (status = 404, description = "`hold-not-found`", content_type = "application/problem+json", body = Object),
+        (status = 409, description = "`hold-conflict`: the hold was captured", content_type = "application/problem+json", body = Object),
+        (status = 422, description = "`invalid-body`: a malformed job id", content_type = "application/problem+json", body = Object),
+        (status = 503, description = "`unavailable`", content_type = "application/problem+json", body = Object),
+    ))]
 pub(crate) async fn release_hold(
     State(service): State<Shared>,
     headers: HeaderMap,

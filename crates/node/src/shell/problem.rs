@@ -66,6 +66,74 @@ pub(crate) enum ProblemKind {
 }
 
 impl ProblemKind {
+    /// Every kind, for the OpenAPI document (`position` below keeps the list
+    /// complete: a new kind does not compile until it is placed here).
+    pub(crate) const ALL: [ProblemKind; 26] = {
+        use ProblemKind::*;
+        [
+            InvalidRequest,
+            Unauthenticated,
+            InsufficientTokens,
+            TokensInOtherRegion,
+            Forbidden,
+            NotFound,
+            MethodNotAllowed,
+            IdempotencyKeyInUse,
+            PayloadTooLarge,
+            InvalidBody,
+            IdempotencyKeyReused,
+            RateLimited,
+            Internal,
+            Unavailable,
+            UserNotFound,
+            RequestTimeout,
+            UriTooLong,
+            HeadersTooLarge,
+            HoldNotFound,
+            HoldConflict,
+            BadSignature,
+            AiBusy,
+            AiFailed,
+            JobNotFound,
+            ImageNotFound,
+            JobInAnotherRegion,
+        ]
+    };
+
+    /// This kind's index in [`ProblemKind::ALL`]; exhaustive on purpose.
+    #[cfg(test)]
+    fn position(self) -> usize {
+        use ProblemKind::*;
+        match self {
+            InvalidRequest => 0,
+            Unauthenticated => 1,
+            InsufficientTokens => 2,
+            TokensInOtherRegion => 3,
+            Forbidden => 4,
+            NotFound => 5,
+            MethodNotAllowed => 6,
+            IdempotencyKeyInUse => 7,
+            PayloadTooLarge => 8,
+            InvalidBody => 9,
+            IdempotencyKeyReused => 10,
+            RateLimited => 11,
+            Internal => 12,
+            Unavailable => 13,
+            UserNotFound => 14,
+            RequestTimeout => 15,
+            UriTooLong => 16,
+            HeadersTooLarge => 17,
+            HoldNotFound => 18,
+            HoldConflict => 19,
+            BadSignature => 20,
+            AiBusy => 21,
+            AiFailed => 22,
+            JobNotFound => 23,
+            ImageNotFound => 24,
+            JobInAnotherRegion => 25,
+        }
+    }
+
     /// The stable `type` URI reference and the HTTP status.
     pub(crate) fn type_and_status(self) -> (&'static str, StatusCode) {
         use ProblemKind::*;
@@ -114,7 +182,8 @@ impl ProblemKind {
         }
     }
 
-    fn title(self) -> &'static str {
+    /// A short human title, the same for every problem of this kind.
+    pub(crate) fn title(self) -> &'static str {
         use ProblemKind::*;
         match self {
             InvalidRequest => "Invalid request",
@@ -256,5 +325,24 @@ impl IntoResponse for Problem {
             headers.insert("ratelimit-reset", HeaderValue::from(reset));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProblemKind;
+
+    #[test]
+    fn all_lists_every_kind_once_with_a_distinct_type() {
+        for (i, kind) in ProblemKind::ALL.iter().enumerate() {
+            assert_eq!(kind.position(), i, "{kind:?}");
+        }
+        let mut types: Vec<_> = ProblemKind::ALL
+            .iter()
+            .map(|k| k.type_and_status().0)
+            .collect();
+        types.sort_unstable();
+        types.dedup();
+        assert_eq!(types.len(), ProblemKind::ALL.len());
     }
 }
