@@ -583,3 +583,39 @@ async fn sigterm_with_a_half_sent_request_exits_within_the_grace() {
     let node = Node::start(&data, &[]).await;
     assert_eq!(node.balance("erin").await, 149);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_slower_than_the_request_timeout_is_a_408_problem_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &["--request-timeout-secs", "1"]).await;
+    let head = format!(
+        "POST /v1/users/slow/adjustments HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {OPERATOR}\r\n\
+         content-type: application/json\r\ncontent-length: 14\r\n\r\n{{\"amount\""
+    );
+    let mut stream = hold(&node.addr, head.as_bytes()).await;
+    let answer = read_until_closed(&mut stream, std::time::Duration::from_secs(10))
+        .await
+        .expect("answered within the timeout, not held open");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("/problems/request-timeout"), "{answer}");
+    // The half-sent credit never happened.
+    assert_eq!(node.balance_if_seen("slow").await, None);
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &["--max-body-bytes", "1024"]).await;
+    // Only the head is sent: the refusal cannot have waited for the body.
+    let head = format!(
+        "POST /v1/users/big/adjustments HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {OPERATOR}\r\n\
+         content-type: application/json\r\ncontent-length: 1000000\r\n\r\n"
+    );
+    let mut stream = hold(&node.addr, head.as_bytes()).await;
+    let answer = read_until_closed(&mut stream, std::time::Duration::from_secs(10))
+        .await
+        .expect("answered at once");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("/problems/payload-too-large"), "{answer}");
+}

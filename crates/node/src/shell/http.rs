@@ -26,9 +26,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -84,12 +86,22 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
     routes
         .layer(axum::Extension(OpenApiDocument(document)))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        // One body limit, tower-http's (it refuses an oversized
+        // Content-Length before reading a byte), instead of axum's per
+        // extractor.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(max_body_bytes))
         // Inside `observe`, so a panic is answered, measured and logged like
         // any other 500.
         .layer(CatchPanicLayer::custom(panicked))
+        // A slow body or a stuck handler: 408, which `observe` makes a
+        // problem.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .layer(middleware::from_fn_with_state(
-            (service.clone(), request_timeout),
+            (service.clone(), request_timeout, max_body_bytes),
             observe,
         ))
         // A span per request carrying its id, so every log line a request
@@ -215,7 +227,7 @@ fn rate_limited(denied: Denied, detail: &str) -> Problem {
 /// records metrics, and turns any error response that is not yet a problem (a
 /// 405 or 413 from the framework) into one.
 async fn observe(
-    State((service, request_timeout)): State<(Shared, Duration)>,
+    State((service, request_timeout, max_body_bytes)): State<(Shared, Duration, usize)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -241,28 +253,20 @@ async fn observe(
             rate_limited(denied, "too many requests from this address").into_response()
         }
         (None, Some(problem)) => problem.into_response(),
-        (None, None) => match tokio::time::timeout(
-            request_timeout,
-            USER_RATE.scope(std::cell::Cell::new(None), async {
-                let mut response = next.run(request).await;
-                if let Some(allowed) = USER_RATE.with(std::cell::Cell::get) {
-                    let h = response.headers_mut();
-                    h.insert("ratelimit-limit", HeaderValue::from(allowed.limit));
-                    h.insert("ratelimit-remaining", HeaderValue::from(allowed.remaining));
-                    h.insert("ratelimit-reset", HeaderValue::from(1u32));
-                }
-                response
-            }),
-        )
-        .await
-        {
-            Ok(response) => response,
-            Err(_) => Problem::new(
-                ProblemKind::RequestTimeout,
-                format!("the request took longer than {request_timeout:?}"),
-            )
-            .into_response(),
-        },
+        (None, None) => {
+            USER_RATE
+                .scope(std::cell::Cell::new(None), async {
+                    let mut response = next.run(request).await;
+                    if let Some(allowed) = USER_RATE.with(std::cell::Cell::get) {
+                        let h = response.headers_mut();
+                        h.insert("ratelimit-limit", HeaderValue::from(allowed.limit));
+                        h.insert("ratelimit-remaining", HeaderValue::from(allowed.remaining));
+                        h.insert("ratelimit-reset", HeaderValue::from(1u32));
+                    }
+                    response
+                })
+                .await
+        }
     };
     let status = response.status();
     let is_problem = response
@@ -274,10 +278,19 @@ async fn observe(
             StatusCode::METHOD_NOT_ALLOWED => ProblemKind::MethodNotAllowed,
             StatusCode::PAYLOAD_TOO_LARGE => ProblemKind::PayloadTooLarge,
             StatusCode::NOT_FOUND => ProblemKind::NotFound,
+            StatusCode::REQUEST_TIMEOUT => ProblemKind::RequestTimeout,
             s if s.is_server_error() => ProblemKind::Internal,
             _ => ProblemKind::InvalidRequest,
         };
-        let detail = status.canonical_reason().unwrap_or("error").to_owned();
+        let detail = match kind {
+            ProblemKind::RequestTimeout => {
+                format!("the request took longer than {request_timeout:?}")
+            }
+            ProblemKind::PayloadTooLarge => {
+                format!("the body is larger than the {max_body_bytes} bytes accepted")
+            }
+            _ => status.canonical_reason().unwrap_or("error").to_owned(),
+        };
         response = Problem::new(kind, detail).into_response();
     }
     if status.as_u16() >= 400
