@@ -55,6 +55,7 @@ enum BrokenArg {
     GiveAwayHeld,
     KeepExpiredHolds,
     SubscriptionByArrival,
+    StatementOwnOnly,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +73,7 @@ fn main() -> ExitCode {
         BrokenArg::GiveAwayHeld => Broken::GiveAwayHeld,
         BrokenArg::KeepExpiredHolds => Broken::KeepExpiredHolds,
         BrokenArg::SubscriptionByArrival => Broken::SubscriptionByArrival,
+        BrokenArg::StatementOwnOnly => Broken::StatementOwnOnly,
     });
     if let Some(n) = args.sweep {
         let regions = args.regions.map(usize::from);
@@ -150,6 +152,7 @@ fn print_violation(cfg: &SimConfig, v: &maas_sim::checker::Violation) {
         Some(Broken::GiveAwayHeld) => " --broken give-away-held",
         Some(Broken::KeepExpiredHolds) => " --broken keep-expired-holds",
         Some(Broken::SubscriptionByArrival) => " --broken subscription-by-arrival",
+        Some(Broken::StatementOwnOnly) => " --broken statement-own-only",
         None => "",
     };
     let regions = cfg

@@ -6,8 +6,8 @@ use crate::network::{InFlight, Network, NetworkConfig};
 use crate::rng::{Rng, Zipf};
 use ledger_crdt::{Account, Genesis, RegionId};
 use maas_node::{
-    ClientRequest, Command, Durable, Faults, IdempotencyKey, Millis, Receipt, Refusal, Replica,
-    ReplicaConfig, Reply, RequestId, RulesConfig, Seq, SpendPolicy, Transmit,
+    ClientRequest, Command, Durable, Faults, IdempotencyKey, Millis, Persist, Receipt, Refusal,
+    Replica, ReplicaConfig, Reply, RequestId, RulesConfig, Seq, SpendPolicy, Transmit,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -40,6 +40,8 @@ pub enum Broken {
     KeepExpiredHolds,
     /// Takes the subscription that arrives last, not the highest version.
     SubscriptionByArrival,
+    /// Makes statement lines for its own writes only, none for merges.
+    StatementOwnOnly,
 }
 
 /// What a run does.
@@ -125,6 +127,8 @@ struct Region {
     held: Vec<InFlight>,
     /// Its disk fails every flush until this simulated ms (a full disk).
     disk_fails_until: u64,
+    /// What the statement lines on its disk add up to, per user.
+    statement: BTreeMap<String, i128>,
 }
 
 struct Pending {
@@ -226,6 +230,7 @@ impl World {
                 skew,
                 held: Vec::new(),
                 disk_fails_until: 0,
+                statement: BTreeMap::new(),
             });
         }
         let homes = (0..cfg.users).map(|_| rng.index(n)).collect();
@@ -290,6 +295,7 @@ impl World {
             give_away_held: self.cfg.broken == Some(Broken::GiveAwayHeld),
             keep_expired_holds: self.cfg.broken == Some(Broken::KeepExpiredHolds),
             subscription_by_arrival: self.cfg.broken == Some(Broken::SubscriptionByArrival),
+            statement_own_only: self.cfg.broken == Some(Broken::StatementOwnOnly),
         };
         // Short, so jobs nobody closes expire within a run.
         config.hold_ttl_ms = HOLD_TTL_MS;
@@ -395,6 +401,17 @@ impl World {
                     } else {
                         region.disk.apply(&persist);
                         replica.handle_flushed(Millis(now), persist.upto, persist.number);
+                        let grant = self.genesis.grant();
+                        let sums = &mut region.statement;
+                        if let Err(detail) =
+                            statement_adds_up(region.id, &region.disk, sums, &persist, grant)
+                        {
+                            self.violations.push(Violation {
+                                at_ms: self.now,
+                                invariant: "statement",
+                                detail,
+                            });
+                        }
                     }
                 }
                 replica.handle_tick(Millis(now));
@@ -1156,6 +1173,38 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// Adds `persist`'s statement lines to what `disk` holds (`sums`, per user),
+/// and checks that each user the persist touches has a statement that adds
+/// up: the grant plus every line on disk is the balance on disk, exactly.
+/// Lines and accounts reach the disk in one persist, so this holds after
+/// every flush, crashes and failed flushes included, not only after heal.
+fn statement_adds_up(
+    region: RegionId,
+    disk: &Durable,
+    sums: &mut BTreeMap<String, i128>,
+    persist: &Persist,
+    grant: u64,
+) -> Result<(), String> {
+    let mut touched: BTreeSet<&str> = persist.accounts.iter().map(|(u, _)| u.as_str()).collect();
+    for line in &persist.statement {
+        *sums.entry(line.user.clone()).or_default() += i128::from(line.amount);
+        touched.insert(line.user.as_str());
+    }
+    for user in touched {
+        let balance = disk
+            .account_of(user)
+            .map_or(i128::from(grant), |a| exact_balance(&a, grant));
+        let lines = sums.get(user).copied().unwrap_or_default();
+        if i128::from(grant) + lines != balance {
+            return Err(format!(
+                "{region}: {user}'s statement adds up to {} but the balance on disk is {balance}",
+                i128::from(grant) + lines
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl World {

@@ -87,6 +87,11 @@ fn a_subscription_taken_by_arrival_instead_of_version_is_caught() {
 }
 
 #[test]
+fn a_statement_that_misses_other_regions_changes_is_caught() {
+    assert_eq!(first_violation(Broken::StatementOwnOnly), Some("statement"));
+}
+
+#[test]
 fn a_seed_replays_bit_for_bit() {
     let a = World::new(SimConfig::new(42)).run();
     let b = World::new(SimConfig::new(42)).run();

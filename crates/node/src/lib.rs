@@ -77,6 +77,7 @@ pub use region::replica::{
     Reply, Transmit,
 };
 pub use region::rules::{Executed, Rules, RulesConfig, SpendPolicy};
+pub use region::statement::{LineKind, StatementLine};
 pub use region::units::{Millis, RequestId, Seq};
 #[cfg(feature = "shell")]
 pub use shell::{

@@ -10,6 +10,8 @@
 //! - [`idempotency`]: key scoping, fingerprints, records.
 //! - [`records`]: the records a region holds, by key and by the write that made them.
 //! - [`holds`]: tokens set aside for jobs, captured on delivery or released.
+//! - [`statement`]: a user's statement lines, derived from the versions a
+//!   region makes and merges.
 //! - [`membership`]: who is up: SWIM (foca) with our identity, codec and timers.
 //! - [`message`]: what regions say to each other, and its wire format.
 //! - [`demand`]: per-user spend rates observed from deltas.
@@ -26,4 +28,5 @@ pub(crate) mod packed;
 pub(crate) mod records;
 pub(crate) mod replica;
 pub(crate) mod rules;
+pub(crate) mod statement;
 pub(crate) mod units;

@@ -53,6 +53,8 @@ pub struct ReplicaConfig {
     /// Record which users changed, for [`crate::Replica::drain_changed`] (the
     /// simulator checks exactly those accounts after every step).
     pub track_changes: bool,
+    /// Make statement lines (see [`crate::region::statement`]).
+    pub statements: bool,
     /// Deliberate bugs, for proving the simulator's checker can fail.
     pub faults: Faults,
 }
@@ -80,6 +82,7 @@ impl ReplicaConfig {
             local_customer_ms: 5_000,
             hold_ttl_ms: 60_000,
             track_changes: false,
+            statements: true,
             faults: Faults::default(),
         }
     }
@@ -101,6 +104,8 @@ pub struct Faults {
     pub give_away_held: bool,
     /// Never release a hold at its TTL.
     pub keep_expired_holds: bool,
+    /// Statement lines only for our own writes, none for merged versions.
+    pub statement_own_only: bool,
     /// Take whatever subscription a peer sends last, not the highest version.
     pub subscription_by_arrival: bool,
 }

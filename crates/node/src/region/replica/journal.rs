@@ -160,6 +160,9 @@ impl Journal {
                     (id, hold)
                 })
                 .collect(),
+            // The replica adds the statement's lines (they are not journal
+            // state: they are taken, not marked dirty).
+            statement: Vec::new(),
             meta: state.meta(),
         }
     }

@@ -52,6 +52,7 @@ use crate::region::idempotency::IdempotencyRecord;
 use crate::region::membership::{Membership, NodeIdentity};
 use crate::region::message::{Item, KeyState, Message};
 use crate::region::rules::{Executed, Rules};
+use crate::region::statement::{LineKind, StatementDrafts};
 use crate::region::units::{Millis, RequestId, Seq};
 use admission::{Admission, Situation};
 use escrow::Escrow;
@@ -104,7 +105,8 @@ impl Replica {
     }
 
     /// A replica restarting from what survived.
-    pub fn restore(config: ReplicaConfig, state: Durable) -> Self {
+    pub fn restore(config: ReplicaConfig, mut state: Durable) -> Self {
+        state.statement = StatementDrafts::new(!config.statements, config.rules.genesis.grant());
         let identity = NodeIdentity {
             region: config.rules.region,
             addr: config.addr,
@@ -156,6 +158,7 @@ impl Replica {
     /// [`ReplicaConfig::local_customer_ms`]. Requests without a key never wait
     /// for peers.
     pub fn handle_client(&mut self, now: Millis, request: ClientRequest) {
+        self.ledger.state.statement.at(now);
         if let Some(k) = &request.key
             && !self.leaving()
             && !self.faults.forget_idempotency
@@ -184,6 +187,7 @@ impl Replica {
     /// Bytes from peer region `from`. Undecodable bytes are dropped:
     /// anti-entropy resends whatever mattered.
     pub fn handle_peer(&mut self, now: Millis, from: RegionId, bytes: &[u8]) {
+        self.ledger.state.statement.at(now);
         let Ok(message) = Message::decode(bytes) else {
             return;
         };
@@ -260,6 +264,7 @@ impl Replica {
 
     /// A membership packet from the network.
     pub fn handle_gossip(&mut self, now: Millis, bytes: &[u8]) {
+        self.ledger.state.statement.at(now);
         self.peers.membership().handle_data(now, bytes);
         self.membership_moved();
     }
@@ -268,6 +273,7 @@ impl Replica {
     /// digest, fire membership timers. Call it at [`Replica::poll_timeout`]
     /// (calling it more often is harmless).
     pub fn handle_tick(&mut self, now: Millis) {
+        self.ledger.state.statement.at(now);
         for request in self.key_queries.overdue(now) {
             self.execute(now, request);
         }
@@ -306,12 +312,15 @@ impl Replica {
     /// calls [`Replica::handle_flushed`]; only then do replies and our new
     /// entries leave the region.
     pub fn prepare_persist(&mut self) -> Persist {
-        self.ledger.journal.prepare(&self.ledger.state)
+        let mut persist = self.ledger.journal.prepare(&self.ledger.state);
+        persist.statement = self.ledger.state.statement.take();
+        persist
     }
 
     /// Storage made persist number `number` durable, and with it every write
     /// up to `upto` (an empty persist counts: nothing was left to write).
     pub fn handle_flushed(&mut self, now: Millis, upto: Seq, number: u64) {
+        self.ledger.state.statement.at(now);
         let replays = self.gate.release_replays(number);
         self.replies.extend(replays);
         let Some(done) = self
@@ -334,13 +343,16 @@ impl Replica {
     /// value); until a flush succeeds, new writes are refused
     /// ([`Refusal::StorageFailing`]), so a failing disk is answered at once
     /// instead of piling up writes whose outcome nobody could know.
-    pub fn handle_flush_failed(&mut self, persist: Persist) {
+    pub fn handle_flush_failed(&mut self, mut persist: Persist) {
+        let lines = std::mem::take(&mut persist.statement);
+        self.ledger.state.statement.restore(lines);
         self.ledger.journal.failed(persist);
     }
 
     /// Joins the cluster through these seed addresses (any member will do).
     /// Harmless to repeat.
     pub fn join(&mut self, now: Millis, seeds: &[SocketAddr]) {
+        self.ledger.state.statement.at(now);
         self.peers.membership().join(now, seeds);
         self.membership_moved();
     }
@@ -348,6 +360,7 @@ impl Replica {
     /// Leave gracefully: hand every right this region holds to live peers, so
     /// nothing is stranded. Keep ticking and flushing until [`Replica::left`].
     pub fn leave(&mut self, now: Millis) {
+        self.ledger.state.statement.at(now);
         self.departure = Departure::Leaving;
         let me = self.me();
         let users: Vec<String> = self
@@ -397,6 +410,7 @@ impl Replica {
             self.key_queries.next_deadline(),
             self.rights_waits.next_deadline(),
             self.peers.next_deadline(),
+            self.ledger.state.statement.due(),
         ]
         .into_iter()
         .flatten()
@@ -415,7 +429,7 @@ impl Replica {
     /// replay waiting for its record to be durable here. The shell flushes
     /// when [`Replica::last_written`] moves or this says so.
     pub fn needs_flush(&self) -> bool {
-        self.gate.replays_waiting()
+        self.gate.replays_waiting() || self.ledger.state.statement.overdue()
     }
 
     /// Tokens held open here, per user (for the simulator's checks).
@@ -479,6 +493,8 @@ impl Replica {
                 self.ledger.state.set_account(user, &account);
                 let seq = self.ledger.write_own(user, &account);
                 let key = request.key.map(|k| k.id);
+                let reference = key.as_ref().map(|k| k.key.as_str());
+                self.ledger.state.statement.annotate(user, None, reference);
                 if let (Some(mut record), Some(id)) = (record, &key) {
                     record.seq = seq;
                     self.ledger.journal.record_changed(id.clone());
@@ -546,11 +562,23 @@ impl Replica {
             return;
         }
         let ttl = self.config.hold_ttl_ms;
-        match self
+        let held_before = self.ledger.state.holds.held(&id.user);
+        let applied = self
             .ledger
-            .apply_hold(&id, &request.command, now, ttl, self.faults)
-            .outcome
-        {
+            .apply_hold(&id, &request.command, now, ttl, self.faults);
+        if let (true, HoldOutcome::Answer { receipt, .. }) = (applied.changed, &applied.outcome) {
+            // A hold or a release: no change to the balance, a line all the same.
+            let held_after = self.ledger.state.holds.held(&id.user);
+            let (kind, held) = if opening {
+                (LineKind::Hold, held_after.saturating_sub(held_before))
+            } else {
+                (LineKind::Release, held_before.saturating_sub(held_after))
+            };
+            let me = self.me();
+            let statement = &mut self.ledger.state.statement;
+            statement.held(&id.user, me, kind, held, receipt.balance, &id.job);
+        }
+        match applied.outcome {
             HoldOutcome::Refused(refusal) => self.refused(now, request, refusal),
             HoldOutcome::Answer {
                 receipt,
@@ -584,6 +612,8 @@ impl Replica {
                 amount,
             } => {
                 let seq = self.ledger.write_own(&id.user, &account);
+                let statement = &mut self.ledger.state.statement;
+                statement.annotate(&id.user, Some(LineKind::Capture), Some(&id.job));
                 self.escrow.observe(&id.user, self.me(), amount, now);
                 if self.faults.ack_before_flush {
                     self.reply(request.id, Ok(receipt));

@@ -9,6 +9,7 @@ use crate::region::message::Item;
 use crate::region::packed::Packed;
 use crate::region::records::Records;
 use crate::region::rules::Rules;
+use crate::region::statement::{StatementDrafts, StatementLine};
 use crate::region::units::Millis;
 use crate::region::units::Seq;
 use bincode::{Decode, Encode};
@@ -39,6 +40,9 @@ pub struct Durable {
     pub(super) records: Records,
     /// Holds for jobs, open and recently closed (region-local).
     pub(super) holds: Holds,
+    /// Statement lines made since the last persist (not state: they go to
+    /// disk with it, and are never read back by the core).
+    pub(super) statement: StatementDrafts,
 }
 
 /// What merging one peer's entry did.
@@ -108,6 +112,8 @@ pub struct Persist {
     pub records: Vec<(RecordId, Option<IdempotencyRecord>)>,
     /// Changed holds; `None` deletes.
     pub holds: Vec<(HoldId, Option<HoldState>)>,
+    /// New statement lines, oldest first (appended, never rewritten).
+    pub statement: Vec<StatementLine>,
     /// The scalars.
     pub meta: Meta,
 }
@@ -120,6 +126,7 @@ impl Persist {
             && self.own.is_empty()
             && self.records.is_empty()
             && self.holds.is_empty()
+            && self.statement.is_empty()
     }
 }
 
@@ -151,6 +158,11 @@ impl Durable {
         self.watermarks = persist.meta.watermarks.iter().copied().collect();
     }
 
+    /// `user`'s account as this state holds it, if it holds one.
+    pub fn account_of(&self, user: &str) -> Option<Account> {
+        self.accounts.get(user).map(Packed::unpack)
+    }
+
     /// The accounts this state holds, by value.
     pub fn into_accounts(self) -> BTreeMap<String, Account> {
         self.all_accounts()
@@ -171,8 +183,14 @@ impl Durable {
             .unwrap_or_default()
     }
 
+    /// Stores `user`'s account; every change of an account passes here, so
+    /// the statement sees every change of a balance.
     pub(super) fn set_account(&mut self, user: &str, account: &Account) {
-        self.accounts.insert(user.into(), Packed::pack(account));
+        let old = self.accounts.insert(user.into(), Packed::pack(account));
+        if self.statement.is_on() {
+            let old = old.map(|p| p.unpack()).unwrap_or_default();
+            self.statement.changed(user, &old, account);
+        }
     }
 
     /// Our writes that became durable: the versions of our entries we may send.
@@ -217,7 +235,12 @@ impl Durable {
         }
         let spent = spent_at(&account, item.origin).saturating_sub(before);
         let accepted = account.accept_transfers(me).is_some();
-        self.set_account(&item.user, &account);
+        if faults.statement_own_only {
+            self.accounts
+                .insert(item.user.as_str().into(), Packed::pack(&account));
+        } else {
+            self.set_account(&item.user, &account);
+        }
         let key = (item.origin, item.user.clone());
         if self.seqs.get(&key).is_none_or(|&held| held < item.seq) {
             self.set_seq(key, item.seq);

@@ -544,3 +544,33 @@ fn a_digest_claiming_the_largest_watermarks_is_answered_without_overflow() {
     h.run(100);
     assert_eq!(h.replicas[0].receipt("kim").calls, 1);
 }
+
+#[test]
+fn a_region_makes_statement_lines_for_another_regions_spends() {
+    let mut h = Harness::new(2, &[0, 1], |_| {});
+    h.auto_flush = false;
+    let mut lines: Vec<Vec<crate::StatementLine>> = vec![Vec::new(); 2];
+    h.spend(1, "u");
+    h.spend(1, "u");
+    for _ in 0..50 {
+        h.now += 10;
+        for (i, seen) in lines.iter_mut().enumerate() {
+            let persist = h.replicas[i].prepare_persist();
+            seen.extend(persist.statement.iter().cloned());
+            h.disks[i].apply(&persist);
+            let now = h.now();
+            h.replicas[i].handle_flushed(now, persist.upto, persist.number);
+            h.replicas[i].handle_tick(now);
+        }
+        h.route();
+    }
+    let spent_at = |i: usize, r: usize| -> i64 {
+        lines[i]
+            .iter()
+            .filter(|l| l.region == region(r))
+            .map(|l| l.amount)
+            .sum()
+    };
+    assert_eq!(spent_at(1, 1), -2, "its own: {:?}", lines[1]);
+    assert_eq!(spent_at(0, 1), -2, "the other region's: {:?}", lines[0]);
+}
