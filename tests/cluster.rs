@@ -623,3 +623,99 @@ fn promtool_accepts(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Every line of `user`'s statement at `node`, newest first, page by page,
+/// with the opening balance and the current balance.
+async fn statement(node: &Node, user: &str, limit: usize) -> (u64, u64, Vec<serde_json::Value>) {
+    let mut lines = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/users/{user}/history?limit={limit}&cursor={c}"),
+            None => format!("/v1/users/{user}/history?limit={limit}"),
+        };
+        let r = node.get(&path, OPERATOR).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let page = r.json();
+        lines.extend(page["lines"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => {
+                let opening = page["opening_balance"].as_u64().unwrap();
+                return (opening, page["balance"].as_u64().unwrap(), lines);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spends_in_two_regions_appear_in_one_statement_that_adds_up_in_each() {
+    let cluster = Cluster::start(7, 2, 2).await;
+    cluster.wait_all_up(Duration::from_secs(20)).await;
+    let user = "statement-user";
+    let bearer = format!("Bearer {}", token(user));
+    for (region, n) in [(1u8, 3), (2, 2)] {
+        for i in 0..n {
+            let key = format!("r{region}-{i}");
+            let r = cluster
+                .node(region)
+                .send(
+                    "GET",
+                    "/memes?query=cats",
+                    &[("authorization", &bearer), ("idempotency-key", &key)],
+                    "",
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    }
+    assert_eq!(cluster.node(1).adjust(user, 20).await.status, 200);
+    cluster
+        .wait_balance(user, GRANT - 5 + 20, Duration::from_secs(10))
+        .await;
+
+    for region in [1u8, 2] {
+        let node = cluster.node(region);
+        // Lines of the other region arrive with its versions, and are
+        // written within about a second even when this region writes nothing.
+        eventually(Duration::from_secs(5), "every line is here", || async {
+            let (_, _, lines) = statement(node, user, 2).await;
+            let total: i64 = lines.iter().map(|l| l["amount"].as_i64().unwrap()).sum();
+            total == 20 - 5
+        })
+        .await;
+        let (opening, balance, lines) = statement(node, user, 2).await;
+        assert_eq!(opening, GRANT);
+        let total: i64 = lines.iter().map(|l| l["amount"].as_i64().unwrap()).sum();
+        assert_eq!(i128::from(opening) + i128::from(total), i128::from(balance));
+        assert_eq!(
+            lines[0]["balance_after"].as_u64(),
+            Some(balance),
+            "newest first"
+        );
+        let calls = |r: u8| -> u64 {
+            lines
+                .iter()
+                .filter(|l| l["region"] == r && l["kind"] == "spend")
+                .map(|l| l["calls"].as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(
+            (calls(1), calls(2)),
+            (3, 2),
+            "at region {region}: {lines:?}"
+        );
+        // This region's own spends carry their keys; the other's do not.
+        let keys: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l["reference"].as_str())
+            .collect();
+        let own = if region == 1 { "r1-" } else { "r2-" };
+        assert!(keys.iter().all(|k| k.starts_with(own)), "{keys:?}");
+        assert_eq!(keys.len(), if region == 1 { 3 } else { 2 });
+        let credits: Vec<_> = lines.iter().filter(|l| l["kind"] == "credit").collect();
+        assert_eq!(credits.len(), 1);
+        assert_eq!(credits[0]["amount"], 20);
+        assert_eq!(credits[0]["region"], 1);
+    }
+}

@@ -600,6 +600,7 @@ async fn the_openapi_document_describes_every_route_problem_and_header() {
         .collect();
     operations.sort();
     let expected = [
+        "DELETE /v1/users/{id}/history",
         "GET /docs",
         "GET /docs/{asset}",
         "GET /health",
@@ -608,11 +609,15 @@ async fn the_openapi_document_describes_every_route_problem_and_header() {
         "GET /openapi.json",
         "GET /ready",
         "GET /v1/balance",
+        "GET /v1/balance/history",
+        "GET /v1/balance/usage",
         "GET /v1/cluster",
         "GET /v1/images/{file}",
         "GET /v1/jobs/{id}",
         "GET /v1/memes",
         "GET /v1/users/{id}",
+        "GET /v1/users/{id}/history",
+        "GET /v1/users/{id}/usage",
         "HEAD /memes",
         "HEAD /v1/memes",
         "POST /update-token-balance",
@@ -676,5 +681,134 @@ async fn the_openapi_document_describes_every_route_problem_and_header() {
     node.get("/docs/other.js", "")
         .await
         .assert_problem(404, "not-found");
+    node.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_pages_neither_skip_nor_repeat_while_spends_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--rate-limit", "0"]).await;
+    let user = "pager";
+    let bearer = token(user);
+    for _ in 0..30 {
+        assert_eq!(node.get("/memes?query=cats", &bearer).await.status, 200);
+    }
+    // Spends keep landing while the statement is paged through.
+    let addr = node.addr.clone();
+    let spender = tokio::spawn(async move {
+        let auth = format!("Bearer {}", token("pager"));
+        for _ in 0..20 {
+            let r = request(
+                &addr,
+                "GET",
+                "/memes?query=dogs",
+                &[("authorization", &auth)],
+                "",
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.status, 200);
+        }
+    });
+    let mut seen: Vec<u64> = Vec::new();
+    let mut total = 0i64;
+    let mut first_balance = None;
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/balance/history?limit=4&cursor={c}"),
+            None => "/v1/balance/history?limit=4".to_owned(),
+        };
+        let page = node.get(&path, &bearer).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let page = page.json();
+        for line in page["lines"].as_array().unwrap() {
+            seen.push(line["id"].as_str().unwrap().parse().unwrap());
+            total += line["amount"].as_i64().unwrap();
+            first_balance.get_or_insert(line["balance_after"].as_u64().unwrap());
+            assert_eq!(line["kind"], "spend");
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => {
+                // Everything up to the first page's newest line, each once,
+                // newest first, adding up from the opening balance.
+                assert!(seen.windows(2).all(|w| w[0] > w[1]), "{seen:?}");
+                assert!(seen.len() >= 30, "{}", seen.len());
+                let opening = page["opening_balance"].as_u64().unwrap();
+                assert_eq!(opening, 150);
+                assert_eq!(opening as i64 + total, first_balance.unwrap() as i64);
+                break;
+            }
+        }
+    }
+    spender.await.unwrap();
+    let all = node
+        .get("/v1/balance/history?limit=500", &bearer)
+        .await
+        .json();
+    assert_eq!(all["lines"].as_array().unwrap().len(), 50);
+    assert_eq!(all["balance"], 100);
+    node.get("/v1/balance/history?cursor=x", &bearer)
+        .await
+        .assert_problem(400, "invalid-request");
+    node.get("/v1/balance/history?limit=0", &bearer)
+        .await
+        .assert_problem(400, "invalid-request");
+    node.terminate().await;
+}
+
+#[tokio::test]
+async fn usage_by_day_and_an_operators_removal_of_a_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &[]).await;
+    let user = "usage-user";
+    let bearer = token(user);
+    for _ in 0..3 {
+        assert_eq!(node.get("/memes?query=cats", &bearer).await.status, 200);
+    }
+    assert_eq!(node.adjust(user, 10).await.status, 200);
+    assert_eq!(node.adjust(user, -4).await.status, 200);
+    let usage = node.get("/v1/balance/usage?days=7", &bearer).await;
+    assert_eq!(usage.status, 200, "{}", usage.body);
+    let days = usage.json()["days"].as_array().unwrap().clone();
+    assert_eq!(days.len(), 1, "all today: {days:?}");
+    assert_eq!(days[0]["calls"], 3);
+    assert_eq!(days[0]["tokens_spent"], 3);
+    assert_eq!(days[0]["tokens_credited"], 10);
+    assert_eq!(days[0]["tokens_debited"], 4);
+    let operator_view = node
+        .get(&format!("/v1/users/{user}/usage?days=1"), OPERATOR)
+        .await;
+    assert_eq!(operator_view.json()["days"], serde_json::json!(days));
+    node.get("/v1/balance/usage?days=0", &bearer)
+        .await
+        .assert_problem(400, "invalid-request");
+
+    // Removal: the lines go, their total is carried forward, the balance stays.
+    let removed = node
+        .send(
+            "DELETE",
+            &format!("/v1/users/{user}/history"),
+            &[("authorization", &format!("Bearer {OPERATOR}"))],
+            "",
+        )
+        .await;
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert_eq!(removed.json()["lines_removed"], 5);
+    assert_eq!(removed.json()["opening_balance"], 153);
+    let history = node.get("/v1/balance/history", &bearer).await.json();
+    assert_eq!(history["lines"].as_array().unwrap().len(), 0);
+    assert_eq!(history["opening_balance"], 153);
+    assert_eq!(history["balance"], 153);
+    // A client cannot remove anything.
+    node.send(
+        "DELETE",
+        &format!("/v1/users/{user}/history"),
+        &[("authorization", &format!("Bearer {bearer}"))],
+        "",
+    )
+    .await
+    .assert_problem(403, "forbidden");
     node.terminate().await;
 }

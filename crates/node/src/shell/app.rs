@@ -8,6 +8,7 @@ use crate::shell::images::Images;
 use crate::shell::jobs::Jobs;
 use crate::shell::limits::Limits;
 use crate::shell::metrics::Metrics;
+use crate::shell::statements::Statements;
 use crate::shell::webhook::WebhookVerifier;
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ pub(crate) struct App {
     pub images: Arc<Images>,
     /// AI meme jobs.
     pub jobs: Arc<Jobs>,
+    /// Users' statements.
+    pub statements: Arc<Statements>,
 }
 
 /// The parts that make and show memes.
@@ -47,6 +50,7 @@ impl App {
         limits: Limits,
         metrics: Arc<Metrics>,
         webhook: WebhookVerifier,
+        statements: Arc<Statements>,
     ) -> Self {
         Self {
             engine,
@@ -57,6 +61,7 @@ impl App {
             webhook,
             images: memes.images,
             jobs: memes.jobs,
+            statements,
         }
     }
 }

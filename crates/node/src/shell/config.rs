@@ -114,6 +114,12 @@ pub(crate) struct Cli {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idempotency_ttl_secs: u64,
 
+    /// Days a statement line is kept before it is compacted into the user's
+    /// opening balance (default 400); 0 keeps no statements at all.
+    #[arg(long, env = "MAAS_STATEMENT_RETENTION_DAYS", default_value_t = 400,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub statement_retention_days: u32,
+
     /// Largest request body accepted, in bytes (256 to 16 MiB).
     #[arg(long, env = "MAAS_MAX_BODY_BYTES", default_value_t = 16 * 1024,
           value_parser = body_limit)]

@@ -12,7 +12,7 @@ use crate::shell::limits::{Allowed, Denied};
 use crate::shell::premium;
 use crate::shell::problem::{Problem, ProblemKind};
 use crate::shell::rfc3339;
-use crate::shell::{ai, images, openapi};
+use crate::shell::{ai, history, images, openapi};
 use crate::{Command, IdempotencyKey, Refusal};
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
@@ -63,6 +63,10 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
         .routes(routes!(memes_seed, head_memes_seed))
         .routes(routes!(memes_v1, head_memes_v1))
         .routes(routes!(balance))
+        .routes(routes!(history::own_history))
+        .routes(routes!(history::own_usage))
+        .routes(routes!(history::user_history, history::remove_user_data))
+        .routes(routes!(history::user_usage))
         .routes(routes!(update_token_balance))
         .routes(routes!(user))
         .routes(routes!(adjust))

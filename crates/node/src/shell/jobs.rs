@@ -597,6 +597,35 @@ impl Jobs {
             .map_err(|e| NodeError::Config(format!("store task: {e}")))?
     }
 
+    /// Removes `user`'s finished jobs (their queries and memes) from memory
+    /// and disk; a job still being made is kept. Returns how many went.
+    pub(crate) async fn forget_user(&self, user: &str) -> Result<usize, NodeError> {
+        self.lock()
+            .retain(|(owner, _), job| owner != user || !job.view.borrow().finished());
+        let running: Vec<String> = self
+            .lock()
+            .keys()
+            .filter(|(owner, _)| owner == user)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let engine = self.engine.clone();
+        let (start, end) = (job_key(user, ""), job_key(user, "\u{10FFFF}"));
+        tokio::task::spawn_blocking(move || {
+            let gone: Vec<StoreWrite> = engine
+                .store()
+                .scan_range(&start, &end)?
+                .into_iter()
+                .filter(|(k, _)| split_job_key(k).is_some_and(|(_, id)| !running.contains(&id)))
+                .map(|(k, _)| (k, None))
+                .collect();
+            let count = gone.len();
+            engine.store().write_now(gone, true)?;
+            Ok(count)
+        })
+        .await
+        .map_err(|e| NodeError::Config(format!("store task: {e}")))?
+    }
+
     async fn forget(&self, job: &Job) -> Result<(), NodeError> {
         let key = job_key(&job.user, &job.id);
         let engine = self.engine.clone();

@@ -15,6 +15,7 @@ use crate::shell::jobs::{Jobs, JobsConfig};
 use crate::shell::limits::{FORGET_IDLE_EVERY, Limits};
 use crate::shell::metrics::Metrics;
 use crate::shell::openai::{OpenAi, OpenAiConfig};
+use crate::shell::statements::Statements;
 use crate::shell::store::Store;
 use crate::shell::transport::Transport;
 use crate::shell::webhook::{self, WebhookVerifier};
@@ -267,6 +268,8 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
     };
     let mut config = ReplicaConfig::new(rules);
     config.hold_ttl_ms = cli.hold_ttl_secs.saturating_mul(1_000);
+    config.statements = cli.statement_retention_days > 0;
+    let grant = config.rules.genesis.grant();
     // The peer socket is bound first: its address is part of our identity.
     let clustered = cli.peer_listen.is_some() || !cli.join.is_empty();
     let peer_socket = if clustered {
@@ -287,6 +290,12 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
     engine.start_group_commit(Duration::from_micros(cli.commit_linger_us))?;
     tokio::spawn(engine.clone().run_ticker());
     tokio::spawn(sweep_idempotency(engine.clone()));
+    let statements = Arc::new(Statements::new(
+        engine.clone(),
+        grant,
+        cli.statement_retention_days,
+    ));
+    tokio::spawn(expire_statements(statements.clone()));
     let transport = match peer_socket {
         Some(socket) => {
             let tls = tls_files(&cli)?;
@@ -318,6 +327,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
         rate_limits,
         metrics,
         WebhookVerifier::new(billing_secret.as_deref(), cli.webhook_tolerance_secs),
+        statements,
     ));
     let forgetting = app.clone();
     tokio::spawn(async move {
@@ -526,6 +536,23 @@ fn banner(
     }
     out.flush()?;
     Ok(())
+}
+
+/// Hourly: compacts statement lines past the retention.
+async fn expire_statements(statements: Arc<Statements>) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        every.tick().await;
+        let worker = statements.clone();
+        match tokio::task::spawn_blocking(move || worker.on().expire(now_ms())).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(lines)) => tracing::info!(lines, "compacted statement lines past the retention"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "statement retention failed; retried in an hour")
+            }
+            Err(e) => tracing::warn!(error = %e, "statement retention task failed"),
+        }
+    }
 }
 
 async fn sweep_idempotency(engine: Arc<Engine>) {

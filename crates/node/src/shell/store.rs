@@ -12,6 +12,8 @@
 //! - `i` + scope + `0x00` + key → an idempotency record
 //! - `h` + user + `0x00` + job → a hold ([`crate::HoldState`])
 //! - `m` → the [`Meta`] scalars
+//! - `l`, `L`, `b` → statement lines, when they were made, and carried-forward
+//!   totals (see [`crate::shell::statements`])
 //!
 //! AI jobs' keys (see [`crate::shell::jobs`]); a job's result rides a group
 //! commit, its other writes are plain inserts:
@@ -22,6 +24,7 @@
 //!   → nothing: when it was made, so sweeps read only what expired
 
 use crate::NodeError;
+use crate::shell::statements;
 use crate::{Durable, Meta, Persist};
 use crate::{HoldId, HoldState, IdempotencyRecord, Millis, RecordId, Seq};
 use ledger_crdt::{Account, RegionId, wire};
@@ -142,6 +145,15 @@ impl Store {
 
     fn write(db: &sled::Db, persist: &Persist, extra: Vec<Write>) -> Result<(), NodeError> {
         let mut batch = batch_of(extra);
+        // Statement lines, with ids that only grow (across restarts too).
+        let ids = (0..persist.statement.len())
+            .map(|_| db.generate_id())
+            .collect::<Result<Vec<u64>, _>>()?;
+        for (k, v) in statements::line_writes(&persist.statement, ids.into_iter())? {
+            if let Some(v) = v {
+                batch.insert(k, v);
+            }
+        }
         for (user, account) in &persist.accounts {
             batch.insert(key(b'a', user.as_bytes()), account.to_bytes()?);
         }
@@ -253,6 +265,43 @@ impl Store {
     pub(crate) fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, NodeError> {
         self.db()?
             .range(start..end)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// The first `limit` keys and values from `start` (inclusive) to `end`
+    /// (exclusive).
+    pub(crate) fn scan_first(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, NodeError> {
+        self.db()?
+            .range(start..end)
+            .take(limit)
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k.to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+
+    /// Up to `limit` keys and values from `end` (exclusive) back to `start`
+    /// (inclusive), the last first.
+    pub(crate) fn scan_back(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, NodeError> {
+        self.db()?
+            .range(start..end)
+            .rev()
+            .take(limit)
             .map(|item| {
                 let (k, v) = item?;
                 Ok((k.to_vec(), v.to_vec()))

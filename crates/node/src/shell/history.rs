@@ -1,0 +1,349 @@
+//! Statements over HTTP: a user's history (newest first, cursor-paginated),
+//! usage by UTC day, and an operator's removal of a user's statement and
+//! personal data. The lines themselves are [`crate::shell::statements`]'.
+
+use crate::shell::engine::now_ms;
+use crate::shell::http::{Shared, client, failure, operator, path_user};
+use crate::shell::problem::{Problem, ProblemKind};
+use crate::shell::rfc3339;
+use crate::shell::statements::DayUsage;
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Lines per page, unless the client asks for fewer.
+const DEFAULT_LIMIT: usize = 50;
+/// The most lines one page shows.
+const MAX_LIMIT: usize = 500;
+/// The most days of usage one answer covers.
+const MAX_DAYS: u64 = 400;
+
+/// A page of a statement.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// `next_cursor` of the previous page; none for the newest lines.
+    #[param(pattern = "^[0-9]{1,20}$")]
+    cursor: Option<String>,
+    /// Lines on this page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<usize>,
+}
+
+/// How many days of usage.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UsageQuery {
+    /// Days up to and including today (UTC), 1 to 400 (default 30).
+    #[param(minimum = 1, maximum = 400)]
+    days: Option<u64>,
+}
+
+/// One line of a statement.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct LineBody {
+    /// Its id (also a cursor).
+    id: String,
+    /// When this region made or learnt of it (RFC 3339).
+    at: String,
+    /// The region where it happened.
+    region: u16,
+    /// `spend`, `credit`, `debit`, `hold`, `capture` or `release`.
+    kind: &'static str,
+    /// The change to the balance (negative for charges).
+    amount: i64,
+    /// Memes-API calls it covers.
+    calls: u64,
+    /// Tokens a hold set aside or a release set free.
+    held: u64,
+    /// The balance after it, as this region saw it.
+    balance_after: u64,
+    /// The request's Idempotency-Key, or the job (only at the region that
+    /// served it).
+    reference: Option<String>,
+}
+
+/// A page of a user's statement.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct HistoryBody {
+    user_id: String,
+    /// The balance now.
+    balance: u64,
+    /// The balance before the oldest line kept: the welcome grant plus what
+    /// older lines (compacted by retention) added up to. This plus every
+    /// line's amount is the balance the newest line ends at.
+    opening_balance: u64,
+    /// Newest first.
+    lines: Vec<LineBody>,
+    /// Pass as `cursor` for older lines; absent on the last page.
+    next_cursor: Option<String>,
+}
+
+/// A day's usage.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DayBody {
+    /// The UTC day, `YYYY-MM-DD`.
+    day: String,
+    calls: u64,
+    /// Tokens charged (spends and captured holds).
+    tokens_spent: u64,
+    tokens_credited: u64,
+    tokens_debited: u64,
+}
+
+/// Usage by UTC day.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UsageBody {
+    user_id: String,
+    /// Newest first; days with nothing are left out.
+    days: Vec<DayBody>,
+}
+
+/// What a removal did.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RemovedBody {
+    user_id: String,
+    /// Statement lines removed (their total is carried into the opening
+    /// balance).
+    lines_removed: usize,
+    /// Finished AI jobs removed (their queries and memes).
+    jobs_removed: usize,
+    /// Where the statement now starts: today's balance.
+    opening_balance: u64,
+}
+
+const P: &str = "application/problem+json";
+
+/// The caller's statement: every change of their balance, newest first.
+#[utoipa::path(get, path = "/v1/balance/history", tag = "balance",
+    security(("client" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of the statement", body = HistoryBody),
+        (status = 400, description = "`invalid-request`: a bad cursor or limit", content_type = P, body = Object),
+        (status = 401, description = "`unauthenticated`", content_type = P, body = Object),
+        (status = 503, description = "`unavailable`: storage is failing", content_type = P, body = Object),
+    ))]
+pub(crate) async fn own_history(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<HistoryBody>, Problem> {
+    let user = client(&service, &headers)?;
+    history(&service, user, query).await
+}
+
+/// A user's statement, as this region holds it.
+#[utoipa::path(get, path = "/v1/users/{id}/history", tag = "operator",
+    security(("operator" = [])),
+    params(("id" = String, Path, description = "The user id"), PageQuery),
+    responses(
+        (status = 200, description = "A page of the statement", body = HistoryBody),
+        (status = 400, description = "`invalid-request`", content_type = P, body = Object),
+        (status = 401, description = "`unauthenticated`", content_type = P, body = Object),
+        (status = 403, description = "`forbidden`", content_type = P, body = Object),
+        (status = 503, description = "`unavailable`", content_type = P, body = Object),
+    ))]
+pub(crate) async fn user_history(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<HistoryBody>, Problem> {
+    operator(&service, &headers)?;
+    let user = path_user(path)?;
+    history(&service, user, query).await
+}
+
+/// The caller's calls and tokens per UTC day.
+#[utoipa::path(get, path = "/v1/balance/usage", tag = "balance",
+    security(("client" = [])),
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "Usage by day", body = UsageBody),
+        (status = 400, description = "`invalid-request`", content_type = P, body = Object),
+        (status = 401, description = "`unauthenticated`", content_type = P, body = Object),
+        (status = 503, description = "`unavailable`", content_type = P, body = Object),
+    ))]
+pub(crate) async fn own_usage(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Json<UsageBody>, Problem> {
+    let user = client(&service, &headers)?;
+    usage(&service, user, query).await
+}
+
+/// A user's calls and tokens per UTC day.
+#[utoipa::path(get, path = "/v1/users/{id}/usage", tag = "operator",
+    security(("operator" = [])),
+    params(("id" = String, Path, description = "The user id"), UsageQuery),
+    responses(
+        (status = 200, description = "Usage by day", body = UsageBody),
+        (status = 400, description = "`invalid-request`", content_type = P, body = Object),
+        (status = 401, description = "`unauthenticated`", content_type = P, body = Object),
+        (status = 403, description = "`forbidden`", content_type = P, body = Object),
+        (status = 503, description = "`unavailable`", content_type = P, body = Object),
+    ))]
+pub(crate) async fn user_usage(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Json<UsageBody>, Problem> {
+    operator(&service, &headers)?;
+    let user = path_user(path)?;
+    usage(&service, user, query).await
+}
+
+/// Removes a user's statement lines in this region (carrying their total
+/// into the opening balance, so the statement still adds up) and their
+/// finished AI jobs. The ledger's counters stay: they are what every
+/// region's balance is made of, and hold no personal data beyond the user
+/// id. Run it in every region.
+#[utoipa::path(delete, path = "/v1/users/{id}/history", tag = "operator",
+    security(("operator" = [])),
+    params(("id" = String, Path, description = "The user id")),
+    responses(
+        (status = 200, description = "Removed", body = RemovedBody),
+        (status = 400, description = "`invalid-request`", content_type = P, body = Object),
+        (status = 401, description = "`unauthenticated`", content_type = P, body = Object),
+        (status = 403, description = "`forbidden`", content_type = P, body = Object),
+        (status = 503, description = "`unavailable`", content_type = P, body = Object),
+    ))]
+pub(crate) async fn remove_user_data(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<RemovedBody>, Problem> {
+    operator(&service, &headers)?;
+    let user = path_user(path)?;
+    let statements = service.statements.clone();
+    let who = user.clone();
+    let lines_removed = blocking(move || statements.on().remove_lines(&who)).await?;
+    let jobs_removed = service.jobs.forget_user(&user).await.map_err(storage)?;
+    let statements = service.statements.clone();
+    let who = user.clone();
+    let opening_balance = blocking(move || statements.on().opening(&who)).await?;
+    tracing::info!(%user, lines_removed, jobs_removed, "removed a user's statement and jobs");
+    Ok(Json(RemovedBody {
+        user_id: user,
+        lines_removed,
+        jobs_removed,
+        opening_balance,
+    }))
+}
+
+async fn history(
+    service: &Shared,
+    user: String,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<HistoryBody>, Problem> {
+    let bad = |detail: &str| Problem::new(ProblemKind::InvalidRequest, detail);
+    let Query(q) = query.map_err(|_| bad("malformed query string"))?;
+    let cursor = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(
+            c.parse::<u64>()
+                .map_err(|_| bad("`cursor` must be a `next_cursor` from a previous page"))?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(bad("`limit` must be from 1 to 500"));
+    }
+    let standing = service
+        .engine
+        .standing(&user)
+        .await
+        .map_err(|f| failure(service, f))?;
+    let statements = service.statements.clone();
+    let who = user.clone();
+    let (page, opening) = blocking(move || {
+        let page = statements.on().page(&who, cursor, limit)?;
+        let opening = statements.on().opening(&who)?;
+        Ok((page, opening))
+    })
+    .await?;
+    let lines = page
+        .lines
+        .into_iter()
+        .map(|(id, line)| LineBody {
+            id: id.to_string(),
+            at: rfc3339::format(line.at.0),
+            region: line.region.0,
+            kind: line.kind.as_str(),
+            amount: line.amount,
+            calls: line.calls,
+            held: line.held,
+            balance_after: line.balance_after,
+            reference: line.reference,
+        })
+        .collect();
+    Ok(Json(HistoryBody {
+        user_id: user,
+        balance: standing.receipt.balance,
+        opening_balance: opening,
+        lines,
+        next_cursor: page.next.map(|id| id.to_string()),
+    }))
+}
+
+async fn usage(
+    service: &Shared,
+    user: String,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Json<UsageBody>, Problem> {
+    let Query(q) =
+        query.map_err(|_| Problem::new(ProblemKind::InvalidRequest, "malformed query string"))?;
+    let days = q.days.unwrap_or(30);
+    if !(1..=MAX_DAYS).contains(&days) {
+        return Err(Problem::new(
+            ProblemKind::InvalidRequest,
+            "`days` must be from 1 to 400",
+        ));
+    }
+    let statements = service.statements.clone();
+    let who = user.clone();
+    let found: Vec<DayUsage> =
+        blocking(move || statements.on().usage(&who, days, now_ms())).await?;
+    let days = found
+        .into_iter()
+        .map(|d| DayBody {
+            day: rfc3339::format(d.day * 24 * 3600 * 1000)
+                .get(..10)
+                .unwrap_or_default()
+                .to_owned(),
+            calls: d.calls,
+            tokens_spent: d.spent,
+            tokens_credited: d.credited,
+            tokens_debited: d.debited,
+        })
+        .collect();
+    Ok(Json(UsageBody {
+        user_id: user,
+        days,
+    }))
+}
+
+/// Runs a storage read off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::NodeError> + Send + 'static,
+) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| storage(crate::NodeError::StorePanicked))?
+        .map_err(storage)
+}
+
+fn storage(e: crate::NodeError) -> Problem {
+    tracing::warn!(error = %e, "statement storage failed");
+    Problem::new(
+        ProblemKind::Unavailable,
+        "storage is failing; retry shortly",
+    )
+    .retry_after(1)
+}

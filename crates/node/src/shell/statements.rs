@@ -1,0 +1,441 @@
+//! Users' statements on disk: the lines the core makes (see
+//! [`crate::region::statement`]), pages of them newest first, usage by UTC
+//! day, retention, and removal.
+//!
+//! Keys (in the store's one tree, beside the ledger's; see
+//! [`crate::shell::store`]):
+//! - `l` + user + `0x00` + line id (8 bytes, big-endian) → a [`StatementLine`]
+//! - `L` + time (8 bytes, big-endian ms) + the key of an `l` entry → nothing:
+//!   when the line was made, so retention reads only what expired
+//! - `b` + user → the user's carried-forward total: what the lines compacted
+//!   away (by retention or removal) added up to
+//!
+//! Line ids come from sled's `generate_id`, which only grows, across restarts
+//! too: a newer line always has a larger id, so a cursor (the last id a page
+//! showed) pages through exactly the lines older than it, however many are
+//! written meanwhile.
+//!
+//! A statement adds up: the opening balance (the welcome grant plus what was
+//! carried forward) plus the amounts of the lines is the balance the lines
+//! end at. Compaction moves lines' amounts into the carried-forward total in
+//! the same atomic batch that deletes them, so it never breaks that.
+
+use crate::NodeError;
+use crate::StatementLine;
+use crate::shell::engine::Engine;
+use crate::shell::store::{Store, Write, made_key};
+use ledger_crdt::wire;
+use std::sync::Arc;
+
+/// The most bytes of a stored line.
+const MAX_LINE_BYTES: usize = 4 * 1024;
+/// Lines compacted per batch.
+const COMPACT_CHUNK: usize = 4_096;
+const DAY_MS: u64 = 24 * 3600 * 1000;
+
+/// One page of a statement, newest first.
+pub(crate) struct Page {
+    /// The lines, each with its id.
+    pub lines: Vec<(u64, StatementLine)>,
+    /// The cursor for the next page, if there are older lines.
+    pub next: Option<u64>,
+}
+
+/// Calls and tokens of one UTC day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DayUsage {
+    /// Days since the Unix epoch.
+    pub day: u64,
+    pub calls: u64,
+    /// Tokens charged: spends and captured holds.
+    pub spent: u64,
+    pub credited: u64,
+    pub debited: u64,
+}
+
+/// The statements of this region's users.
+pub(crate) struct Statements {
+    engine: Arc<Engine>,
+    grant: u64,
+    /// Lines older than this are compacted; `None` keeps them for ever.
+    retention_ms: Option<u64>,
+}
+
+impl Statements {
+    pub(crate) fn new(engine: Arc<Engine>, grant: u64, retention_days: u32) -> Self {
+        Self {
+            engine,
+            grant,
+            retention_ms: (retention_days > 0).then(|| u64::from(retention_days) * DAY_MS),
+        }
+    }
+
+    /// The statements in the engine's store.
+    pub(crate) fn on(&self) -> StatementStore<'_> {
+        StatementStore {
+            store: self.engine.store(),
+            grant: self.grant,
+            retention_ms: self.retention_ms,
+        }
+    }
+}
+
+/// Statements in one store.
+pub(crate) struct StatementStore<'a> {
+    store: &'a Store,
+    grant: u64,
+    retention_ms: Option<u64>,
+}
+
+impl StatementStore<'_> {
+    /// The balance before the oldest line kept: the grant, plus what
+    /// compacted lines added up to.
+    pub(crate) fn opening(&self, user: &str) -> Result<u64, NodeError> {
+        let carried = self.carried(user)?;
+        Ok(clamp(i128::from(self.grant) + carried))
+    }
+
+    fn carried(&self, user: &str) -> Result<i128, NodeError> {
+        Ok(match self.store.get(&carried_key(user))? {
+            Some(bytes) => wire::decode::<i128, 64>(&bytes).map_err(NodeError::from)?,
+            None => 0,
+        })
+    }
+
+    /// Up to `limit` lines of `user` older than `cursor` (all, without one),
+    /// newest first.
+    pub(crate) fn page(
+        &self,
+        user: &str,
+        cursor: Option<u64>,
+        limit: usize,
+    ) -> Result<Page, NodeError> {
+        let start = line_key(user, 0);
+        let end = line_key(user, cursor.unwrap_or(u64::MAX));
+        let found = self.store.scan_back(&start, &end, limit + 1)?;
+        let mut lines = Vec::with_capacity(limit);
+        for (k, v) in found.iter().take(limit) {
+            lines.push((line_id(k)?, decode(v)?));
+        }
+        let next = (found.len() > limit)
+            .then(|| lines.last().map(|(id, _)| *id))
+            .flatten();
+        Ok(Page { lines, next })
+    }
+
+    /// `user`'s calls and tokens per UTC day, for the `days` days up to and
+    /// including today, newest first (days with nothing are left out).
+    pub(crate) fn usage(
+        &self,
+        user: &str,
+        days: u64,
+        now_ms: u64,
+    ) -> Result<Vec<DayUsage>, NodeError> {
+        let today = now_ms / DAY_MS;
+        let first = today.saturating_sub(days.saturating_sub(1));
+        let mut out: Vec<DayUsage> = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.page(user, cursor, 1_000)?;
+            for (_, line) in &page.lines {
+                let day = line.at.0 / DAY_MS;
+                if day < first {
+                    return Ok(out);
+                }
+                if out.last().is_none_or(|d| d.day != day) {
+                    out.push(DayUsage {
+                        day,
+                        ..DayUsage::default()
+                    });
+                }
+                if let Some(d) = out.last_mut() {
+                    d.calls += line.calls;
+                    let amount = line.amount.unsigned_abs();
+                    match line.kind {
+                        crate::LineKind::Spend | crate::LineKind::Capture => d.spent += amount,
+                        crate::LineKind::Credit => d.credited += amount,
+                        crate::LineKind::Debit => d.debited += amount,
+                        crate::LineKind::Hold | crate::LineKind::Release => {}
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Compacts lines older than the retention into their users' opening
+    /// balances. Returns how many lines went.
+    pub(crate) fn expire(&self, now_ms: u64) -> Result<usize, NodeError> {
+        let Some(retention) = self.retention_ms else {
+            return Ok(0);
+        };
+        let cutoff = now_ms.saturating_sub(retention);
+        let mut total = 0;
+        loop {
+            let made = self.store.scan_first(
+                &made_key(b'L', 0, &[]),
+                &made_key(b'L', cutoff, &[]),
+                COMPACT_CHUNK,
+            )?;
+            let chunk: Vec<Vec<u8>> = made.into_iter().map(|(k, _)| k).collect();
+            if chunk.is_empty() {
+                return Ok(total);
+            }
+            total += chunk.len();
+            self.compact(chunk.iter().map(|m| (m.clone(), m[9..].to_vec())))?;
+        }
+    }
+
+    /// Removes every line of `user`, carrying what they added up to forward:
+    /// the statement restarts at today's balance. Returns how many went.
+    pub(crate) fn remove_lines(&self, user: &str) -> Result<usize, NodeError> {
+        let lines = self
+            .store
+            .scan_range(&line_key(user, 0), &line_key(user, u64::MAX))?;
+        let count = lines.len();
+        let mut pairs = Vec::with_capacity(count);
+        for (k, v) in lines {
+            let line = decode(&v)?;
+            pairs.push((made_key(b'L', line.at.0, &k), k));
+        }
+        self.compact(pairs.into_iter())?;
+        Ok(count)
+    }
+
+    /// Deletes lines (each given by its `L` key and its `l` key), adding
+    /// their amounts to their users' carried-forward totals, in one batch.
+    fn compact(&self, lines: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<(), NodeError> {
+        let mut carried: std::collections::BTreeMap<String, i128> = Default::default();
+        let mut writes: Vec<Write> = Vec::new();
+        for (made, key) in lines {
+            if let Some(bytes) = self.store.get(&key)? {
+                let line = decode(&bytes)?;
+                let total = match carried.get(&line.user) {
+                    Some(t) => *t,
+                    None => self.carried(&line.user)?,
+                };
+                carried.insert(line.user.clone(), total + i128::from(line.amount));
+            }
+            writes.push((made, None));
+            writes.push((key, None));
+        }
+        for (user, total) in carried {
+            writes.push((carried_key(&user), Some(wire::encode(&total)?)));
+        }
+        self.store.write_now(writes, true)
+    }
+}
+
+/// The writes that store `lines` (with their `ids`, in order) for the
+/// persist that carries them.
+pub(crate) fn line_writes(
+    lines: &[StatementLine],
+    ids: impl Iterator<Item = u64>,
+) -> Result<Vec<Write>, NodeError> {
+    let mut writes = Vec::with_capacity(lines.len() * 2);
+    for (line, id) in lines.iter().zip(ids) {
+        let key = line_key(&line.user, id);
+        writes.push((made_key(b'L', line.at.0, &key), Some(Vec::new())));
+        writes.push((key, Some(wire::encode(line)?)));
+    }
+    Ok(writes)
+}
+
+/// `l` + user + `0x00` + id.
+fn line_key(user: &str, id: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(user.len() + 10);
+    k.push(b'l');
+    k.extend_from_slice(user.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn line_id(key: &[u8]) -> Result<u64, NodeError> {
+    let tail: [u8; 8] = key
+        .len()
+        .checked_sub(8)
+        .and_then(|at| key.get(at..))
+        .and_then(|t| t.try_into().ok())
+        .ok_or_else(|| {
+            NodeError::Corrupt(ledger_crdt::Error::Decode("a statement line key".into()))
+        })?;
+    Ok(u64::from_be_bytes(tail))
+}
+
+fn carried_key(user: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(user.len() + 1);
+    k.push(b'b');
+    k.extend_from_slice(user.as_bytes());
+    k
+}
+
+fn decode(bytes: &[u8]) -> Result<StatementLine, NodeError> {
+    Ok(wire::decode::<StatementLine, MAX_LINE_BYTES>(bytes)?)
+}
+
+fn clamp(n: i128) -> u64 {
+    u64::try_from(n.max(0)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LineKind, Millis, Persist};
+    use ledger_crdt::RegionId;
+
+    fn line(
+        user: &str,
+        at_ms: u64,
+        kind: LineKind,
+        amount: i64,
+        balance_after: u64,
+    ) -> StatementLine {
+        StatementLine {
+            user: user.into(),
+            at: Millis(at_ms),
+            region: RegionId(1),
+            kind,
+            amount,
+            calls: u64::from(kind == LineKind::Spend),
+            held: 0,
+            balance_after,
+            reference: None,
+        }
+    }
+
+    /// A store holding `lines`, written the way a group commit writes them.
+    fn store_with(dir: &std::path::Path, lines: Vec<StatementLine>) -> Store {
+        let store = Store::open(dir, 1 << 20).unwrap();
+        let persist = Persist {
+            statement: lines,
+            ..Persist::default()
+        };
+        store.persist(&persist, Vec::new()).unwrap();
+        store
+    }
+
+    fn all(statements: &StatementStore<'_>, user: &str, limit: usize) -> Vec<(u64, StatementLine)> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = statements.page(user, cursor, limit).unwrap();
+            out.extend(page.lines);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn pages_are_newest_first_and_never_skip_or_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = (0..23)
+            .map(|i| line("u", 1_000 + i, LineKind::Spend, -1, 149 - i))
+            .collect();
+        let store = store_with(dir.path(), lines);
+        let statements = StatementStore {
+            store: &store,
+            grant: 150,
+            retention_ms: None,
+        };
+        let got = all(&statements, "u", 5);
+        assert_eq!(got.len(), 23);
+        assert!(
+            got.windows(2).all(|w| w[0].0 > w[1].0),
+            "ids strictly decrease"
+        );
+        assert_eq!(got[0].1.balance_after, 127, "the newest first");
+        // Another user's lines (a longer id with the same prefix) stay apart.
+        store
+            .persist(
+                &Persist {
+                    statement: vec![line("u2", 5, LineKind::Credit, 10, 160)],
+                    ..Persist::default()
+                },
+                Vec::new(),
+            )
+            .unwrap();
+        assert_eq!(all(&statements, "u", 7).len(), 23);
+        assert_eq!(all(&statements, "u2", 7).len(), 1);
+    }
+
+    #[test]
+    fn retention_carries_old_lines_forward_and_the_statement_still_adds_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = DAY_MS;
+        let lines = vec![
+            line("u", day, LineKind::Spend, -1, 149),
+            line("u", 2 * day, LineKind::Credit, 50, 199),
+            line("u", 30 * day, LineKind::Spend, -3, 196),
+            line("u", 31 * day, LineKind::Debit, -6, 190),
+        ];
+        let store = store_with(dir.path(), lines);
+        let statements = StatementStore {
+            store: &store,
+            grant: 150,
+            retention_ms: Some(10 * day),
+        };
+        let adds_up = |s: &StatementStore<'_>| {
+            let kept = all(s, "u", 2);
+            let total: i64 = kept.iter().map(|(_, l)| l.amount).sum();
+            (
+                s.opening("u").unwrap(),
+                kept.len(),
+                i128::from(s.opening("u").unwrap()) + i128::from(total),
+            )
+        };
+        assert_eq!(adds_up(&statements), (150, 4, 190));
+        // At day 35, lines before day 25 go; their +49 is carried forward.
+        assert_eq!(statements.expire(35 * day).unwrap(), 2);
+        assert_eq!(adds_up(&statements), (199, 2, 190));
+        assert_eq!(statements.expire(35 * day).unwrap(), 0, "nothing twice");
+        // Removal carries the rest: the statement restarts at the balance.
+        assert_eq!(statements.remove_lines("u").unwrap(), 2);
+        assert_eq!(adds_up(&statements), (190, 0, 190));
+    }
+
+    #[test]
+    fn usage_counts_calls_and_tokens_per_utc_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = DAY_MS;
+        let lines = vec![
+            line("u", 10 * day + 5, LineKind::Spend, -1, 149),
+            line("u", 11 * day + 5, LineKind::Spend, -1, 148),
+            line("u", 11 * day + 9, LineKind::Capture, -5, 143),
+            line("u", 11 * day + 10, LineKind::Credit, 20, 163),
+            line("u", 11 * day + 11, LineKind::Hold, 0, 163),
+        ];
+        let store = store_with(dir.path(), lines);
+        let statements = StatementStore {
+            store: &store,
+            grant: 150,
+            retention_ms: None,
+        };
+        let usage = statements.usage("u", 2, 11 * day + 100).unwrap();
+        assert_eq!(
+            usage,
+            vec![
+                DayUsage {
+                    day: 11,
+                    calls: 1,
+                    spent: 6,
+                    credited: 20,
+                    debited: 0
+                },
+                DayUsage {
+                    day: 10,
+                    calls: 1,
+                    spent: 1,
+                    credited: 0,
+                    debited: 0
+                },
+            ]
+        );
+        assert_eq!(statements.usage("u", 1, 11 * day + 100).unwrap().len(), 1);
+    }
+}
