@@ -157,6 +157,9 @@ async fn subscribe(
 #[serde(deny_unknown_fields)]
 pub(crate) struct HoldRequest {
     job: String,
+    /// Tokens to set aside, at most 2^63 − 1 (a statement line's amount is
+    /// signed).
+    #[schema(maximum = 9_223_372_036_854_775_807_u64)]
     amount: u64,
 }
 
@@ -198,6 +201,12 @@ pub(crate) async fn open_hold(
     let user = path_user(path)?;
     let body = json_body(body)?;
     let job = valid_job(body.job)?;
+    if i64::try_from(body.amount).is_err() {
+        return Err(Problem::new(
+            ProblemKind::InvalidBody,
+            "amount must be at most 9223372036854775807",
+        ));
+    }
     let command = Command::Hold {
         job: job.clone(),
         amount: body.amount,
