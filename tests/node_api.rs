@@ -600,7 +600,6 @@ async fn the_openapi_document_describes_every_route_problem_and_header() {
         .collect();
     operations.sort();
     let expected = [
-        "DELETE /v1/users/{id}/history",
         "GET /docs",
         "GET /docs/{asset}",
         "GET /health",
@@ -622,6 +621,7 @@ async fn the_openapi_document_describes_every_route_problem_and_header() {
         "HEAD /v1/memes",
         "POST /update-token-balance",
         "POST /v1/users/{id}/adjustments",
+        "POST /v1/users/{id}/erase",
         "POST /v1/users/{id}/holds",
         "POST /v1/users/{id}/holds/{job}/capture",
         "POST /v1/users/{id}/holds/{job}/release",
@@ -788,8 +788,8 @@ async fn usage_by_day_and_an_operators_removal_of_a_statement() {
     // Removal: the lines go, their total is carried forward, the balance stays.
     let removed = node
         .send(
-            "DELETE",
-            &format!("/v1/users/{user}/history"),
+            "POST",
+            &format!("/v1/users/{user}/erase"),
             &[("authorization", &format!("Bearer {OPERATOR}"))],
             "",
         )
@@ -803,8 +803,8 @@ async fn usage_by_day_and_an_operators_removal_of_a_statement() {
     assert_eq!(history["balance"], 153);
     // A client cannot remove anything.
     node.send(
-        "DELETE",
-        &format!("/v1/users/{user}/history"),
+        "POST",
+        &format!("/v1/users/{user}/erase"),
         &[("authorization", &format!("Bearer {bearer}"))],
         "",
     )

@@ -203,8 +203,9 @@ pub(crate) async fn user_usage(
 /// into the opening balance, so the statement still adds up) and their
 /// finished AI jobs. The ledger's counters stay: they are what every
 /// region's balance is made of, and hold no personal data beyond the user
-/// id. Run it in every region.
-#[utoipa::path(delete, path = "/v1/users/{id}/history", tag = "operator",
+/// id. Run it in every region. An action, not a DELETE: the statement
+/// stays (empty, opening at today's balance).
+#[utoipa::path(post, path = "/v1/users/{id}/erase", tag = "operator",
     security(("operator" = [])),
     params(("id" = String, Path, description = "The user id")),
     responses(
