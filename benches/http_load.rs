@@ -136,6 +136,14 @@ async fn run(smoke: bool) {
     let node_usage = node.usage();
     drop(node);
 
+    // The same node with statements off: what statement lines cost a spend.
+    let dir_off = tempfile::tempdir().expect("tempdir");
+    let off_args = ["--statement-retention-days".to_owned(), "0".to_owned()];
+    let off = Server::maas(dir_off.path(), &off_args).await;
+    let off_steps = ladder_run(&off.addr, &ladder, warmup, measure, memes_request.clone()).await;
+    let off_usage = off.usage();
+    drop(off);
+
     // The seed design: the same API and JWT check, the balance in Redis with one
     // atomic check-and-decrement script per request, fsynced like our spends.
     let seed = match Server::redis().await {
@@ -163,6 +171,7 @@ async fn run(smoke: bool) {
     let mut rows = vec![
         ("axum hello (ceiling)", &hello_steps, hello_usage),
         ("maas GET /memes", &node_steps, node_usage),
+        ("maas GET /memes, statements off", &off_steps, off_usage),
     ];
     if let Some((steps, usage)) = &seed {
         rows.push(("seed design: axum + Redis script", steps, *usage));
@@ -184,6 +193,16 @@ async fn run(smoke: bool) {
             n.rate as f64 / h.rate as f64
         ));
     }
+    let cpu_per_k = |steps: &[Step], usage: &support::servers::Usage| {
+        let sent: u64 = steps.iter().map(|s| s.sent).sum();
+        usage.cpu_secs / (sent.max(1) as f64 / 1000.0)
+    };
+    out.push_str(&format!(
+        "statements on / off, CPU s per 1k requests: {:.3} / {:.3} = {:.2}\n",
+        cpu_per_k(&node_steps, &node_usage),
+        cpu_per_k(&off_steps, &off_usage),
+        cpu_per_k(&node_steps, &node_usage) / cpu_per_k(&off_steps, &off_usage).max(1e-9),
+    ));
     if let (Some((steps, _)), Some(n)) = (&seed, best(&node_steps)) {
         match best(steps) {
             Some(r) => out.push_str(&format!(
@@ -194,7 +213,11 @@ async fn run(smoke: bool) {
         }
     }
     out.push_str("\nEvery step (rate: sent, errors, p99 µs):\n");
-    for (name, steps) in [("hello", &hello_steps), ("maas", &node_steps)] {
+    for (name, steps) in [
+        ("hello", &hello_steps),
+        ("maas", &node_steps),
+        ("maas, statements off", &off_steps),
+    ] {
         let line: Vec<String> = steps
             .iter()
             .map(|s| format!("{}: {}, {}, {}", s.rate, s.sent, s.errors, s.p99))

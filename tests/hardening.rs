@@ -112,6 +112,36 @@ async fn configuration_that_cannot_be_right_is_refused() {
     )
     .await;
     refused(&with(&["--max-body-bytes", "0"]), &[], "max-body-bytes").await;
+    refused(
+        &with(&["--notify-url", "http://127.0.0.1:9/hook"]),
+        &[],
+        "notify-secret",
+    )
+    .await;
+    refused(
+        &with(&[
+            "--notify-url",
+            "http://127.0.0.1:9/hook",
+            "--notify-secret",
+            "short",
+        ]),
+        &[],
+        "at least 32 bytes",
+    )
+    .await;
+    refused(
+        &with(&[
+            "--notify-url",
+            "http://127.0.0.1:9/hook",
+            "--notify-secret",
+            "a-notify-secret-of-more-than-32-bytes",
+            "--statement-retention-days",
+            "0",
+        ]),
+        &[],
+        "needs statements",
+    )
+    .await;
 }
 
 #[tokio::test]

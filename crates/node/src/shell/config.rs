@@ -120,6 +120,21 @@ pub(crate) struct Cli {
           value_parser = clap::value_parser!(u32).range(0..=36_500))]
     pub statement_retention_days: u32,
 
+    /// Where low-balance events go (`http://host:port/path`): POSTed, signed
+    /// with --notify-secret, when a balance crosses --low-balance-threshold
+    /// downward or recovers to it.
+    #[arg(long, env = "MAAS_NOTIFY_URL", value_parser = endpoint_url, requires = "notify_secret")]
+    pub notify_url: Option<String>,
+
+    /// Signs low-balance events (at least 32 bytes; its own secret, not the
+    /// billing webhook's).
+    #[arg(long, env = "MAAS_NOTIFY_SECRET", hide_env_values = true)]
+    pub notify_secret: Option<String>,
+
+    /// A balance below this many tokens is low (see --notify-url).
+    #[arg(long, env = "MAAS_LOW_BALANCE_THRESHOLD", default_value_t = 10)]
+    pub low_balance_threshold: u64,
+
     /// Largest request body accepted, in bytes (256 to 16 MiB).
     #[arg(long, env = "MAAS_MAX_BODY_BYTES", default_value_t = 16 * 1024,
           value_parser = body_limit)]
@@ -508,6 +523,18 @@ impl Cli {
         }
         if self.advertise.is_some() && !self.clustered() {
             return Err("--advertise needs --peer-listen or --join".into());
+        }
+        if self.notify_url.is_some() {
+            if self.notify_secret.as_ref().is_none_or(|s| s.len() < 32) {
+                return Err("--notify-secret must be at least 32 bytes".into());
+            }
+            if self.statement_retention_days == 0 {
+                return Err(
+                    "--notify-url needs statements (low balances are found in their lines): \
+                     --statement-retention-days must not be 0"
+                        .into(),
+                );
+            }
         }
         // A job's server call and its retry must fit in its hold's life, or
         // every slow job would be made and then not charged.

@@ -10,6 +10,7 @@
 //! [`Replica::poll_timeout`] comes, and sleeps otherwise.
 
 use crate::shell::metrics::Metrics;
+use crate::shell::notify::Notifier;
 use crate::shell::store::{Store, Write as StoreWrite};
 use crate::{
     ClientRequest, ClusterView, Command, IdempotencyKey, Millis, NodeError, Receipt, Refusal,
@@ -109,6 +110,8 @@ pub(crate) struct Engine {
     /// flush competing with the ledger's.
     riders: Mutex<Vec<Rider>>,
     metrics: Arc<Metrics>,
+    /// Low-balance notifications, found in the lines each commit writes.
+    notifier: std::sync::OnceLock<Arc<Notifier>>,
 }
 
 /// Writes waiting to ride a group commit, and who to tell once it is durable.
@@ -141,7 +144,13 @@ impl Engine {
             store,
             riders: Mutex::new(Vec::new()),
             metrics,
+            notifier: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sends low-balance notifications from now on (set once, at start).
+    pub(crate) fn set_notifier(&self, notifier: Arc<Notifier>) {
+        let _ = self.notifier.set(notifier);
     }
 
     /// The node's metrics.
@@ -485,6 +494,11 @@ impl Engine {
         // A panic in the store must not kill this thread (every later write
         // would wait for it forever): it is a failed flush like any other.
         let mut extra: Vec<StoreWrite> = Vec::new();
+        // Crossings go into the outbox in the same batch as their lines.
+        let notifier = self.notifier.get();
+        if let Some(n) = notifier {
+            extra.extend(n.writes(&persist.statement));
+        }
         let mut confirm = Vec::with_capacity(riders.len());
         for rider in riders {
             extra.extend(rider.writes);
@@ -496,6 +510,9 @@ impl Engine {
         .unwrap_or_else(|_| Err(NodeError::StorePanicked));
         for done in confirm {
             let _ = done.send(result.is_ok());
+        }
+        if let (Some(n), true) = (notifier, result.is_ok()) {
+            n.wake();
         }
         self.metrics.observe_flush(started.elapsed());
         let mut inner = self.lock();

@@ -104,6 +104,12 @@ impl Metrics {
         counter!("maas_ai_fallbacks_total", "reason" => reason).increment(1);
     }
 
+    /// Counts a low-balance notification delivered or failed (a failed one
+    /// is retried).
+    pub(crate) fn notification(&self, outcome: &'static str) {
+        counter!("maas_notifications_total", "outcome" => outcome).increment(1);
+    }
+
     /// Records how long one image took to render.
     pub(crate) fn observe_render(&self, took: Duration) {
         histogram!("maas_image_render_seconds").record(took.as_secs_f64());
@@ -170,6 +176,10 @@ fn describe() {
         "Time to draw and encode one meme image"
     );
     describe_gauge!("maas_ai_queue_depth", "AI jobs waiting for a worker");
+    describe_counter!(
+        "maas_notifications_total",
+        "Low-balance notifications delivered, or attempts that failed (and are retried)"
+    );
     describe_gauge!("maas_holds_open", "Holds open in this region");
     describe_gauge!(
         "maas_held_tokens",

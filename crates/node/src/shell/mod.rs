@@ -16,6 +16,7 @@ pub(crate) mod jobs;
 pub(crate) mod limits;
 pub(crate) mod listener;
 pub(crate) mod metrics;
+pub(crate) mod notify;
 pub(crate) mod openai;
 pub(crate) mod openapi;
 pub(crate) mod premium;

@@ -14,6 +14,7 @@ use crate::shell::images::Images;
 use crate::shell::jobs::{Jobs, JobsConfig};
 use crate::shell::limits::{FORGET_IDLE_EVERY, Limits};
 use crate::shell::metrics::Metrics;
+use crate::shell::notify::{Notifier, NotifyConfig};
 use crate::shell::openai::{OpenAi, OpenAiConfig};
 use crate::shell::statements::Statements;
 use crate::shell::store::Store;
@@ -296,6 +297,13 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
         cli.statement_retention_days,
     ));
     tokio::spawn(expire_statements(statements.clone()));
+    if let (Some(url), Some(secret)) = (&cli.notify_url, &cli.notify_secret) {
+        let config = NotifyConfig::new(url, secret.as_bytes().to_vec(), cli.low_balance_threshold)
+            .map_err(NodeError::Config)?;
+        let notifier = Arc::new(Notifier::new(config, region));
+        engine.set_notifier(notifier.clone());
+        tokio::spawn(notifier.run(engine.clone()));
+    }
     let transport = match peer_socket {
         Some(socket) => {
             let tls = tls_files(&cli)?;
