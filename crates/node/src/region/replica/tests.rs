@@ -8,6 +8,7 @@ use super::*;
 use crate::region::command::Command;
 use crate::region::idempotency::IdempotencyKey;
 use ledger_crdt::Genesis;
+use std::collections::BTreeMap;
 
 /// Replicas, their disks, a clock and a network that can be cut.
 struct Harness {
@@ -24,6 +25,8 @@ struct Harness {
     /// Replication messages delivered, decoded: (from, to, message).
     delivered: Vec<(usize, usize, Message)>,
     next_request: u64,
+    /// What the statement lines on each disk add up to, per user.
+    statement: Vec<BTreeMap<String, i128>>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -66,6 +69,7 @@ impl Harness {
             replies: vec![Vec::new(); n],
             delivered: Vec::new(),
             next_request: 0,
+            statement: vec![BTreeMap::new(); n],
         };
         let seeds: Vec<SocketAddr> = (0..n).map(addr).collect();
         for i in 0..n {
@@ -123,6 +127,9 @@ impl Harness {
     fn flush(&mut self, i: usize) {
         let persist = self.replicas[i].prepare_persist();
         self.disks[i].apply(&persist);
+        for line in &persist.statement {
+            *self.statement[i].entry(line.user.clone()).or_default() += i128::from(line.amount);
+        }
         let now = self.now();
         self.replicas[i].handle_flushed(now, persist.upto, persist.number);
         self.route();
@@ -573,4 +580,109 @@ fn a_region_makes_statement_lines_for_another_regions_spends() {
     };
     assert_eq!(spent_at(1, 1), -2, "its own: {:?}", lines[1]);
     assert_eq!(spent_at(0, 1), -2, "the other region's: {:?}", lines[0]);
+}
+
+mod statement_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One thing that happens to a three-region cluster.
+    #[derive(Clone, Debug)]
+    enum Event {
+        Spend(usize, u8),
+        Adjust(usize, u8, i64),
+        Hold(usize, u8, u8, u64),
+        Capture(usize, u8, u8),
+        Release(usize, u8, u8),
+        /// A persist that storage failed: its lines wait for the next one.
+        FailFlush(usize),
+        Cut(usize, usize),
+        Heal,
+        Pass(u64),
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        let r = 0usize..3;
+        let u = 0u8..3;
+        let job = 0u8..4;
+        prop_oneof![
+            4 => (r.clone(), u.clone()).prop_map(|(r, u)| Event::Spend(r, u)),
+            2 => (r.clone(), u.clone(), -40i64..60).prop_map(|(r, u, n)| Event::Adjust(r, u, n)),
+            1 => (r.clone(), u.clone(), job.clone(), 1u64..20)
+                .prop_map(|(r, u, j, n)| Event::Hold(r, u, j, n)),
+            1 => (r.clone(), u.clone(), job.clone()).prop_map(|(r, u, j)| Event::Capture(r, u, j)),
+            1 => (r.clone(), u.clone(), job).prop_map(|(r, u, j)| Event::Release(r, u, j)),
+            1 => r.clone().prop_map(Event::FailFlush),
+            1 => (r.clone(), r).prop_map(|(a, b)| Event::Cut(a.min(b), a.max(b))),
+            1 => Just(Event::Heal),
+            2 => (10u64..400).prop_map(Event::Pass),
+        ]
+    }
+
+    fn exact(account: Option<ledger_crdt::Account>) -> i128 {
+        account.map_or(100, |a| 100 + a.credited() as i128 - a.spent() as i128)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// For any sequence of operations across regions, partitions and
+        /// failed flushes included: after convergence, each user's statement
+        /// (the grant plus every line on disk) is their balance, in every
+        /// region.
+        #[test]
+        fn statements_add_up_to_the_balance_in_every_region(
+            events in proptest::collection::vec(event(), 1..60)
+        ) {
+            let mut h = Harness::new(3, &[0, 1, 2], |_| {});
+            for event in events {
+                let user = |u: u8| format!("u{u}");
+                let job = |j: u8| format!("job-{j}");
+                match event {
+                    Event::Spend(r, u) => {
+                        h.spend(r, &user(u));
+                    }
+                    Event::Adjust(r, u, n) if n != 0 => {
+                        h.client(r, &user(u), Command::Adjust(n), None, 0);
+                    }
+                    Event::Adjust(..) => {}
+                    Event::Hold(r, u, j, amount) => {
+                        h.client(r, &user(u), Command::Hold { job: job(j), amount }, None, 0);
+                    }
+                    Event::Capture(r, u, j) => {
+                        h.client(r, &user(u), Command::Capture { job: job(j) }, None, 0);
+                    }
+                    Event::Release(r, u, j) => {
+                        h.client(r, &user(u), Command::Release { job: job(j) }, None, 0);
+                    }
+                    Event::FailFlush(r) => {
+                        let persist = h.replicas[r].prepare_persist();
+                        h.replicas[r].handle_flush_failed(persist);
+                    }
+                    Event::Cut(a, b) if a != b => {
+                        h.cut.insert((a, b));
+                    }
+                    Event::Cut(..) => {}
+                    Event::Heal => h.cut.clear(),
+                    Event::Pass(ms) => h.run(ms),
+                }
+            }
+            h.cut.clear();
+            h.run(3_000);
+            for i in 0..3 {
+                h.flush(i);
+            }
+            for u in 0..3 {
+                let user = format!("u{u}");
+                let balances: Vec<i128> =
+                    (0..3).map(|i| exact(h.replicas[i].account(&user))).collect();
+                prop_assert!(balances.iter().all(|b| *b == balances[0]), "converged: {balances:?}");
+                for i in 0..3 {
+                    let lines = h.statement[i].get(&user).copied().unwrap_or_default();
+                    prop_assert_eq!(100 + lines, exact(h.disks[i].account_of(&user)), "region {} on disk", i);
+                    prop_assert_eq!(100 + lines, balances[i], "region {}", i);
+                }
+            }
+        }
+    }
 }
