@@ -82,7 +82,7 @@ fn run(statements: bool, spends: u64) -> (Duration, (u64, u64)) {
             None,
         );
         replica.handle_client(now, request);
-        if (i as u64 + 1) % PER_FLUSH == 0 {
+        if (i as u64 + 1).is_multiple_of(PER_FLUSH) {
             let persist = replica.prepare_persist();
             for line in &persist.statement {
                 lines += 1;

@@ -677,10 +677,10 @@ mod statement_property {
                 let balances: Vec<i128> =
                     (0..3).map(|i| exact(h.replicas[i].account(&user))).collect();
                 prop_assert!(balances.iter().all(|b| *b == balances[0]), "converged: {balances:?}");
-                for i in 0..3 {
+                for (i, balance) in balances.iter().enumerate() {
                     let lines = h.statement[i].get(&user).copied().unwrap_or_default();
                     prop_assert_eq!(100 + lines, exact(h.disks[i].account_of(&user)), "region {} on disk", i);
-                    prop_assert_eq!(100 + lines, balances[i], "region {}", i);
+                    prop_assert_eq!(100 + lines, *balance, "region {}", i);
                 }
             }
         }
