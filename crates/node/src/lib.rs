@@ -37,6 +37,9 @@
 //!   - `transport.rs`: QUIC between regions (quinn, mutual TLS); `certs.rs`.
 //!   - `store.rs`: sled, one atomic batch per flush, loading at startup.
 //!   - `limits.rs`: rate limits (GCRA) per user and per client IP.
+//!   - `statements.rs`: users' statement lines in sled (pages, usage by
+//!     day, retention, erasure); `history.rs`: their HTTP routes;
+//!     `notify.rs`: low-balance events from a durable outbox.
 //!   - `problem.rs`, `auth.rs`, `metrics.rs`, `config.rs`, `dev.rs`, `server.rs`.
 //! - `error.rs`: [`NodeError`], this crate's one error type.
 //!
