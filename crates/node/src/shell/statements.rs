@@ -25,7 +25,7 @@ use crate::StatementLine;
 use crate::shell::engine::Engine;
 use crate::shell::store::{Store, Write, made_key};
 use ledger_crdt::wire;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The most bytes of a stored line.
 const MAX_LINE_BYTES: usize = 4 * 1024;
@@ -59,6 +59,9 @@ pub(crate) struct Statements {
     grant: u64,
     /// Lines older than this are compacted; `None` keeps them for ever.
     retention_ms: Option<u64>,
+    /// One compaction at a time: retention and an erasure both read and
+    /// rewrite a user's carried-forward total.
+    compacting: Mutex<()>,
 }
 
 impl Statements {
@@ -67,6 +70,7 @@ impl Statements {
             engine,
             grant,
             retention_ms: (retention_days > 0).then(|| u64::from(retention_days) * DAY_MS),
+            compacting: Mutex::new(()),
         }
     }
 
@@ -76,6 +80,7 @@ impl Statements {
             store: self.engine.store(),
             grant: self.grant,
             retention_ms: self.retention_ms,
+            compacting: &self.compacting,
         }
     }
 }
@@ -85,6 +90,7 @@ pub(crate) struct StatementStore<'a> {
     store: &'a Store,
     grant: u64,
     retention_ms: Option<u64>,
+    compacting: &'a Mutex<()>,
 }
 
 impl StatementStore<'_> {
@@ -208,6 +214,7 @@ impl StatementStore<'_> {
     /// Deletes lines (each given by its `L` key and its `l` key), adding
     /// their amounts to their users' carried-forward totals, in one batch.
     fn compact(&self, lines: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<(), NodeError> {
+        let _one_at_a_time = self.compacting.lock().unwrap_or_else(|p| p.into_inner());
         let mut carried: std::collections::BTreeMap<String, i128> = Default::default();
         let mut writes: Vec<Write> = Vec::new();
         for (made, key) in lines {
@@ -342,6 +349,7 @@ mod tests {
             store: &store,
             grant: 150,
             retention_ms: None,
+            compacting: &Mutex::new(()),
         };
         let got = all(&statements, "u", 5);
         assert_eq!(got.len(), 23);
@@ -379,6 +387,7 @@ mod tests {
             store: &store,
             grant: 150,
             retention_ms: Some(10 * day),
+            compacting: &Mutex::new(()),
         };
         let adds_up = |s: &StatementStore<'_>| {
             let kept = all(s, "u", 2);
@@ -415,6 +424,7 @@ mod tests {
             store: &store,
             grant: 150,
             retention_ms: None,
+            compacting: &Mutex::new(()),
         };
         let usage = statements.usage("u", 2, 11 * day + 100).unwrap();
         assert_eq!(
