@@ -111,6 +111,13 @@ async fn run(smoke: bool) {
     })
     .await;
     let hello_usage = hello.usage();
+    // The instrument's cross-check: wrk (closed loop, its own process) against
+    // the same server, right after the ladder.
+    let wrk_hello = if smoke {
+        None
+    } else {
+        wrk(&hello.addr, "/hello", None)
+    };
     drop(hello);
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -134,6 +141,11 @@ async fn run(smoke: bool) {
     };
     let node_steps = ladder_run(&node.addr, &ladder, warmup, measure, memes_request.clone()).await;
     let node_usage = node.usage();
+    let wrk_memes = if smoke {
+        None
+    } else {
+        wrk(&node.addr, "/memes?query=cats", Some(&jwt("wrk-user")))
+    };
     drop(node);
 
     // The same node with statements off: what statement lines cost a spend.
@@ -223,6 +235,35 @@ async fn run(smoke: bool) {
             .map(|s| format!("{}: {}, {}, {}", s.rate, s.sent, s.errors, s.p99))
             .collect();
         out.push_str(&format!("- {name}: {}\n", line.join(" | ")));
+    }
+    // The generator's ceiling beside wrk's: when they disagree by more than
+    // 2x, the figure measures the instrument or the VM, not the server.
+    for (what, steps, wrk_rate) in [
+        ("axum hello", &hello_steps, wrk_hello),
+        ("maas GET /memes", &node_steps, wrk_memes),
+    ] {
+        let ours = best(steps).map_or(0, |s| s.rate);
+        let top = ladder.iter().max().copied().unwrap_or(0);
+        match wrk_rate {
+            Some(w) if ours == top && (ours as f64) < w => out.push_str(&format!(
+                "calibration, {what}: the ladder's top rate ({ours} req/s) held, so the open-loop ceiling is above it; wrk {w:.0} req/s (add higher MAAS_BENCH_RATES to compare)\n"
+            )),
+            Some(w) => {
+                let ratio = ours as f64 / w.max(1.0);
+                let verdict = if !(0.5..=2.0).contains(&ratio) {
+                    "DISAGREE: one of the two measures the VM or itself, not the server"
+                } else {
+                    "agree within 2x"
+                };
+                out.push_str(&format!(
+                    "calibration, {what}: open-loop ceiling (p99 ≤ 5 ms) {ours} req/s; wrk (closed loop, 1 thread, 16 connections, 3 s) {w:.0} req/s; ratio {ratio:.2}: {verdict}\n"
+                ));
+            }
+            None if !smoke => out.push_str(&format!(
+                "calibration, {what}: skipped (no wrk: apt-get install wrk)\n"
+            )),
+            None => {}
+        }
     }
     // The physical floor of a durable spend: one fdatasync on the same disk
     // (the bench's temporary directory is where the node's sled lives).
@@ -387,6 +428,21 @@ async fn ladder_run(
 
 /// `n` appends of 256 bytes to a file in a fresh temporary directory, each
 /// made durable by `fdatasync`: their latencies, µs.
+/// wrk's requests per second against `addr` + `path` (closed loop: it sends
+/// as fast as answers come), or `None` without wrk.
+fn wrk(addr: &str, path: &str, bearer: Option<&str>) -> Option<f64> {
+    let mut command = std::process::Command::new("wrk");
+    command.args(["-t1", "-c16", "-d3s"]);
+    if let Some(token) = bearer {
+        command.args(["-H", &format!("authorization: Bearer {token}")]);
+    }
+    let output = command.arg(format!("http://{addr}{path}")).output().ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn fdatasync_floor(n: usize) -> hdrhistogram::Histogram<u64> {
     use std::io::Write;
     let dir = tempfile::tempdir().expect("tempdir");

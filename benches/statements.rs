@@ -48,7 +48,7 @@ fn main() {
     println!("\non / off: {:.2}", per(m_on) / per(m_off));
     let (lines, bytes) = line_bytes;
     println!(
-        "lines per spend: {:.2}; bytes per line in a persist (the line, its key and its time note): {:.0}",
+        "lines per spend: {:.2}; bytes per line in a persist (the line, its key, its share of the commit's note): {:.0}",
         lines as f64 / spends as f64,
         bytes as f64 / lines.max(1) as f64
     );
@@ -87,9 +87,13 @@ fn run(statements: bool, spends: u64) -> (Duration, (u64, u64)) {
             for line in &persist.statement {
                 lines += 1;
                 let encoded = ledger_crdt::wire::encode(line).map_or(0, |b| b.len());
-                // `l` + user + 0 + id (8), and `L` + time (8) + that key.
+                // `l` + user + 0 + id (8), and its place in the commit's note.
                 let key = 1 + line.user.len() + 1 + 8;
-                bytes += (encoded + key + 1 + 8 + key) as u64;
+                bytes += (encoded + key + 2 + key) as u64;
+            }
+            if !persist.statement.is_empty() {
+                // The note's own key: `L` + time + the first id.
+                bytes += 17;
             }
             replica.handle_flushed(now, persist.upto, persist.number);
             while replica.poll_reply().is_some() {}

@@ -5,8 +5,11 @@
 //! Keys (in the store's one tree, beside the ledger's; see
 //! [`crate::shell::store`]):
 //! - `l` + user + `0x00` + line id (8 bytes, big-endian) → a [`StatementLine`]
-//! - `L` + time (8 bytes, big-endian ms) + the key of an `l` entry → nothing:
-//!   when the line was made, so retention reads only what expired
+//! - `L` + time (8 bytes, big-endian ms) + the first line's id → the keys of
+//!   the lines one group commit wrote (each after its length, 2 bytes,
+//!   big-endian): when they were made, so retention reads only what expired.
+//!   One note per commit, not per line: a spend writes one key for its line,
+//!   and retention works to the nearest commit (milliseconds).
 //! - `b` + user → the user's carried-forward total: what the lines compacted
 //!   away (by retention or removal) added up to
 //!
@@ -181,17 +184,19 @@ impl StatementStore<'_> {
         let cutoff = now_ms.saturating_sub(retention);
         let mut total = 0;
         loop {
-            let made = self.store.scan_first(
+            let notes = self.store.scan_first(
                 &made_key(b'L', 0, &[]),
                 &made_key(b'L', cutoff, &[]),
                 COMPACT_CHUNK,
             )?;
-            let chunk: Vec<Vec<u8>> = made.into_iter().map(|(k, _)| k).collect();
-            if chunk.is_empty() {
+            if notes.is_empty() {
                 return Ok(total);
             }
-            total += chunk.len();
-            self.compact(chunk.iter().map(|m| (m.clone(), m[9..].to_vec())))?;
+            let mut keys = Vec::new();
+            for (_, value) in &notes {
+                keys.extend(note_keys(value)?);
+            }
+            total += self.compact(notes.into_iter().map(|(k, _)| k).collect(), keys)?;
         }
     }
 
@@ -201,38 +206,37 @@ impl StatementStore<'_> {
         let lines = self
             .store
             .scan_range(&line_key(user, 0), &line_key(user, u64::MAX))?;
-        let count = lines.len();
-        let mut pairs = Vec::with_capacity(count);
-        for (k, v) in lines {
-            let line = decode(&v)?;
-            pairs.push((made_key(b'L', line.at.0, &k), k));
-        }
-        self.compact(pairs.into_iter())?;
-        Ok(count)
+        // Their commits' notes stay, naming lines that are gone; retention
+        // deletes them in their time.
+        self.compact(Vec::new(), lines.into_iter().map(|(k, _)| k).collect())
     }
 
-    /// Deletes lines (each given by its `L` key and its `l` key), adding
-    /// their amounts to their users' carried-forward totals, in one batch.
-    fn compact(&self, lines: impl Iterator<Item = (Vec<u8>, Vec<u8>)>) -> Result<(), NodeError> {
+    /// Deletes lines (by their `l` keys) and the `notes` that named them,
+    /// adding the lines' amounts to their users' carried-forward totals, in
+    /// one batch. Returns how many lines there were (a key may name a line
+    /// already gone).
+    fn compact(&self, notes: Vec<Vec<u8>>, keys: Vec<Vec<u8>>) -> Result<usize, NodeError> {
         let _one_at_a_time = self.compacting.lock().unwrap_or_else(|p| p.into_inner());
         let mut carried: std::collections::BTreeMap<String, i128> = Default::default();
-        let mut writes: Vec<Write> = Vec::new();
-        for (made, key) in lines {
+        let mut writes: Vec<Write> = notes.into_iter().map(|k| (k, None)).collect();
+        let mut count = 0;
+        for key in keys {
             if let Some(bytes) = self.store.get(&key)? {
+                count += 1;
                 let line = decode(&bytes)?;
                 let total = match carried.get(&line.user) {
                     Some(t) => *t,
                     None => self.carried(&line.user)?,
                 };
                 carried.insert(line.user.clone(), total + i128::from(line.amount));
+                writes.push((key, None));
             }
-            writes.push((made, None));
-            writes.push((key, None));
         }
         for (user, total) in carried {
             writes.push((carried_key(&user), Some(wire::encode(&total)?)));
         }
-        self.store.write_now(writes, true)
+        self.store.write_now(writes, true)?;
+        Ok(count)
     }
 }
 
@@ -242,13 +246,39 @@ pub(crate) fn line_writes(
     lines: &[StatementLine],
     ids: impl Iterator<Item = u64>,
 ) -> Result<Vec<Write>, NodeError> {
-    let mut writes = Vec::with_capacity(lines.len() * 2);
+    let mut writes = Vec::with_capacity(lines.len() + 1);
+    let mut note_key = None;
+    let mut note = Vec::new();
     for (line, id) in lines.iter().zip(ids) {
         let key = line_key(&line.user, id);
-        writes.push((made_key(b'L', line.at.0, &key), Some(Vec::new())));
+        note_key.get_or_insert_with(|| made_key(b'L', line.at.0, &id.to_be_bytes()));
+        let len = u16::try_from(key.len()).map_err(|_| {
+            NodeError::Corrupt(ledger_crdt::Error::Encode(
+                "a statement key over 64 KiB".into(),
+            ))
+        })?;
+        note.extend_from_slice(&len.to_be_bytes());
+        note.extend_from_slice(&key);
         writes.push((key, Some(wire::encode(line)?)));
     }
+    if let Some(k) = note_key {
+        writes.push((k, Some(note)));
+    }
     Ok(writes)
+}
+
+/// The line keys a commit's note names.
+fn note_keys(mut note: &[u8]) -> Result<Vec<Vec<u8>>, NodeError> {
+    let bad = || NodeError::Corrupt(ledger_crdt::Error::Decode("a statement note".into()));
+    let mut keys = Vec::new();
+    while !note.is_empty() {
+        let (len, rest) = note.split_first_chunk::<2>().ok_or_else(bad)?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let key = rest.get(..len).ok_or_else(bad)?;
+        keys.push(key.to_vec());
+        note = &rest[len..];
+    }
+    Ok(keys)
 }
 
 /// `l` + user + `0x00` + id.
@@ -382,7 +412,15 @@ mod tests {
             line("u", 30 * day, LineKind::Spend, -3, 196),
             line("u", 31 * day, LineKind::Debit, -6, 190),
         ];
-        let store = store_with(dir.path(), lines);
+        // One commit each: retention works to the nearest commit.
+        let store = store_with(dir.path(), Vec::new());
+        for l in lines {
+            let persist = Persist {
+                statement: vec![l],
+                ..Persist::default()
+            };
+            store.persist(&persist, Vec::new()).unwrap();
+        }
         let statements = StatementStore {
             store: &store,
             grant: 150,
@@ -405,6 +443,10 @@ mod tests {
         assert_eq!(statements.expire(35 * day).unwrap(), 0, "nothing twice");
         // Removal carries the rest: the statement restarts at the balance.
         assert_eq!(statements.remove_lines("u").unwrap(), 2);
+        assert_eq!(adds_up(&statements), (190, 0, 190));
+        // The notes of the erased lines go in their time, carrying nothing.
+        assert_eq!(statements.expire(100 * day).unwrap(), 0);
+        assert!(store.scan(b'L').unwrap().is_empty());
         assert_eq!(adds_up(&statements), (190, 0, 190));
     }
 
