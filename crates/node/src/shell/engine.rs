@@ -173,6 +173,18 @@ impl Engine {
         }
     }
 
+    /// Runs `f` on the store off the async threads (sled's calls block); a
+    /// panic in it is a store failure like any other.
+    pub(crate) async fn with_store<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<T, NodeError> + Send + 'static,
+    ) -> Result<T, NodeError> {
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || f(engine.store()))
+            .await
+            .map_err(|_| NodeError::StorePanicked)?
+    }
+
     /// The store, for the AI job path's own writes.
     pub(crate) fn store(&self) -> &Store {
         &self.store

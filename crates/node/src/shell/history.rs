@@ -222,13 +222,19 @@ pub(crate) async fn remove_user_data(
 ) -> Result<Json<RemovedBody>, Problem> {
     operator(&service, &headers)?;
     let user = path_user(path)?;
-    let statements = service.statements.clone();
     let who = user.clone();
-    let lines_removed = blocking(move || statements.on().remove_lines(&who)).await?;
+    let lines_removed = service
+        .statements
+        .run(move |s| s.remove_lines(&who))
+        .await
+        .map_err(storage)?;
     let jobs_removed = service.jobs.forget_user(&user).await.map_err(storage)?;
-    let statements = service.statements.clone();
     let who = user.clone();
-    let opening_balance = blocking(move || statements.on().opening(&who)).await?;
+    let opening_balance = service
+        .statements
+        .run(move |s| s.opening(&who))
+        .await
+        .map_err(storage)?;
     tracing::info!(%user, lines_removed, jobs_removed, "removed a user's statement and jobs");
     Ok(Json(RemovedBody {
         user_id: user,
@@ -261,14 +267,12 @@ async fn history(
         .standing(&user)
         .await
         .map_err(|f| failure(service, f))?;
-    let statements = service.statements.clone();
     let who = user.clone();
-    let (page, opening) = blocking(move || {
-        let page = statements.on().page(&who, cursor, limit)?;
-        let opening = statements.on().opening(&who)?;
-        Ok((page, opening))
-    })
-    .await?;
+    let (page, opening) = service
+        .statements
+        .run(move |s| Ok((s.page(&who, cursor, limit)?, s.opening(&who)?)))
+        .await
+        .map_err(storage)?;
     let lines = page
         .lines
         .into_iter()
@@ -307,10 +311,12 @@ async fn usage(
             "`days` must be from 1 to 400",
         ));
     }
-    let statements = service.statements.clone();
     let who = user.clone();
-    let found: Vec<DayUsage> =
-        blocking(move || statements.on().usage(&who, days, now_ms())).await?;
+    let found: Vec<DayUsage> = service
+        .statements
+        .run(move |s| s.usage(&who, days, now_ms()))
+        .await
+        .map_err(storage)?;
     let days = found
         .into_iter()
         .map(|d| DayBody {
@@ -328,16 +334,6 @@ async fn usage(
         user_id: user,
         days,
     }))
-}
-
-/// Runs a storage read off the async threads.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::NodeError> + Send + 'static,
-) -> Result<T, Problem> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| storage(crate::NodeError::StorePanicked))?
-        .map_err(storage)
 }
 
 fn storage(e: crate::NodeError) -> Problem {

@@ -378,10 +378,7 @@ impl Jobs {
     /// Resolves jobs a previous life of this node left: an open hold whose job
     /// has a durable result is captured, any other job's open hold released.
     pub(crate) async fn recover(&self) -> Result<(), NodeError> {
-        let engine = self.engine.clone();
-        let records = tokio::task::spawn_blocking(move || engine.store().scan(b'j'))
-            .await
-            .map_err(|e| NodeError::Config(format!("recovery task: {e}")))??;
+        let records = self.engine.with_store(|store| store.scan(b'j')).await?;
         let open: HashSet<(String, String)> = self
             .engine
             .open_holds()
@@ -420,12 +417,13 @@ impl Jobs {
                             record.created_ms,
                             Stored::Failed(reason.into()),
                         );
-                        let engine = self.engine.clone();
                         let key = job_key(&user, &id);
-                        let _ = tokio::task::spawn_blocking(move || {
-                            engine.store().write_now(vec![(key, Some(bytes))], true)
-                        })
-                        .await;
+                        let _ = self
+                            .engine
+                            .with_store(move |store| {
+                                store.write_now(vec![(key, Some(bytes))], true)
+                            })
+                            .await;
                     }
                 }
                 Stored::Done(_) => {}
@@ -591,55 +589,48 @@ impl Jobs {
                 .await
                 .map_err(|_| NodeError::FlushFailed);
         }
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || engine.store().write_now(more, false))
+        self.engine
+            .with_store(move |store| store.write_now(more, false))
             .await
-            .map_err(|e| NodeError::Config(format!("store task: {e}")))?
     }
 
     /// Removes `user`'s finished jobs (their queries and memes) from memory
     /// and disk; a job still being made is kept. Returns how many went.
     pub(crate) async fn forget_user(&self, user: &str) -> Result<usize, NodeError> {
-        self.lock()
-            .retain(|(owner, _), job| owner != user || !job.view.borrow().finished());
-        let running: Vec<String> = self
-            .lock()
-            .keys()
-            .filter(|(owner, _)| owner == user)
-            .map(|(_, id)| id.clone())
-            .collect();
-        let engine = self.engine.clone();
+        let mut running: Vec<String> = Vec::new();
+        self.lock().retain(|(owner, id), job| {
+            let keep = owner != user || !job.view.borrow().finished();
+            if keep && owner == user {
+                running.push(id.clone());
+            }
+            keep
+        });
         let (start, end) = (job_key(user, ""), job_key(user, "\u{10FFFF}"));
-        tokio::task::spawn_blocking(move || {
-            let gone: Vec<StoreWrite> = engine
-                .store()
-                .scan_range(&start, &end)?
-                .into_iter()
-                .filter(|(k, _)| split_job_key(k).is_some_and(|(_, id)| !running.contains(&id)))
-                .map(|(k, _)| (k, None))
-                .collect();
-            let count = gone.len();
-            engine.store().write_now(gone, true)?;
-            Ok(count)
-        })
-        .await
-        .map_err(|e| NodeError::Config(format!("store task: {e}")))?
+        self.engine
+            .with_store(move |store| {
+                let gone: Vec<StoreWrite> = store
+                    .scan_range(&start, &end)?
+                    .into_iter()
+                    .filter(|(k, _)| split_job_key(k).is_some_and(|(_, id)| !running.contains(&id)))
+                    .map(|(k, _)| (k, None))
+                    .collect();
+                let count = gone.len();
+                store.write_now(gone, true)?;
+                Ok(count)
+            })
+            .await
     }
 
     async fn forget(&self, job: &Job) -> Result<(), NodeError> {
         let key = job_key(&job.user, &job.id);
-        let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || engine.store().write_now(vec![(key, None)], false))
+        self.engine
+            .with_store(move |store| store.write_now(vec![(key, None)], false))
             .await
-            .map_err(|e| NodeError::Config(format!("store task: {e}")))?
     }
 
     async fn load_record(&self, user: &str, id: &str) -> Result<Option<JobRecord>, NodeError> {
         let key = job_key(user, id);
-        let engine = self.engine.clone();
-        let bytes = tokio::task::spawn_blocking(move || engine.store().get(&key))
-            .await
-            .map_err(|e| NodeError::Config(format!("store task: {e}")))??;
+        let bytes = self.engine.with_store(move |store| store.get(&key)).await?;
         Ok(bytes.and_then(|b| wire::decode::<JobRecord, MAX_JOB_RECORD_BYTES>(&b).ok()))
     }
 
@@ -655,23 +646,24 @@ impl Jobs {
             self.lock().retain(|_, job| {
                 !job.view.borrow().finished() || now.saturating_sub(job.created_ms) < keep
             });
-            let engine = self.engine.clone();
             let keep = self.keep_records_ms;
-            let swept = tokio::task::spawn_blocking(move || {
-                let mut gone = Vec::new();
-                for (prefix, ttl) in [(b'J', keep), (b'G', PNG_TTL_MS)] {
-                    let before = made_key(prefix, now.saturating_sub(ttl), &[]);
-                    for (note, _) in engine.store().scan_range(&[prefix], &before)? {
-                        if let Some(entry) = note.get(9..) {
-                            gone.push((entry.to_vec(), None));
+            let swept = self
+                .engine
+                .with_store(move |store| {
+                    let mut gone = Vec::new();
+                    for (prefix, ttl) in [(b'J', keep), (b'G', PNG_TTL_MS)] {
+                        let before = made_key(prefix, now.saturating_sub(ttl), &[]);
+                        for (note, _) in store.scan_range(&[prefix], &before)? {
+                            if let Some(entry) = note.get(9..) {
+                                gone.push((entry.to_vec(), None));
+                            }
+                            gone.push((note, None));
                         }
-                        gone.push((note, None));
                     }
-                }
-                engine.store().write_now(gone, false)
-            })
-            .await;
-            if let Ok(Err(e)) = swept {
+                    store.write_now(gone, false)
+                })
+                .await;
+            if let Err(e) = swept {
                 tracing::warn!(error = %e, "sweeping old AI jobs failed; trying again later");
             }
         }

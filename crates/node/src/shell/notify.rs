@@ -16,10 +16,10 @@
 //! own ids). Outbox keys: `n` + time (8 bytes, big-endian ms) + region (2
 //! bytes) + user + `0x00` + `d`/`u` → the event's JSON.
 
+use crate::StatementLine;
 use crate::shell::engine::{Engine, now_ms};
 use crate::shell::store::Write;
 use crate::shell::webhook;
-use crate::{NodeError, StatementLine};
 use ledger_crdt::RegionId;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -132,11 +132,9 @@ impl Notifier {
         // Per event key: failed attempts, and when to try again.
         let mut backoff: HashMap<Vec<u8>, (u32, u64)> = HashMap::new();
         loop {
-            let store = engine.clone();
-            let pending =
-                tokio::task::spawn_blocking(move || store.store().scan_first(b"n", b"o", BATCH))
-                    .await
-                    .unwrap_or_else(|e| Err(NodeError::Config(format!("outbox task: {e}"))));
+            let pending = engine
+                .with_store(|store| store.scan_first(b"n", b"o", BATCH))
+                .await;
             let pending = match pending {
                 Ok(p) => p,
                 Err(e) => {
@@ -155,12 +153,10 @@ impl Notifier {
                 match self.deliver(&body).await {
                     Ok(()) => {
                         backoff.remove(&key);
-                        let store = engine.clone();
                         let gone = key.clone();
-                        let _ = tokio::task::spawn_blocking(move || {
-                            store.store().write_now(vec![(gone, None)], false)
-                        })
-                        .await;
+                        let _ = engine
+                            .with_store(move |store| store.write_now(vec![(gone, None)], false))
+                            .await;
                         engine.metrics().notification("delivered");
                     }
                     Err(why) => {

@@ -115,15 +115,22 @@ pub(crate) fn document(api: utoipa::openapi::OpenApi) -> Value {
         }
     });
     let problem = |description: &str, with_retry: bool| {
-        let mut headers =
-            json!({ "X-Request-Id": { "$ref": "#/components/headers/X-Request-Id" } });
-        if with_retry {
-            headers["Retry-After"] = json!({ "$ref": "#/components/headers/Retry-After" });
-            headers["RateLimit-Limit"] = json!({ "$ref": "#/components/headers/RateLimit-Limit" });
-            headers["RateLimit-Remaining"] =
-                json!({ "$ref": "#/components/headers/RateLimit-Remaining" });
-            headers["RateLimit-Reset"] = json!({ "$ref": "#/components/headers/RateLimit-Reset" });
-        }
+        let limits = [
+            "Retry-After",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+        ];
+        let names =
+            std::iter::once("X-Request-Id").chain(limits.into_iter().filter(|_| with_retry));
+        let headers: serde_json::Map<String, Value> = names
+            .map(|n| {
+                (
+                    n.to_owned(),
+                    json!({ "$ref": format!("#/components/headers/{n}") }),
+                )
+            })
+            .collect();
         json!({
             "description": description,
             "headers": headers,

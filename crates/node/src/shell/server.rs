@@ -551,14 +551,10 @@ async fn expire_statements(statements: Arc<Statements>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     loop {
         every.tick().await;
-        let worker = statements.clone();
-        match tokio::task::spawn_blocking(move || worker.on().expire(now_ms())).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(lines)) => tracing::info!(lines, "compacted statement lines past the retention"),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "statement retention failed; retried in an hour")
-            }
-            Err(e) => tracing::warn!(error = %e, "statement retention task failed"),
+        match statements.run(|s| s.expire(now_ms())).await {
+            Ok(0) => {}
+            Ok(lines) => tracing::info!(lines, "compacted statement lines past the retention"),
+            Err(e) => tracing::warn!(error = %e, "statement retention failed; retried in an hour"),
         }
     }
 }

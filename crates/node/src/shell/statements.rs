@@ -64,7 +64,7 @@ pub(crate) struct Statements {
     retention_ms: Option<u64>,
     /// One compaction at a time: retention and an erasure both read and
     /// rewrite a user's carried-forward total.
-    compacting: Mutex<()>,
+    compacting: Arc<Mutex<()>>,
 }
 
 impl Statements {
@@ -73,18 +73,28 @@ impl Statements {
             engine,
             grant,
             retention_ms: (retention_days > 0).then(|| u64::from(retention_days) * DAY_MS),
-            compacting: Mutex::new(()),
+            compacting: Arc::new(Mutex::new(())),
         }
     }
 
-    /// The statements in the engine's store.
-    pub(crate) fn on(&self) -> StatementStore<'_> {
-        StatementStore {
-            store: self.engine.store(),
-            grant: self.grant,
-            retention_ms: self.retention_ms,
-            compacting: &self.compacting,
-        }
+    /// Runs `f` on the statements in the engine's store, off the async
+    /// threads (see [`Engine::with_store`]).
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&StatementStore<'_>) -> Result<T, NodeError> + Send + 'static,
+    ) -> Result<T, NodeError> {
+        let (grant, retention_ms) = (self.grant, self.retention_ms);
+        let compacting = self.compacting.clone();
+        self.engine
+            .with_store(move |store| {
+                f(&StatementStore {
+                    store,
+                    grant,
+                    retention_ms,
+                    compacting: &compacting,
+                })
+            })
+            .await
     }
 }
 

@@ -263,13 +263,7 @@ impl Store {
 
     /// Every key and value from `start` (inclusive) to `end` (exclusive).
     pub(crate) fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, NodeError> {
-        self.db()?
-            .range(start..end)
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect()
+        owned(self.db()?.range(start..end))
     }
 
     /// The first `limit` keys and values from `start` (inclusive) to `end`
@@ -280,14 +274,7 @@ impl Store {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, NodeError> {
-        self.db()?
-            .range(start..end)
-            .take(limit)
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect()
+        owned(self.db()?.range(start..end).take(limit))
     }
 
     /// Up to `limit` keys and values from `end` (exclusive) back to `start`
@@ -298,15 +285,7 @@ impl Store {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, NodeError> {
-        self.db()?
-            .range(start..end)
-            .rev()
-            .take(limit)
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((k.to_vec(), v.to_vec()))
-            })
-            .collect()
+        owned(self.db()?.range(start..end).rev().take(limit))
     }
 
     /// Every key and value under `prefix` (an ASCII letter).
@@ -349,6 +328,18 @@ fn decode_record(bytes: &[u8]) -> Result<IdempotencyRecord, NodeError> {
             })
         }
     }
+}
+
+/// The keys and values of a sled scan, copied out of sled's buffers.
+fn owned(
+    items: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+) -> Result<Vec<KeyValue>, NodeError> {
+    items
+        .map(|item| {
+            let (k, v) = item?;
+            Ok((k.to_vec(), v.to_vec()))
+        })
+        .collect()
 }
 
 /// A sled batch of `writes`.
