@@ -3,10 +3,18 @@
 //! The catalog ships inside the binary: every meme format crossed with every topic,
 //! some localised. A request always gets a meme, and the same query, position and
 //! seed always get the same one, so a retried request shows the same meme.
+//! Choosing is on every paid call, so the memes a query word matches are
+//! worked out once per word and kept as a bit set ([`MemeSet`]).
 //! Each meme's picture is drawn from its captions (see `art/`, served by
 //! `GET /v1/images/…`).
 
 use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+/// The most query words whose matches are kept. Words come from clients, so
+/// the memo is bounded: past this it starts afresh (a miss only costs a scan).
+const MAX_REMEMBERED_WORDS: usize = 4096;
 
 /// One meme of the catalog.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -100,6 +108,68 @@ pub struct Position {
 pub struct Catalog {
     memes: Vec<Meme>,
     seed: u64,
+    /// The memes of each locale.
+    by_locale: HashMap<&'static str, MemeSet>,
+    /// The memes each query word (lower case) matches, as met.
+    by_word: RwLock<HashMap<String, Arc<MemeSet>>>,
+}
+
+/// A set of memes, by their index in the catalog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MemeSet(Vec<u64>);
+
+impl MemeSet {
+    fn empty(memes: usize) -> Self {
+        MemeSet(vec![0; memes.div_ceil(64)])
+    }
+
+    fn all(memes: usize) -> Self {
+        let mut set = Self::empty(memes);
+        (0..memes).for_each(|i| set.insert(i));
+        set
+    }
+
+    fn of(memes: &[Meme], keep: impl Fn(&Meme) -> bool) -> Self {
+        let mut set = Self::empty(memes.len());
+        for (i, meme) in memes.iter().enumerate() {
+            if keep(meme) {
+                set.insert(i);
+            }
+        }
+        set
+    }
+
+    fn insert(&mut self, i: usize) {
+        self.0[i / 64] |= 1 << (i % 64);
+    }
+
+    fn union_with(&mut self, other: &MemeSet) {
+        self.0.iter_mut().zip(&other.0).for_each(|(a, b)| *a |= b);
+    }
+
+    fn intersection(&self, other: &MemeSet) -> MemeSet {
+        MemeSet(self.0.iter().zip(&other.0).map(|(a, b)| a & b).collect())
+    }
+
+    fn len(&self) -> u64 {
+        self.0.iter().map(|w| u64::from(w.count_ones())).sum()
+    }
+
+    /// The index of the `n`th member, counting from 0 in catalog order.
+    fn nth(&self, mut n: u64) -> Option<usize> {
+        for (w, &word) in self.0.iter().enumerate() {
+            let ones = u64::from(word.count_ones());
+            if n < ones {
+                let mut rest = word;
+                for _ in 0..n {
+                    rest &= rest - 1;
+                }
+                return Some(w * 64 + rest.trailing_zeros() as usize);
+            }
+            n -= ones;
+        }
+        None
+    }
 }
 
 impl Catalog {
@@ -124,7 +194,16 @@ impl Catalog {
                 });
             }
         }
-        Self { memes, seed }
+        let by_locale = LOCALES
+            .iter()
+            .map(|&(locale, _, _)| (locale, MemeSet::of(&memes, |m| m.locale == Some(locale))))
+            .collect();
+        Self {
+            memes,
+            seed,
+            by_locale,
+            by_word: RwLock::new(HashMap::new()),
+        }
     }
 
     /// Number of memes.
@@ -140,38 +219,55 @@ impl Catalog {
     /// Picks a meme: those matching `query` (title or tags), preferring the locale
     /// nearest `position`; if nothing matches, the whole catalog. Deterministic.
     pub fn choose(&self, query: &str, position: Option<Position>) -> &Meme {
-        let words: Vec<String> = query
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| !w.is_empty())
-            .map(str::to_lowercase)
-            .collect();
-        let mut candidates: Vec<&Meme> = self
-            .memes
-            .iter()
-            .filter(|m| words.iter().any(|w| matches(m, w)))
-            .collect();
-        if candidates.is_empty() {
-            candidates = self.memes.iter().collect();
-        }
-        if let Some(p) = position {
-            let near = nearest_locale(p);
-            let local: Vec<&Meme> = candidates
-                .iter()
-                .copied()
-                .filter(|m| m.locale == Some(near))
-                .collect();
-            if !local.is_empty() {
-                candidates = local;
-            }
-        }
         let mut hash = Fnv::new(self.seed);
-        hash.write(words.join(" ").as_bytes());
+        let mut matching = MemeSet::empty(self.memes.len());
+        let words = query
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty());
+        for (i, word) in words.enumerate() {
+            let word = word.to_lowercase();
+            // The words, lower case and joined by one space, pick among the
+            // candidates.
+            if i > 0 {
+                hash.write(b" ");
+            }
+            hash.write(word.as_bytes());
+            matching.union_with(&self.matching(word));
+        }
+        let mut candidates = if matching.len() == 0 {
+            MemeSet::all(self.memes.len())
+        } else {
+            matching
+        };
         if let Some(p) = position {
+            if let Some(local) = self.by_locale.get(nearest_locale(p)) {
+                let local = candidates.intersection(local);
+                if local.len() > 0 {
+                    candidates = local;
+                }
+            }
             hash.write(&p.lat.to_bits().to_le_bytes());
             hash.write(&p.lon.to_bits().to_le_bytes());
         }
         // `candidates` is never empty: the catalog is not.
-        candidates[(hash.0 % candidates.len() as u64) as usize]
+        let n = hash.0 % candidates.len().max(1);
+        &self.memes[candidates.nth(n).unwrap_or(0)]
+    }
+
+    /// The memes `word` (lower case) matches, scanned once and remembered.
+    fn matching(&self, word: String) -> Arc<MemeSet> {
+        let known = self.by_word.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(set) = known.get(&word) {
+            return set.clone();
+        }
+        drop(known);
+        let set = Arc::new(MemeSet::of(&self.memes, |m| matches(m, &word)));
+        let mut known = self.by_word.write().unwrap_or_else(PoisonError::into_inner);
+        if known.len() >= MAX_REMEMBERED_WORDS {
+            known.clear();
+        }
+        known.insert(word, set.clone());
+        set
     }
 }
 
@@ -246,5 +342,73 @@ mod tests {
     fn unmatched_query_still_answers() {
         let catalog = Catalog::builtin(0);
         assert!(catalog.choose("zzzz-nothing", None).id >= 1);
+    }
+
+    /// The choice as it was made before the word memo: a scan of every meme.
+    fn choose_by_scan<'c>(
+        catalog: &'c Catalog,
+        query: &str,
+        position: Option<Position>,
+    ) -> &'c Meme {
+        let words: Vec<String> = query
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        let mut candidates: Vec<&Meme> = catalog
+            .memes
+            .iter()
+            .filter(|m| words.iter().any(|w| matches(m, w)))
+            .collect();
+        if candidates.is_empty() {
+            candidates = catalog.memes.iter().collect();
+        }
+        if let Some(p) = position {
+            let near = nearest_locale(p);
+            let local: Vec<&Meme> = candidates
+                .iter()
+                .copied()
+                .filter(|m| m.locale == Some(near))
+                .collect();
+            if !local.is_empty() {
+                candidates = local;
+            }
+        }
+        let mut hash = Fnv::new(catalog.seed);
+        hash.write(words.join(" ").as_bytes());
+        if let Some(p) = position {
+            hash.write(&p.lat.to_bits().to_le_bytes());
+            hash.write(&p.lon.to_bits().to_le_bytes());
+        }
+        candidates[(hash.0 % candidates.len() as u64) as usize]
+    }
+
+    proptest::proptest! {
+        /// The memo changes nothing: every query and position gets the meme a
+        /// full scan would give, asked once or many times.
+        #[test]
+        fn the_word_memo_chooses_as_a_scan_does(
+            seed in 0u64..4,
+            query in "([a-zA-Z]{0,6}[ ,:'-]?){0,4}|(pizza|cat|gru|s|rust|monkey|food|a){1,3}",
+            lat in -90.0f64..90.0,
+            lon in -180.0f64..180.0,
+            located in proptest::bool::ANY,
+        ) {
+            let catalog = Catalog::builtin(seed);
+            let position = located.then_some(Position { lat, lon });
+            let expected = choose_by_scan(&catalog, &query, position).id;
+            proptest::prop_assert_eq!(catalog.choose(&query, position).id, expected);
+            proptest::prop_assert_eq!(catalog.choose(&query, position).id, expected);
+        }
+    }
+
+    #[test]
+    fn the_word_memo_is_bounded() {
+        let catalog = Catalog::builtin(1);
+        for i in 0..MAX_REMEMBERED_WORDS + 10 {
+            catalog.choose(&format!("w{i}"), None);
+        }
+        let known = catalog.by_word.read().expect("lock").len();
+        assert!(known <= MAX_REMEMBERED_WORDS, "{known} words kept");
     }
 }
