@@ -172,6 +172,13 @@ pub(crate) struct Cli {
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub commit_linger_us: u64,
 
+    /// Milliseconds between checkpoints: each flushes sled and deletes the
+    /// write-ahead log it covers. Longer means less flushing and more log to
+    /// replay after a crash (10 to 3600000).
+    #[arg(long, env = "MAAS_CHECKPOINT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub checkpoint_ms: u64,
+
     /// sled's page cache, in bytes.
     #[arg(long, env = "MAAS_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_bytes: u64,

@@ -2,12 +2,14 @@
 //!
 //! Requests run the [`Replica`] under one short lock and then wait, lock
 //! released, for their reply. One group-commit thread repeatedly takes what the
-//! replica says must be written ([`Replica::prepare_persist`]), writes and
-//! flushes it to sled, and only then tells the replica
+//! replica says must be written ([`Replica::prepare_persist`]), appends it to
+//! the write-ahead log with one `fdatasync` and applies it to sled
+//! ([`Store::persist`]), and only then tells the replica
 //! ([`Replica::handle_flushed`]), which releases the replies of every request
 //! that flush covered. Many requests share one `fsync`, and nothing is
-//! acknowledged before it is durable. One task ticks the replica when its
-//! [`Replica::poll_timeout`] comes, and sleeps otherwise.
+//! acknowledged before it is durable. A checkpoint thread flushes sled about
+//! once a second and retires the log behind it. One task ticks the replica
+//! when its [`Replica::poll_timeout`] comes, and sleeps otherwise.
 
 use crate::shell::metrics::Metrics;
 use crate::shell::notify::Notifier;
@@ -442,7 +444,7 @@ impl Engine {
 
     /// Starts the group-commit thread. `linger` is how long it waits after the
     /// first write before flushing, so that more writes share one flush: each
-    /// flush costs a log-buffer seal and an fsync, so fewer, larger flushes save
+    /// flush costs a log append and an fsync, so fewer, larger flushes save
     /// CPU at the price of at most `linger` added latency.
     ///
     /// The thread never dies of an error: a failed flush is kept and tried again
@@ -475,6 +477,36 @@ impl Engine {
                     *service.pending.lock().unwrap_or_else(|p| p.into_inner()) = false;
                     // Failures are logged and kept for the next round inside.
                     let _ = service.commit();
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Starts the checkpoint thread: every `interval`, sled is flushed and the
+    /// write-ahead log behind it deleted ([`Store::checkpoint`]), off the
+    /// group-commit thread, so a spend never waits for sled's flush. A failed
+    /// checkpoint closes the store; the next group commit reopens it and
+    /// replays the log.
+    pub(crate) fn start_checkpoints(self: &Arc<Self>, interval: Duration) -> Result<(), NodeError> {
+        let service = self.clone();
+        std::thread::Builder::new()
+            .name("checkpoint".into())
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    std::thread::sleep(interval);
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        service.store.checkpoint()
+                    }))
+                    .unwrap_or_else(|_| Err(NodeError::StorePanicked));
+                    match result {
+                        Ok(()) => failing = false,
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::error!(error = %e, "checkpoint failed; the log is kept and replayed when storage reopens");
+                        }
+                        Err(_) => {}
+                    }
                 }
             })?;
         Ok(())

@@ -26,4 +26,5 @@ pub(crate) mod server;
 pub(crate) mod statements;
 pub(crate) mod store;
 pub(crate) mod transport;
+pub(crate) mod wal;
 pub(crate) mod webhook;

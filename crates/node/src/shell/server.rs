@@ -289,6 +289,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
     let replica = Replica::restore(config, durable);
     let engine = Arc::new(Engine::new(replica, store, metrics.clone()));
     engine.start_group_commit(Duration::from_micros(cli.commit_linger_us))?;
+    engine.start_checkpoints(Duration::from_millis(cli.checkpoint_ms))?;
     tokio::spawn(engine.clone().run_ticker());
     tokio::spawn(sweep_idempotency(engine.clone()));
     let statements = Arc::new(Statements::new(
@@ -368,7 +369,8 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
     let last = engine.clone();
     let flushed = tokio::time::timeout(
         FINAL_FLUSH_TIMEOUT,
-        tokio::task::spawn_blocking(move || last.commit()),
+        // Then a checkpoint, so a clean stop leaves no log to replay.
+        tokio::task::spawn_blocking(move || last.commit().and_then(|()| last.store().checkpoint())),
     )
     .await;
     match flushed {

@@ -1,11 +1,13 @@
 //! Durable storage of a region's [`Durable`] state in sled.
 //!
 //! The store only moves bytes: [`Store::persist`] writes one flush's
-//! [`Persist`] in a single atomic batch and makes it durable (`flush`), and
+//! [`Persist`] as one record of the write-ahead log ([`crate::shell::wal`]),
+//! which makes it durable and atomic, then into sled; [`Store::checkpoint`]
+//! flushes sled and retires the log behind it; and
 //! [`Store::load`] reads everything back at startup. When to flush is decided by
 //! the group commit in [`crate::shell::engine`].
 //!
-//! Keys (one sled tree, so that a whole flush is one atomic batch):
+//! Keys (one sled tree):
 //! - `a` + user → the user's [`Account`]
 //! - `q` + origin (2 bytes, big-endian) + user → version held of origin's entry
 //! - `o` + user → our own entry as of its last durable write, with its sequence
@@ -25,11 +27,12 @@
 
 use crate::NodeError;
 use crate::shell::statements;
+use crate::shell::wal::Log;
 use crate::{Durable, Meta, Persist};
 use crate::{HoldId, HoldState, IdempotencyRecord, Millis, RecordId, Seq};
 use ledger_crdt::{Account, RegionId, wire};
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 
 /// A key and its value.
 pub(crate) type KeyValue = (Vec<u8>, Vec<u8>);
@@ -41,17 +44,22 @@ const MAX_RECORD_BYTES: usize = 4 * 1024;
 /// The most bytes of the meta record.
 const MAX_META_BYTES: usize = 1024 * 1024;
 
-/// The node's sled database.
+/// The node's sled database, with the write-ahead log in front of it
+/// ([`crate::shell::wal`]).
 ///
 /// sled remembers an I/O error for good: after one failed write (a full disk)
 /// every later call fails, even once space is free. So a failed write closes
 /// the database, and the next write opens it again from disk; sled's recovery
-/// keeps exactly what was flushed, and the caller writes the rest again.
+/// keeps what it flushed, the log's recovery adds every logged write, and the
+/// caller writes the rest again.
 pub(crate) struct Store {
     dir: PathBuf,
     cache_bytes: u64,
     /// `None` after a failure, until it could be opened again.
     db: RwLock<Option<sled::Db>>,
+    /// The log of the open database (`None` with it). Held for a whole group
+    /// commit or direct write; taken before `db`.
+    log: Mutex<Option<Log>>,
 }
 
 fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, NodeError> {
@@ -59,8 +67,8 @@ fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, NodeError> {
     Ok(sled::Config::new()
         .path(dir)
         .cache_capacity(cache_bytes)
-        // The group commit flushes; sled's own 500 ms flusher would only
-        // compete with it for the log.
+        // Checkpoints flush; sled's own 500 ms flusher would only compete
+        // with them for the log.
         .flush_every_ms(None)
         .open()?)
 }
@@ -91,17 +99,24 @@ fn remove_unfinished_snapshots(dir: &Path) -> Result<(), NodeError> {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`, with every logged write.
     pub(crate) fn open(dir: &Path, cache_bytes: u64) -> Result<Self, NodeError> {
-        let db = open_db(dir, cache_bytes)?;
-        Ok(Self {
+        let store = Self {
             dir: dir.to_owned(),
             cache_bytes,
-            db: RwLock::new(Some(db)),
-        })
+            db: RwLock::new(None),
+            log: Mutex::new(None),
+        };
+        store.open_locked(&mut store.lock_log())?;
+        Ok(store)
     }
 
-    /// The open database, opening it again after a failure.
+    fn lock_log(&self) -> MutexGuard<'_, Option<Log>> {
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The open database, opening it again (with the log's recovery) after a
+    /// failure.
     fn db(&self) -> Result<sled::Db, NodeError> {
         if let Some(db) = self
             .db
@@ -111,18 +126,38 @@ impl Store {
         {
             return Ok(db.clone());
         }
+        self.open_locked(&mut self.lock_log())
+    }
+
+    /// The open database and its log (`log` is the held lock).
+    fn open_locked(&self, log: &mut Option<Log>) -> Result<sled::Db, NodeError> {
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(db) = slot.as_ref() {
+        if let (Some(db), Some(_)) = (slot.as_ref(), log.as_ref()) {
             return Ok(db.clone());
         }
+        let reopening = slot.take().is_some() || log.is_some();
         let db = open_db(&self.dir, self.cache_bytes)?;
-        tracing::info!(dir = %self.dir.display(), "storage reopened");
+        let (recovered, found) = Log::recover(&self.dir, &db)?;
+        if found.records > 0 {
+            tracing::info!(
+                files = found.files,
+                records = found.records,
+                torn = found.torn,
+                "replayed the write-ahead log"
+            );
+        }
+        if reopening {
+            tracing::info!(dir = %self.dir.display(), "storage reopened");
+        }
+        *log = Some(recovered);
         *slot = Some(db.clone());
         Ok(db)
     }
 
-    /// Drops the failed handle, so the next call opens the database afresh.
-    fn close_after_failure(&self) {
+    /// Drops the failed handle and its log, so the next call opens the
+    /// database afresh and recovers the log's files (`log` is the held lock).
+    fn close_after_failure(&self, log: &mut Option<Log>) {
+        *log = None;
         let old = self
             .db
             .write()
@@ -131,58 +166,120 @@ impl Store {
         drop(old);
     }
 
-    /// Writes one flush's changes atomically and makes them durable. Blocking.
-    /// After a failure the database is reopened by the next call.
-    /// `extra` are the shell's own writes riding this flush (see
-    /// [`crate::shell::engine::Engine::write_durable`]).
+    /// Writes one flush's changes and makes them durable: one log record,
+    /// then sled in memory. Blocking. After a failure the database is reopened
+    /// by the next call. `extra` are the shell's own writes riding this flush
+    /// (see [`crate::shell::engine::Engine::write_durable`]).
     pub(crate) fn persist(&self, persist: &Persist, extra: Vec<Write>) -> Result<(), NodeError> {
-        let result = self.db().and_then(|db| Self::write(&db, persist, extra));
+        let mut log = self.lock_log();
+        let result = self.open_locked(&mut log).and_then(|db| {
+            let writes = Self::writes(&db, persist, extra)?;
+            log.as_mut()
+                .ok_or(NodeError::FlushFailed)?
+                .append(&writes)?;
+            // Durable from here: recovery replays the record whatever sled
+            // holds, so sled needs neither a batch nor a flush.
+            for (k, v) in writes {
+                match v {
+                    Some(v) => db.insert(k, v)?,
+                    None => db.remove(k)?,
+                };
+            }
+            Ok(())
+        });
         if result.is_err() {
-            self.close_after_failure();
+            self.close_after_failure(&mut log);
         }
         result
     }
 
-    fn write(db: &sled::Db, persist: &Persist, extra: Vec<Write>) -> Result<(), NodeError> {
-        let mut batch = batch_of(extra);
+    /// Every key one flush writes: `extra`, then the replica's changes.
+    fn writes(
+        db: &sled::Db,
+        persist: &Persist,
+        extra: Vec<Write>,
+    ) -> Result<Vec<Write>, NodeError> {
+        let mut writes = extra;
         // Statement lines, with ids that only grow (across restarts too).
         let ids = (0..persist.statement.len())
             .map(|_| db.generate_id())
             .collect::<Result<Vec<u64>, _>>()?;
-        for (k, v) in statements::line_writes(&persist.statement, ids.into_iter())? {
-            if let Some(v) = v {
-                batch.insert(k, v);
-            }
-        }
+        writes.extend(
+            statements::line_writes(&persist.statement, ids.into_iter())?
+                .into_iter()
+                .filter(|(_, v)| v.is_some()),
+        );
         for (user, account) in &persist.accounts {
-            batch.insert(key(b'a', user.as_bytes()), account.to_bytes()?);
+            writes.push((
+                key(b'a', user.as_bytes()),
+                Some(account.to_bytes()?.to_vec()),
+            ));
         }
         for ((origin, user), seq) in &persist.seqs {
-            batch.insert(seq_key(*origin, user), &seq.0.to_be_bytes()[..]);
+            writes.push((seq_key(*origin, user), Some(seq.0.to_be_bytes().to_vec())));
         }
         for (user, own) in &persist.own {
-            batch.insert(key(b'o', user.as_bytes()), wire::encode(own)?);
+            writes.push((key(b'o', user.as_bytes()), Some(wire::encode(own)?)));
         }
         for (id, record) in &persist.records {
-            let id = record_key(&id.scope, &id.key);
-            match record {
-                Some(r) => batch.insert(id, wire::encode(r)?),
-                None => batch.remove(id),
-            }
+            let value = record.as_ref().map(wire::encode).transpose()?;
+            writes.push((record_key(&id.scope, &id.key), value));
         }
         for (id, hold) in &persist.holds {
-            let k = pair_key(b'h', &id.user, &id.job);
-            match hold {
-                Some(h) => batch.insert(k, wire::encode(h)?),
-                None => batch.remove(k),
-            }
+            let value = hold.as_ref().map(wire::encode).transpose()?;
+            writes.push((pair_key(b'h', &id.user, &id.job), value));
         }
-        batch.insert(&b"m"[..], wire::encode(&persist.meta)?);
-        db.apply_batch(batch)?;
-        db.flush()?;
-        Ok(())
+        writes.push((b"m".to_vec(), Some(wire::encode(&persist.meta)?)));
+        Ok(writes)
     }
 
+    /// Makes every logged write durable in sled and deletes the log files
+    /// that held them; group commits go on meanwhile, into a new file.
+    /// Blocking; run about once a second (see
+    /// [`crate::shell::engine::Engine::start_checkpoints`]).
+    pub(crate) fn checkpoint(&self) -> Result<(), NodeError> {
+        let (db, generations) = {
+            let mut log = self.lock_log();
+            let Some(open) = log.as_mut() else {
+                return Ok(());
+            };
+            // Deferred writes wait at most one interval for a record.
+            if open.has_deferred()
+                && let Err(e) = open.append(&[])
+            {
+                self.close_after_failure(&mut log);
+                return Err(e.into());
+            }
+            if open.is_empty() {
+                return Ok(());
+            }
+            let Some(db) = self
+                .db
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+            else {
+                return Ok(());
+            };
+            (db, open.rotate())
+        };
+        // Every write in those files was applied to sled before the rotation.
+        let flushed = db.flush();
+        drop(db);
+        let mut log = self.lock_log();
+        if let Err(e) = flushed {
+            self.close_after_failure(&mut log);
+            return Err(e.into());
+        }
+        // After a reopen the files are gone already (recovery deleted them).
+        if let Some(open) = log.as_mut()
+            && let Err(e) = open.forget(&generations)
+        {
+            self.close_after_failure(&mut log);
+            return Err(e.into());
+        }
+        Ok(())
+    }
     /// Reads the whole durable state back.
     pub(crate) fn load(&self) -> Result<Durable, NodeError> {
         let db = self.db()?;
@@ -240,18 +337,24 @@ impl Store {
         Ok(durable)
     }
 
-    /// Applies `writes` (`None` removes) in one batch and, with `flush`, makes
-    /// them durable before returning. Blocking.
+    /// Applies `writes` (`None` removes) in one batch. With `flush` they are
+    /// a log record of their own, durable before this returns; without, they
+    /// join the next group commit's record (or the next checkpoint's).
+    /// Blocking.
     pub(crate) fn write_now(&self, writes: Vec<Write>, flush: bool) -> Result<(), NodeError> {
-        let result = self.db().and_then(|db| {
-            db.apply_batch(batch_of(writes))?;
+        let mut log = self.lock_log();
+        let result = self.open_locked(&mut log).and_then(|db| {
+            let open = log.as_mut().ok_or(NodeError::FlushFailed)?;
             if flush {
-                db.flush()?;
+                open.append(&writes)?;
+            } else {
+                open.defer(&writes);
             }
+            db.apply_batch(batch_of(writes))?;
             Ok(())
         });
         if result.is_err() {
-            self.close_after_failure();
+            self.close_after_failure(&mut log);
         }
         result
     }
