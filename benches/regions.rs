@@ -66,6 +66,14 @@ fn main() {
         .build()
         .expect("generator runtime");
     let handle = proxies.handle().clone();
+    match delay::netem_unavailable() {
+        Some(why) => eprintln!(
+            "warning: the 100 ms RTT comes from userspace UDP proxies in this process, which share the cores with the nodes they measure (no kernel delay here: {why})"
+        ),
+        None => eprintln!(
+            "note: tc netem works on this machine, but this bench still delays through its userspace UDP proxies"
+        ),
+    }
     let ok = tokio::task::LocalSet::new().block_on(&generator, async move {
         if std::env::var("MAAS_BENCH_SLA").is_ok() {
             sla_run(&handle).await

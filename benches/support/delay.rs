@@ -55,3 +55,42 @@ fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
         let _ = to.shutdown().await;
     });
 }
+
+/// Why the delay cannot come from the kernel here (`tc netem` on a veth pair
+/// in a network namespace), or `None` if it could. Probed with a throwaway
+/// namespace holding a veth pair, removed whatever happens.
+///
+/// Kernel delay would cost no userspace CPU, where the proxies share the two
+/// cores with what they measure; but a kernel built without `sch_netem`
+/// (this VM's: `CONFIG_NET_SCH_NETEM` is not set) cannot delay a packet at
+/// all, so the benches fall back to the proxies and say so.
+pub fn netem_unavailable() -> Option<String> {
+    let ns = format!("maas-bench-probe-{}", std::process::id());
+    let run = |args: &[&str]| -> Result<(), String> {
+        let out = std::process::Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .map_err(|e| format!("{}: {e}", args[0]))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{}`: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    };
+    let probe = || -> Result<(), String> {
+        run(&["ip", "netns", "add", &ns])?;
+        run(&[
+            "ip", "-n", &ns, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1",
+        ])?;
+        run(&[
+            "tc", "-n", &ns, "qdisc", "add", "dev", "probe0", "root", "netem", "delay", "50ms",
+        ])
+    };
+    let result = probe();
+    let _ = run(&["ip", "netns", "del", &ns]);
+    result.err()
+}

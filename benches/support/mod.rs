@@ -6,7 +6,8 @@
 //! - [`load`]: the open-loop generator (schedules, lanes, outcomes, histograms).
 //! - [`servers`]: starting the processes under load and reading their usage.
 //! - [`seed`]: the seed design (axum + Redis script), our baseline.
-//! - [`delay`]: a TCP proxy that adds cross-region latency.
+//! - [`delay`]: a TCP proxy that adds cross-region latency, and the probe
+//!   for kernel delay (`tc netem`) that says why the proxies are used.
 
 #![allow(dead_code, unreachable_pub)]
 

@@ -14,6 +14,12 @@
 //! - `i` + scope + `0x00` + key → an idempotency record
 //! - `h` + user + `0x00` + job → a hold ([`crate::HoldState`])
 //! - `m` → the [`Meta`] scalars
+//!
+//! Only [`Store::load`], at startup, reads the keys above; a group commit
+//! logs them and a checkpoint writes them to sled, each key once however
+//! often it changed. The keys below are read while the node runs, so they
+//! reach sled with their commit.
+//!
 //! - `l`, `L`, `b` → statement lines, when they were made, and carried-forward
 //!   totals (see [`crate::shell::statements`])
 //!
@@ -60,6 +66,25 @@ pub(crate) struct Store {
     /// The log of the open database (`None` with it). Held for a whole group
     /// commit or direct write; taken before `db`.
     log: Mutex<Option<Log>>,
+    /// Held for a whole checkpoint.
+    checkpointing: Mutex<()>,
+}
+
+/// Prefixes of the keys only [`Store::load`] reads (the ledger's accounts,
+/// entries, versions, records, holds and scalars): a group commit logs them
+/// and leaves them to the next checkpoint, which writes each once.
+const READ_ONLY_AT_START: &[u8] = b"aoqihm";
+
+/// Applies `writes` to sled one key at a time: the log already made them
+/// atomic and durable.
+fn apply(db: &sled::Db, writes: impl IntoIterator<Item = Write>) -> Result<(), NodeError> {
+    for (k, v) in writes {
+        match v {
+            Some(v) => db.insert(k, v)?,
+            None => db.remove(k)?,
+        };
+    }
+    Ok(())
 }
 
 fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db, NodeError> {
@@ -106,6 +131,7 @@ impl Store {
             cache_bytes,
             db: RwLock::new(None),
             log: Mutex::new(None),
+            checkpointing: Mutex::new(()),
         };
         store.open_locked(&mut store.lock_log())?;
         Ok(store)
@@ -129,7 +155,8 @@ impl Store {
         self.open_locked(&mut self.lock_log())
     }
 
-    /// The open database and its log (`log` is the held lock).
+    /// The open database and its log (`log` is the held lock); recovery
+    /// applies every logged write, held back or not.
     fn open_locked(&self, log: &mut Option<Log>) -> Result<sled::Db, NodeError> {
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if let (Some(db), Some(_)) = (slot.as_ref(), log.as_ref()) {
@@ -179,12 +206,11 @@ impl Store {
                 .append(&writes)?;
             // Durable from here: recovery replays the record whatever sled
             // holds, so sled needs neither a batch nor a flush.
-            for (k, v) in writes {
-                match v {
-                    Some(v) => db.insert(k, v)?,
-                    None => db.remove(k)?,
-                };
-            }
+            let (later, now): (Vec<Write>, Vec<Write>) = writes
+                .into_iter()
+                .partition(|(k, _)| k.first().is_some_and(|p| READ_ONLY_AT_START.contains(p)));
+            log.as_mut().ok_or(NodeError::FlushFailed)?.hold_back(later);
+            apply(&db, now)?;
             Ok(())
         });
         if result.is_err() {
@@ -238,7 +264,12 @@ impl Store {
     /// Blocking; run about once a second (see
     /// [`crate::shell::engine::Engine::start_checkpoints`]).
     pub(crate) fn checkpoint(&self) -> Result<(), NodeError> {
-        let (db, generations) = {
+        // Two at once could apply held-back values out of order.
+        let _one_at_a_time = self
+            .checkpointing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (db, unapplied, generations) = {
             let mut log = self.lock_log();
             let Some(open) = log.as_mut() else {
                 return Ok(());
@@ -261,15 +292,15 @@ impl Store {
             else {
                 return Ok(());
             };
-            (db, open.rotate())
+            (db, open.take_unapplied(), open.rotate())
         };
-        // Every write in those files was applied to sled before the rotation.
-        let flushed = db.flush();
+        // Every write in those files is in sled now or in `unapplied`.
+        let flushed = apply(&db, unapplied).and_then(|()| Ok(db.flush()?));
         drop(db);
         let mut log = self.lock_log();
         if let Err(e) = flushed {
             self.close_after_failure(&mut log);
-            return Err(e.into());
+            return Err(e);
         }
         // After a reopen the files are gone already (recovery deleted them).
         if let Some(open) = log.as_mut()

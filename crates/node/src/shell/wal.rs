@@ -6,9 +6,11 @@
 //! through sled cost about 3.5 context switches per request at 3,300
 //! requests/s, a third of a spend's CPU, before its `fdatasync`. With this
 //! log, a group commit appends one record (all of its writes) to a plain file
-//! and `fdatasync`s it, then applies the writes to sled without flushing.
-//! sled is flushed by a checkpoint about once a second, off the spend path,
-//! after which the files it covers are deleted.
+//! and `fdatasync`s it, then applies to sled, without flushing, the writes
+//! something reads while the node runs; the ledger's own keys, read only at
+//! startup, wait for the checkpoint, latest value per key. A checkpoint,
+//! about once a second and off the spend path, applies those, flushes sled,
+//! and deletes the files it covers.
 //!
 //! Files: `wal.<generation>` in the data directory, generation in decimal.
 //! A record is `length: u32 LE | crc32: u32 LE | payload`, the CRC over the
@@ -27,6 +29,7 @@
 //! writes, as it used to ride the next flush of sled.
 
 use crate::shell::store::Write;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -49,6 +52,10 @@ pub(crate) struct Log {
     next_generation: u64,
     /// Writes already applied to sled that join the next record.
     deferred: Vec<Write>,
+    /// Logged writes not yet applied to sled, the latest value per key: a
+    /// checkpoint applies them, so a key written many times a second is
+    /// written to sled once (see [`Log::hold_back`]).
+    unapplied: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 #[derive(Debug)]
@@ -92,6 +99,7 @@ impl Log {
             sealed: generations.clone(),
             next_generation: generations.last().map_or(1, |g| g + 1),
             deferred: Vec::new(),
+            unapplied: HashMap::new(),
         };
         if !generations.is_empty() {
             db.flush()?;
@@ -145,6 +153,18 @@ impl Log {
     /// once that record is.
     pub(crate) fn defer(&mut self, writes: &[Write]) {
         self.deferred.extend_from_slice(writes);
+    }
+
+    /// Keeps logged `writes` out of sled until the next checkpoint
+    /// ([`Log::take_unapplied`]); a later write of a key replaces an earlier.
+    /// Only for keys nothing reads from sled while the node runs.
+    pub(crate) fn hold_back(&mut self, writes: Vec<Write>) {
+        self.unapplied.extend(writes);
+    }
+
+    /// The held-back writes, for a checkpoint to apply before it flushes.
+    pub(crate) fn take_unapplied(&mut self) -> HashMap<Vec<u8>, Option<Vec<u8>>> {
+        std::mem::take(&mut self.unapplied)
     }
 
     /// Whether writes wait for the next record.
