@@ -92,6 +92,8 @@ struct Deployment {
     servers: Vec<Server>,
     /// Which of `servers` are our nodes (for RSS and CPU).
     ours: bool,
+    /// Our nodes' links, through the proxies (bytes on the wire).
+    links: Option<Links>,
     /// Kept alive with the deployment: proxies, data directories, Redis.
     _keep: Vec<Box<dyn std::any::Any>>,
 }
@@ -173,6 +175,7 @@ async fn maas_cluster(
         name,
         servers,
         ours: true,
+        links: Some(links),
         _keep: keep,
     };
     let started = Instant::now();
@@ -220,6 +223,7 @@ async fn primary_region(grant: u64, proxies: &Handle) -> Option<Deployment> {
         name: "primary-region (Redis in region 1)",
         servers,
         ours: false,
+        links: None,
         _keep: Vec::new(),
     })
 }
@@ -507,12 +511,15 @@ async fn sla_run(proxies: &Handle) -> bool {
     let schedule = Schedule::segments(&segments, warmup);
     let deployment = maas_cluster("ours: escrow (maas)", 204, LARGE_GRANT, &[], proxies).await;
     let before = deployment.usage();
+    let wire = || deployment.links.as_ref().map_or(0, Links::relayed_bytes);
+    let wire_before = wire();
     let outcomes = drive(
         &deployment,
         &[schedule.clone(), schedule.clone(), schedule.clone()],
     )
     .await;
     let usage = deployment.usage();
+    let wire_bytes = wire() - wire_before;
 
     let mut table = String::from(
         "| region | sent | 200 | non-200 | 5xx + failed | p50 | p95 | p99 | p99.9 | max | mean |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -602,10 +609,13 @@ async fn sla_run(proxies: &Handle) -> bool {
         seconds.div_ceil(15) * 15,
         USERS
     );
+    // The bytes cover the warm-up too: count its spends (the base rate).
+    let spends = all.count(200) + warmup.as_secs() * base;
     println!(
-        "{table}\n{verdicts}\nnodes' peak RSS {} MiB (three nodes), CPU {:.3} s per 1k requests",
+        "{table}\n{verdicts}\nnodes' peak RSS {} MiB (three nodes), CPU {:.3} s per 1k requests, {:.0} bytes on the wire per spend (UDP payload between the nodes: QUIC and TLS headers, replication, idempotency records, membership; {wire_bytes} bytes for about {spends} spends)",
         used.peak_rss_kib / 1024,
-        used.cpu_per_k(all.sent)
+        used.cpu_per_k(all.sent),
+        wire_bytes as f64 / spends.max(1) as f64
     );
     write_json(
         "regions_sla.json",
@@ -614,6 +624,7 @@ async fn sla_run(proxies: &Handle) -> bool {
             "regions": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
             "all": outcome_json(&all),
             "peak_rss_kib": used.peak_rss_kib, "cpu_secs": used.cpu_secs,
+            "wire_bytes": wire_bytes, "spends_with_warmup": spends,
         }),
     );
     // A missed target is a finding to report, not a failure of the harness.

@@ -22,6 +22,8 @@ pub struct Faults {
     cut: HashSet<(u8, u8)>,
     /// One-way delay added to every packet.
     delay: Duration,
+    /// UDP payload bytes relayed so far, both directions, every link.
+    relayed: u64,
 }
 
 /// Handle on the faults of a cluster's links.
@@ -46,9 +48,21 @@ impl Links {
         self.0.lock().expect("faults").cut.clear();
     }
 
-    fn verdict(&self, from: u8, to: u8) -> Option<Duration> {
-        let f = self.0.lock().expect("faults");
-        (!f.cut.contains(&(from, to))).then_some(f.delay)
+    /// UDP payload bytes relayed so far: every QUIC packet between the
+    /// nodes (replication, membership, handshakes), headers and TLS included.
+    pub fn relayed_bytes(&self) -> u64 {
+        self.0.lock().expect("faults").relayed
+    }
+
+    /// The delay for a packet of `bytes` from `from` to `to`, counted as
+    /// relayed; `None` (dropped) if the link is cut.
+    fn verdict(&self, from: u8, to: u8, bytes: usize) -> Option<Duration> {
+        let mut f = self.0.lock().expect("faults");
+        if f.cut.contains(&(from, to)) {
+            return None;
+        }
+        f.relayed += bytes as u64;
+        Some(f.delay)
     }
 }
 
@@ -123,7 +137,7 @@ async fn front(
         let (Some(sender), Some(to)) = (node_of(from), *target.lock().expect("target")) else {
             continue;
         };
-        let Some(delay) = links.verdict(sender, me) else {
+        let Some(delay) = links.verdict(sender, me, n) else {
             continue;
         };
         let upstream = match upstreams.get(&from) {
@@ -166,7 +180,7 @@ async fn back(
         let Ok((n, _)) = upstream.recv_from(&mut buf).await else {
             return;
         };
-        if let Some(delay) = links.verdict(me, sender) {
+        if let Some(delay) = links.verdict(me, sender, n) {
             relay(front.clone(), buf[..n].to_vec(), peer, delay);
         }
     }

@@ -172,6 +172,14 @@ pub(crate) struct Cli {
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub commit_linger_us: u64,
 
+    /// Milliseconds a region gathers its writes before sending them to its
+    /// peers as one batch. Longer sends fewer bytes per spend (a user written
+    /// twice in one batch travels once) and delays replication, which escrow
+    /// does not depend on for safety (1 to 1000).
+    #[arg(long, env = "MAAS_REPLICATION_BATCH_MS", default_value_t = 25,
+          value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub replication_batch_ms: u64,
+
     /// Milliseconds between checkpoints: each flushes sled and deletes the
     /// write-ahead log it covers. Longer means less flushing and more log to
     /// replay after a crash (10 to 3600000).

@@ -538,7 +538,7 @@ impl Engine {
         // A panic in the store must not kill this thread (every later write
         // would wait for it forever): it is a failed flush like any other.
         let mut extra: Vec<StoreWrite> = Vec::new();
-        // Crossings go into the outbox in the same batch as their lines.
+        // Crossings go into the outbox in the same record as their lines.
         let notifier = self.notifier.get();
         if let Some(n) = notifier {
             extra.extend(n.writes(&persist.statement));

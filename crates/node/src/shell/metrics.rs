@@ -153,7 +153,7 @@ fn describe() {
     describe_histogram!(
         "maas_storage_flush_duration_seconds",
         Unit::Seconds,
-        "Group commits: one sled batch and flush each"
+        "Group commits: one write-ahead log record and fdatasync each"
     );
     describe_counter!("maas_spends_total", "Spends acknowledged (durable)");
     describe_counter!("maas_credits_total", "Credits acknowledged (durable)");

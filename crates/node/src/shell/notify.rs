@@ -3,7 +3,7 @@
 //! POSTed to `--notify-url`, at least once.
 //!
 //! Events are found in the statement lines a group commit writes, and go into
-//! a durable outbox in the same atomic batch: a crossing that is durable has
+//! a durable outbox in the same log record: a crossing that is durable has
 //! its event, whatever crashes after. A delivery task sends the outbox in
 //! order, retries with backoff (a failing, slow or absent receiver holds
 //! nothing else up), and deletes an event only once the receiver answered

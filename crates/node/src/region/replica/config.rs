@@ -69,7 +69,7 @@ impl ReplicaConfig {
             membership: MembershipConfig::default(),
             rules,
             rebalance: RebalanceConfig::default(),
-            batch_age_ms: 10,
+            batch_age_ms: 25,
             batch_bytes: 64 * 1024,
             anti_entropy_ms: 200,
             demand_half_life_ms: 2_000,

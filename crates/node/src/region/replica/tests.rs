@@ -235,7 +235,10 @@ fn a_reply_waits_for_the_flush_of_its_write() {
 
 #[test]
 fn only_durable_writes_leave_and_batches_split_by_size() {
-    let mut h = Harness::new(2, &[0, 1], |c| c.batch_bytes = 200);
+    let mut h = Harness::new(2, &[0, 1], |c| {
+        c.batch_bytes = 200;
+        c.batch_age_ms = 10;
+    });
     h.auto_flush = false;
     for user in ["a", "b", "c", "d", "e"] {
         h.spend(0, user);
