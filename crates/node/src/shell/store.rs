@@ -311,6 +311,7 @@ impl Store {
         }
         Ok(())
     }
+
     /// Reads the whole durable state back.
     pub(crate) fn load(&self) -> Result<Durable, NodeError> {
         let db = self.db()?;
