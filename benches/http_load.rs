@@ -116,7 +116,7 @@ async fn run(smoke: bool) {
     let wrk_hello = if smoke {
         None
     } else {
-        wrk(&hello.addr, "/hello", None)
+        wrk(&hello.addr, "/hello", None).map(|(rate, _)| rate)
     };
     drop(hello);
 
@@ -141,10 +141,15 @@ async fn run(smoke: bool) {
     };
     let node_steps = ladder_run(&node.addr, &ladder, warmup, measure, memes_request.clone()).await;
     let node_usage = node.usage();
-    let wrk_memes = if smoke {
-        None
+    // Closed loop, CPU per request: a spend against `/health` on the same node
+    // in the same minute (issue 15's primary figure).
+    let (wrk_memes, wrk_health) = if smoke {
+        (None, None)
     } else {
-        wrk(&node.addr, "/memes?query=cats", Some(&jwt("wrk-user")))
+        (
+            wrk_cpu(&node, "/memes?query=cats", Some(&jwt("wrk-user"))),
+            wrk_cpu(&node, "/health", None),
+        )
     };
     drop(node);
 
@@ -240,7 +245,11 @@ async fn run(smoke: bool) {
     // 2x, the figure measures the instrument or the VM, not the server.
     for (what, steps, wrk_rate) in [
         ("axum hello", &hello_steps, wrk_hello),
-        ("maas GET /memes", &node_steps, wrk_memes),
+        (
+            "maas GET /memes",
+            &node_steps,
+            wrk_memes.map(|(rate, _)| rate),
+        ),
     ] {
         let ours = best(steps).map_or(0, |s| s.rate);
         let top = ladder.iter().max().copied().unwrap_or(0);
@@ -264,6 +273,12 @@ async fn run(smoke: bool) {
             )),
             None => {}
         }
+    }
+    if let (Some((_, spend)), Some((_, health))) = (wrk_memes, wrk_health) {
+        out.push_str(&format!(
+            "closed loop (wrk), node CPU per request: GET /memes {spend:.1} µs, /health {health:.1} µs, ratio {:.2} (issue 15's target: ≤ 25 µs and ≤ 2)\n",
+            spend / health.max(0.001)
+        ));
     }
     // The physical floor of a durable spend: one fdatasync on the same disk
     // (the bench's temporary directory is where the node's sled lives).
@@ -429,8 +444,8 @@ async fn ladder_run(
 /// `n` appends of 256 bytes to a file in a fresh temporary directory, each
 /// made durable by `fdatasync`: their latencies, µs.
 /// wrk's requests per second against `addr` + `path` (closed loop: it sends
-/// as fast as answers come), or `None` without wrk.
-fn wrk(addr: &str, path: &str, bearer: Option<&str>) -> Option<f64> {
+/// as fast as answers come) and how many it made, or `None` without wrk.
+fn wrk(addr: &str, path: &str, bearer: Option<&str>) -> Option<(f64, u64)> {
     let mut command = std::process::Command::new("wrk");
     command.args(["-t1", "-c16", "-d3s"]);
     if let Some(token) = bearer {
@@ -438,9 +453,26 @@ fn wrk(addr: &str, path: &str, bearer: Option<&str>) -> Option<f64> {
     }
     let output = command.arg(format!("http://{addr}{path}")).output().ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
+    let rate = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(|v| v.trim().parse().ok())?;
+    // "  123456 requests in 3.00s, 12.34MB read"
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())?;
+    Some((rate, requests))
+}
+
+/// wrk against `server`: its rate, and the server's CPU µs per request
+/// during that run (from /proc, so the figure is the server's alone).
+fn wrk_cpu(server: &Server, path: &str, bearer: Option<&str>) -> Option<(f64, f64)> {
+    let before = server.usage().cpu_secs;
+    let (rate, requests) = wrk(&server.addr, path, bearer)?;
+    let used = server.usage().cpu_secs - before;
+    Some((rate, used * 1e6 / requests.max(1) as f64))
 }
 
 fn fdatasync_floor(n: usize) -> hdrhistogram::Histogram<u64> {
