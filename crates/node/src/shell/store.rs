@@ -478,7 +478,7 @@ fn owned(
 }
 
 /// A sled batch of `writes`.
-fn batch_of(writes: Vec<Write>) -> sled::Batch {
+pub(crate) fn batch_of(writes: Vec<Write>) -> sled::Batch {
     let mut batch = sled::Batch::default();
     for (k, v) in writes {
         match v {

@@ -28,7 +28,7 @@
 //! wait ([`Log::defer`]) joins the next record, ahead of that record's own
 //! writes, as it used to ride the next flush of sled.
 
-use crate::shell::store::Write;
+use crate::shell::store::{Write, batch_of};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
@@ -90,7 +90,7 @@ impl Log {
             found.records += records.len();
             found.torn += usize::from(torn);
             for writes in records {
-                db.apply_batch(batch(writes))?;
+                db.apply_batch(batch_of(writes))?;
             }
         }
         let mut log = Log {
@@ -233,17 +233,6 @@ fn file_path(dir: &Path, generation: u64) -> PathBuf {
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-fn batch(writes: Vec<Write>) -> sled::Batch {
-    let mut batch = sled::Batch::default();
-    for (k, v) in writes {
-        match v {
-            Some(v) => batch.insert(k, v),
-            None => batch.remove(k),
-        }
-    }
-    batch
 }
 
 /// One record of `first`, then `then`: header and payload.
