@@ -158,6 +158,16 @@ impl Store {
     /// The open database and its log (`log` is the held lock); recovery
     /// applies every logged write, held back or not.
     fn open_locked(&self, log: &mut Option<Log>) -> Result<sled::Db, NodeError> {
+        // Every group commit comes here: while open, a shared lock suffices.
+        if let (Some(db), Some(_)) = (
+            self.db
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref(),
+            log.as_ref(),
+        ) {
+            return Ok(db.clone());
+        }
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if let (Some(db), Some(_)) = (slot.as_ref(), log.as_ref()) {
             return Ok(db.clone());
@@ -201,15 +211,14 @@ impl Store {
         let mut log = self.lock_log();
         let result = self.open_locked(&mut log).and_then(|db| {
             let writes = Self::writes(&db, persist, extra)?;
-            log.as_mut()
-                .ok_or(NodeError::FlushFailed)?
-                .append(&writes)?;
+            let open = log.as_mut().ok_or(NodeError::FlushFailed)?;
+            open.append(&writes)?;
             // Durable from here: recovery replays the record whatever sled
             // holds, so sled needs neither a batch nor a flush.
             let (later, now): (Vec<Write>, Vec<Write>) = writes
                 .into_iter()
                 .partition(|(k, _)| k.first().is_some_and(|p| READ_ONLY_AT_START.contains(p)));
-            log.as_mut().ok_or(NodeError::FlushFailed)?.hold_back(later);
+            open.hold_back(later);
             apply(&db, now)?;
             Ok(())
         });
