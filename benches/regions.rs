@@ -513,6 +513,7 @@ async fn sla_run(proxies: &Handle) -> bool {
     let before = deployment.usage();
     let wire = || deployment.links.as_ref().map_or(0, Links::relayed_bytes);
     let wire_before = wire();
+    let kinds_before = peer_bytes_by_kind(&deployment).await;
     let outcomes = drive(
         &deployment,
         &[schedule.clone(), schedule.clone(), schedule.clone()],
@@ -520,6 +521,12 @@ async fn sla_run(proxies: &Handle) -> bool {
     .await;
     let usage = deployment.usage();
     let wire_bytes = wire() - wire_before;
+    let mut kinds = peer_bytes_by_kind(&deployment).await;
+    for (kind, bytes) in kinds_before {
+        if let Some(after) = kinds.get_mut(&kind) {
+            *after = after.saturating_sub(bytes);
+        }
+    }
 
     let mut table = String::from(
         "| region | sent | 200 | non-200 | 5xx + failed | p50 | p95 | p99 | p99.9 | max | mean |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -617,6 +624,14 @@ async fn sla_run(proxies: &Handle) -> bool {
         used.cpu_per_k(all.sent),
         wire_bytes as f64 / spends.max(1) as f64
     );
+    let by_kind: Vec<String> = kinds
+        .iter()
+        .map(|(kind, bytes)| format!("{kind} {:.1}", *bytes as f64 / spends.max(1) as f64))
+        .collect();
+    println!(
+        "messages' bytes per spend by kind, before QUIC (the nodes' maas_peer_bytes_sent_total): {}",
+        by_kind.join(", ")
+    );
     write_json(
         "regions_sla.json",
         &serde_json::json!({
@@ -625,10 +640,33 @@ async fn sla_run(proxies: &Handle) -> bool {
             "all": outcome_json(&all),
             "peak_rss_kib": used.peak_rss_kib, "cpu_secs": used.cpu_secs,
             "wire_bytes": wire_bytes, "spends_with_warmup": spends,
+            "message_bytes_by_kind": kinds,
         }),
     );
     // A missed target is a finding to report, not a failure of the harness.
     true
+}
+
+/// Every node's `maas_peer_bytes_sent_total`, summed by kind.
+async fn peer_bytes_by_kind(deployment: &Deployment) -> std::collections::BTreeMap<String, u64> {
+    let mut kinds = std::collections::BTreeMap::new();
+    for server in &deployment.servers {
+        let Ok((200, body)) = fetch(&server.addr, "/metrics", OPERATOR).await else {
+            continue;
+        };
+        for line in body.lines() {
+            let Some(rest) = line.strip_prefix("maas_peer_bytes_sent_total{kind=\"") else {
+                continue;
+            };
+            let Some((kind, value)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            if let Ok(value) = value.trim().parse::<f64>() {
+                *kinds.entry(kind.to_owned()).or_insert(0) += value as u64;
+            }
+        }
+    }
+    kinds
 }
 
 fn outcome_json(o: &Outcome) -> serde_json::Value {

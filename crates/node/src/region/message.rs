@@ -117,6 +117,18 @@ pub enum Message {
 }
 
 impl Message {
+    /// The message's kind, as metrics label the bytes sent of each.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Deltas { .. } => "deltas",
+            Message::Digest { .. } => "digest",
+            Message::CatchUp { .. } => "catch_up",
+            Message::RecordQuery { .. } => "record_query",
+            Message::RecordAnswer { .. } => "record_answer",
+            Message::RightsRequest { .. } => "rights_request",
+        }
+    }
+
     /// Encodes the message.
     pub fn encode(&self) -> Result<Vec<u8>, ledger_crdt::Error> {
         wire::encode(self)

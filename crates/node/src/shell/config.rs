@@ -180,6 +180,15 @@ pub(crate) struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub replication_batch_ms: u64,
 
+    /// Milliseconds a write stays out of anti-entropy's answers after it was
+    /// sent (or, from a third region, received): it is most likely still on
+    /// its way to the asker, and answering with it sends it twice. About the
+    /// longest round trip between regions plus the batch; 0 answers with
+    /// everything at once (0 to 60000).
+    #[arg(long, env = "MAAS_CATCH_UP_GRACE_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub catch_up_grace_ms: u64,
+
     /// Milliseconds between checkpoints: each flushes sled and deletes the
     /// write-ahead log it covers. Longer means less flushing and more log to
     /// replay after a crash (10 to 3600000).

@@ -93,6 +93,12 @@ impl Metrics {
         counter!("maas_peer_messages_dropped_total").increment(1);
     }
 
+    /// Counts the bytes of one message handed to a peer's connection, by
+    /// kind ([`crate::Message::kind`], or `gossip` for membership).
+    pub(crate) fn peer_bytes_sent(&self, kind: &'static str, bytes: usize) {
+        counter!("maas_peer_bytes_sent_total", "kind" => kind).increment(bytes as u64);
+    }
+
     /// Counts an AI job that ended (`done`, `failed`) or was turned away (`busy`).
     pub(crate) fn ai_job(&self, outcome: &'static str) {
         counter!("maas_ai_jobs_total", "outcome" => outcome).increment(1);
@@ -161,6 +167,11 @@ fn describe() {
     describe_counter!(
         "maas_peer_messages_dropped_total",
         "Messages to peers dropped (queue full, peer unreachable)"
+    );
+    describe_counter!(
+        "maas_peer_bytes_sent_total",
+        Unit::Bytes,
+        "Bytes of messages sent to peers, by kind (before QUIC's framing and encryption)"
     );
     describe_counter!(
         "maas_ai_jobs_total",

@@ -271,6 +271,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
     config.hold_ttl_ms = cli.hold_ttl_secs.saturating_mul(1_000);
     config.statements = cli.statement_retention_days > 0;
     config.batch_age_ms = cli.replication_batch_ms;
+    config.catch_up_grace_ms = cli.catch_up_grace_ms;
     let grant = config.rules.genesis.grant();
     // The peer socket is bound first: its address is part of our identity.
     let clustered = cli.peer_listen.is_some() || !cli.join.is_empty();

@@ -279,6 +279,10 @@ impl Transport {
                     continue;
                 }
             };
+            let (kind, len) = match &output {
+                Transmit::Gossip { bytes, .. } => ("gossip", bytes.len()),
+                Transmit::Replication { bytes, kind, .. } => (*kind, bytes.len()),
+            };
             let sent = match output {
                 Transmit::Gossip { bytes, .. } => {
                     let fits = conn
@@ -295,9 +299,12 @@ impl Transport {
                     self.send_stream(&conn, LANE_REPLICATION, &bytes).await
                 }
             };
-            if let Err(e) = sent {
-                tracing::debug!(%addr, error = %e, "send to peer failed");
-                self.engine.metrics().peer_message_dropped();
+            match sent {
+                Ok(()) => self.engine.metrics().peer_bytes_sent(kind, len),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "send to peer failed");
+                    self.engine.metrics().peer_message_dropped();
+                }
             }
         }
     }

@@ -26,6 +26,11 @@ pub struct ReplicaConfig {
     pub batch_bytes: usize,
     /// How often to send a digest to one peer.
     pub anti_entropy_ms: u64,
+    /// A catch-up covers what this region held this long ago: anything newer
+    /// is most likely still on its way to the asker (see
+    /// `region::replica::horizon`). About a round trip plus the batch age; 0
+    /// covers everything.
+    pub catch_up_grace_ms: u64,
     /// Half-life of observed demand.
     pub demand_half_life_ms: u64,
     /// At most one rebalancing plan per user this often.
@@ -72,6 +77,7 @@ impl ReplicaConfig {
             batch_age_ms: 25,
             batch_bytes: 64 * 1024,
             anti_entropy_ms: 200,
+            catch_up_grace_ms: 500,
             demand_half_life_ms: 2_000,
             rebalance_every_ms: 50,
             rebalance_quiet_ms: 2_000,

@@ -18,7 +18,8 @@
 //! - [`gate`]: replies held until their write is durable; keys in flight;
 //! - [`key_queries`]: keyed requests held until peers say if they know the key;
 //! - [`rights_waits`]: spends waiting (by the client's leave) for rights;
-//! - [`replication`]: batches, digests, catch-ups, peer lag;
+//! - [`replication`]: batches, digests, catch-ups, peer lag; [`horizon`]:
+//!   what catch-ups leave out as still on its way;
 //! - [`escrow`]: demand, rebalancing plans, rights requests and answers;
 //! - [`peers`]: who is up (the membership), and the bytes queued for them;
 //! - [`view`]: what the replica shows (accounts, standings, the cluster).
@@ -27,6 +28,7 @@ mod admission;
 mod config;
 mod escrow;
 mod gate;
+mod horizon;
 mod journal;
 mod key_queries;
 mod ledger;
@@ -131,6 +133,7 @@ impl Replica {
                 config.batch_age_ms,
                 config.batch_bytes,
                 config.anti_entropy_ms,
+                config.catch_up_grace_ms,
             ),
             escrow: Escrow::new(&config),
             peers: Peers::new(Membership::new(identity, &config.membership, config.seed)),
@@ -206,15 +209,18 @@ impl Replica {
                 Replication::received_range(&mut self.ledger.state, from, from_seq, to_seq);
             }
             Message::Digest { watermarks } => {
+                // It says how far it holds our writes; the answer is what it lacks.
+                if let Some(&(_, mark)) = watermarks.iter().find(|(r, _)| *r == me) {
+                    self.replication.peer_holds(from, mark, self.peers.live());
+                }
                 let durable = self.ledger.journal.durable();
-                let live = self.peers.live();
-                let answer = self.replication.on_digest(
+                let answer = self.replication.catch_up(
+                    now,
                     &self.ledger.state,
                     durable,
                     me,
                     from,
                     &watermarks,
-                    live,
                 );
                 if let Some(answer) = answer {
                     self.peers.send(from, &answer);
@@ -283,6 +289,9 @@ impl Replica {
         if self.replication.batch_due(now) {
             self.send_batch();
         }
+        let durable = self.ledger.journal.durable();
+        self.replication
+            .note_held(now, &self.ledger.state, durable, self.me());
         if let Some(to) = self.replication.digest_due(now, self.peers.live()) {
             let digest =
                 Replication::digest(&self.ledger.state, self.ledger.journal.durable(), self.me());

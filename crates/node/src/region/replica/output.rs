@@ -30,6 +30,8 @@ pub enum Transmit {
         addr: SocketAddr,
         /// An encoded [`crate::Message`].
         bytes: Vec<u8>,
+        /// Its [`crate::Message::kind`].
+        kind: &'static str,
     },
     /// A membership packet; loss is fine (a QUIC datagram).
     Gossip {

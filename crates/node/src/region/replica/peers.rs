@@ -95,8 +95,12 @@ impl Peers {
             }
             let Some(bytes) = bytes.clone() else { return };
             let addr: SocketAddr = view.identity.addr;
-            self.transmits
-                .push_back(Transmit::Replication { to, addr, bytes });
+            self.transmits.push_back(Transmit::Replication {
+                to,
+                addr,
+                bytes,
+                kind: message.kind(),
+            });
         }
     }
 

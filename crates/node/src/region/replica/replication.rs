@@ -13,10 +13,12 @@
 //!   sends its watermarks to the next peer, which answers with exactly the
 //!   entries the asker lacks, *of every origin*. A peer cut off catches up with
 //!   what it missed, a new region pulls everything, and A's writes reach C
-//!   through B while A–C is cut.
+//!   through B while A–C is cut. A catch-up leaves out what is likely still
+//!   on its way to the asker ([`Horizon`]).
 //!
 //! This type decides what to send; the replica sends it.
 
+use super::horizon::Horizon;
 use super::state::Durable;
 use crate::region::idempotency::RecordId;
 use crate::region::message::{Covered, Item, Message, RecordItem};
@@ -57,10 +59,17 @@ pub(super) struct Replication {
     unsent_records: Vec<(Seq, RecordId)>,
     next_anti_entropy: Millis,
     anti_entropy_cursor: usize,
+    /// What we held a round trip ago: what catch-ups cover.
+    horizon: Horizon,
 }
 
 impl Replication {
-    pub(super) fn new(batch_age_ms: u64, batch_bytes: usize, anti_entropy_ms: u64) -> Self {
+    pub(super) fn new(
+        batch_age_ms: u64,
+        batch_bytes: usize,
+        anti_entropy_ms: u64,
+        catch_up_grace_ms: u64,
+    ) -> Self {
         Self {
             batch_age_ms,
             batch_bytes,
@@ -71,6 +80,7 @@ impl Replication {
             unsent_records: Vec::new(),
             next_anti_entropy: Millis(0),
             anti_entropy_cursor: 0,
+            horizon: Horizon::new(catch_up_grace_ms),
         }
     }
 
@@ -159,6 +169,16 @@ impl Replication {
             .collect()
     }
 
+    /// Notes what `state` holds at `now`, for later catch-ups' cutoffs; and
+    /// opens a batch for durable writes never sent, as after a restart (a
+    /// catch-up leaves them to the batch).
+    pub(super) fn note_held(&mut self, now: Millis, state: &Durable, durable: Seq, me: RegionId) {
+        if self.ready_since.is_none() && durable > state.sent_upto {
+            self.ready_since = Some(now);
+        }
+        self.horizon.note(now, state, me);
+    }
+
     /// The peer to send a digest to, when one is due: the live peers in turn.
     pub(super) fn digest_due(&mut self, now: Millis, peers: &[RegionId]) -> Option<RegionId> {
         if now < self.next_anti_entropy {
@@ -222,28 +242,13 @@ impl Replication {
             .collect()
     }
 
-    /// `from`'s digest `theirs` arrived: note how far it holds our writes, and
-    /// answer with what it lacks (see [`Replication::catch_up`]).
-    pub(super) fn on_digest(
-        &mut self,
-        state: &Durable,
-        durable: Seq,
-        me: RegionId,
-        from: RegionId,
-        theirs: &[(RegionId, Seq)],
-        live: &[RegionId],
-    ) -> Option<Message> {
-        if let Some(&(_, mark)) = theirs.iter().find(|(r, _)| *r == me) {
-            self.peer_holds(from, mark, live);
-        }
-        self.catch_up(state, durable, me, from, theirs)
-    }
-
-    /// The answer to `asker`'s digest `theirs`: every entry it lacks, of every
-    /// origin but its own, within about `batch_bytes`; `None` if it lacks
-    /// nothing.
+    /// The answer at `now` to `asker`'s digest `theirs`: every entry it
+    /// lacks, of every origin but its own, within about `batch_bytes`;
+    /// `None` if it lacks nothing, or of each origin only what is likely on
+    /// its way ([`Horizon`]).
     pub(super) fn catch_up(
         &self,
+        now: Millis,
         state: &Durable,
         durable: Seq,
         me: RegionId,
@@ -256,7 +261,7 @@ impl Replication {
         let mut size = 0usize;
         // Our own durable entries.
         let known = theirs.get(&me).copied().unwrap_or_default();
-        if durable > known {
+        if durable > known && !self.horizon.only_in_flight(now, me, known) {
             let mut mine = own_items(state, me, known, Seq(u64::MAX));
             mine.sort_by_key(|i| i.seq);
             let upto = take_within(&mut mine, self.batch_bytes, &mut size).unwrap_or(durable);
@@ -273,6 +278,9 @@ impl Replication {
                 continue;
             }
             let known = theirs.get(&origin).copied().unwrap_or_default();
+            if self.horizon.only_in_flight(now, origin, known) {
+                continue;
+            }
             let mut found: Vec<Item> = state
                 .seqs_by_origin
                 .range((origin, known.next())..=(origin, Seq(u64::MAX)))
