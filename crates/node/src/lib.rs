@@ -42,7 +42,9 @@
 //!   - `statements.rs`: users' statement lines in sled (pages, usage by
 //!     day, retention, erasure); `history.rs`: their HTTP routes;
 //!     `notify.rs`: low-balance events from a durable outbox.
-//!   - `problem.rs`, `auth.rs`, `metrics.rs`, `config.rs`, `dev.rs`, `server.rs`.
+//!   - `auth.rs`: who is calling; `verified.rs`: client tokens verified
+//!     before, so the next call skips the signature check.
+//!   - `problem.rs`, `metrics.rs`, `config.rs`, `dev.rs`, `server.rs`.
 //! - `error.rs`: [`NodeError`], this crate's one error type.
 //!
 //! # A spend, end to end

@@ -4,6 +4,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::NodeError;
+use crate::shell::verified::{Lookup, VerifiedTokens};
 
 /// The longest bearer credential accepted; longer ones are refused before parsing.
 pub(crate) const MAX_CREDENTIAL_BYTES: usize = 8 * 1024;
@@ -64,6 +65,8 @@ pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
     operator_token: Vec<u8>,
+    /// Tokens that passed, so a client's next call skips verification.
+    verified: VerifiedTokens,
 }
 
 impl Authenticator {
@@ -114,11 +117,26 @@ impl Authenticator {
             key,
             validation,
             operator_token: operator_token.as_bytes().to_vec(),
+            verified: VerifiedTokens::default(),
         })
     }
 
     /// Identifies the caller from an `Authorization` header value, if any.
     pub fn identify(&self, authorization: Option<&[u8]>) -> Result<Principal, AuthFailure> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.identify_at(authorization, now)
+    }
+
+    /// [`Authenticator::identify`] at `now`, seconds since the Unix epoch:
+    /// the clock a token verified before is checked against (a fresh
+    /// verification reads the system clock itself).
+    fn identify_at(
+        &self,
+        authorization: Option<&[u8]>,
+        now: u64,
+    ) -> Result<Principal, AuthFailure> {
         let header = authorization.ok_or(AuthFailure::Missing)?;
         if header.len() > MAX_CREDENTIAL_BYTES + 7 {
             return Err(AuthFailure::Invalid("credential too long"));
@@ -129,14 +147,22 @@ impl Authenticator {
         if constant_time_eq(credential, &self.operator_token) {
             return Ok(Principal::Operator);
         }
+        const REFUSED: &str = "token is malformed, expired or wrongly signed";
+        match self.verified.lookup(credential, now) {
+            Lookup::User(sub) => return Ok(Principal::User(sub)),
+            Lookup::Expired => return Err(AuthFailure::Invalid(REFUSED)),
+            Lookup::Unknown => {}
+        }
         let token = std::str::from_utf8(credential)
             .map_err(|_| AuthFailure::Invalid("credential is not UTF-8"))?;
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|_| AuthFailure::Invalid("token is malformed, expired or wrongly signed"))?;
+            .map_err(|_| AuthFailure::Invalid(REFUSED))?;
         let sub = data.claims.sub;
         if !valid_user_id(&sub) {
             return Err(AuthFailure::Invalid("token subject is not a valid user id"));
         }
+        let usable_until = data.claims.exp.saturating_add(self.validation.leeway);
+        self.verified.insert(credential, &sub, usable_until);
         Ok(Principal::User(sub))
     }
 }
@@ -182,7 +208,78 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::*;
+
+    const SECRET: &[u8] = b"a-secret-of-at-least-32-bytes-for-hs256";
+
+    fn authenticator() -> Authenticator {
+        let rules = JwtRules {
+            leeway_secs: 5,
+            ..JwtRules::default()
+        };
+        Authenticator::new(&JwtKey::Secret(SECRET.to_vec()), &rules, "operator-token-1")
+            .expect("authenticator")
+    }
+
+    fn bearer(token: &str) -> Vec<u8> {
+        format!("Bearer {token}").into_bytes()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+
+    #[test]
+    fn a_token_verified_before_expires_on_time() {
+        let auth = authenticator();
+        let now = now();
+        let token = sign_hs256(SECRET, "alice", now + 60).expect("sign");
+        let header = bearer(&token);
+        for at in [now, now + 65] {
+            assert_eq!(
+                auth.identify_at(Some(&header), at),
+                Ok(Principal::User("alice".into())),
+                "at +{}",
+                at - now
+            );
+        }
+        // Past exp plus the leeway: refused, though the system clock (which
+        // a fresh verification reads) would still accept it.
+        assert!(matches!(
+            auth.identify_at(Some(&header), now + 66),
+            Err(AuthFailure::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn only_the_same_bytes_hit_the_cache() {
+        let auth = authenticator();
+        let token = sign_hs256(SECRET, "alice", now() + 60).expect("sign");
+        assert!(auth.identify(Some(&bearer(&token))).is_ok());
+        // The same claims, signed with another key: not the cached token.
+        let forged =
+            sign_hs256(b"another-secret-of-at-least-32-bytes", "alice", now() + 60).expect("sign");
+        assert!(matches!(
+            auth.identify(Some(&bearer(&forged))),
+            Err(AuthFailure::Invalid(_))
+        ));
+        let mut tampered = bearer(&token);
+        if let Some(last) = tampered.last_mut() {
+            *last = if *last == b'A' { b'B' } else { b'A' };
+        }
+        assert!(matches!(
+            auth.identify(Some(&tampered)),
+            Err(AuthFailure::Invalid(_))
+        ));
+        // An expired token is refused the first time too.
+        let expired = sign_hs256(SECRET, "alice", now() - 3_600).expect("sign");
+        assert!(matches!(
+            auth.identify(Some(&bearer(&expired))),
+            Err(AuthFailure::Invalid(_))
+        ));
+    }
 
     #[test]
     fn the_operator_credential_compares_whole() {

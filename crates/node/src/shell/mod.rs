@@ -26,5 +26,6 @@ pub(crate) mod server;
 pub(crate) mod statements;
 pub(crate) mod store;
 pub(crate) mod transport;
+pub(crate) mod verified;
 pub(crate) mod wal;
 pub(crate) mod webhook;
