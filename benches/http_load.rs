@@ -441,8 +441,6 @@ async fn ladder_run(
     steps
 }
 
-/// `n` appends of 256 bytes to a file in a fresh temporary directory, each
-/// made durable by `fdatasync`: their latencies, µs.
 /// wrk's requests per second against `addr` + `path` (closed loop: it sends
 /// as fast as answers come) and how many it made, or `None` without wrk.
 fn wrk(addr: &str, path: &str, bearer: Option<&str>) -> Option<(f64, u64)> {
@@ -475,6 +473,8 @@ fn wrk_cpu(server: &Server, path: &str, bearer: Option<&str>) -> Option<(f64, f6
     Some((rate, used * 1e6 / requests.max(1) as f64))
 }
 
+/// `n` appends of 256 bytes to a file in a fresh temporary directory, each
+/// made durable by `fdatasync`: their latencies, µs.
 fn fdatasync_floor(n: usize) -> hdrhistogram::Histogram<u64> {
     use std::io::Write;
     let dir = tempfile::tempdir().expect("tempdir");
