@@ -59,7 +59,8 @@ pub(super) struct Replication {
     unsent_records: Vec<(Seq, RecordId)>,
     next_anti_entropy: Millis,
     anti_entropy_cursor: usize,
-    /// What we held a round trip ago: what catch-ups cover.
+    /// What we held a grace ago: an origin of which an asker lacks only
+    /// newer writes is left out of its answer.
     horizon: Horizon,
 }
 
