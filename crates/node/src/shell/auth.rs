@@ -4,6 +4,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::NodeError;
+use crate::shell::engine::now_ms;
 use crate::shell::verified::{Lookup, VerifiedTokens};
 
 /// The longest bearer credential accepted; longer ones are refused before parsing.
@@ -123,10 +124,7 @@ impl Authenticator {
 
     /// Identifies the caller from an `Authorization` header value, if any.
     pub fn identify(&self, authorization: Option<&[u8]>) -> Result<Principal, AuthFailure> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.identify_at(authorization, now)
+        self.identify_at(authorization, now_ms() / 1000)
     }
 
     /// [`Authenticator::identify`] at `now`, seconds since the Unix epoch:
@@ -187,9 +185,7 @@ pub fn sign_hs256_valid_for(
     user: &str,
     valid_for: std::time::Duration,
 ) -> Result<String, NodeError> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = now_ms() / 1000;
     sign_hs256(secret, user, now.saturating_add(valid_for.as_secs()))
 }
 
@@ -226,9 +222,7 @@ mod tests {
     }
 
     fn now() -> u64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
+        now_ms() / 1000
     }
 
     #[test]

@@ -4,14 +4,18 @@
 //! Only a token that passed every check is kept, under its exact bytes, so
 //! a hit is the same credential again: nothing is accepted that verification
 //! would refuse, except that the expiry is checked here against what the
-//! token said. The map is bounded; when full it starts over, which costs
-//! one verification per client.
+//! token said. The map is bounded, in tokens and in each token's length; when
+//! full it starts over, which costs one verification per client.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 /// Tokens kept at most: about 3 MiB of typical 200-byte tokens.
 const CAPACITY: usize = 16 * 1024;
+
+/// Longer tokens are verified every time, so the map holds at most 16 MiB of
+/// them.
+const MAX_TOKEN_BYTES: usize = 1024;
 
 /// A verified token's subject and until when it may be used.
 #[derive(Clone, Debug)]
@@ -65,6 +69,9 @@ impl VerifiedTokens {
 
     /// Keeps `token`, just verified for `sub`, usable until `usable_until`.
     pub(crate) fn insert(&self, token: &[u8], sub: &str, usable_until: u64) {
+        if token.len() > MAX_TOKEN_BYTES {
+            return;
+        }
         let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
         if tokens.len() >= self.capacity {
             tokens.clear();
@@ -100,6 +107,16 @@ mod tests {
         assert_eq!(cache.lookup(b"token", 151), Lookup::Expired);
         assert_eq!(cache.lookup(b"tokeN", 100), Lookup::Unknown);
         assert_eq!(cache.lookup(b"toke", 100), Lookup::Unknown);
+    }
+
+    #[test]
+    fn a_long_token_is_not_kept() {
+        let cache = VerifiedTokens::default();
+        let long = vec![b'x'; MAX_TOKEN_BYTES + 1];
+        cache.insert(&long, "alice", 150);
+        assert_eq!(cache.lookup(&long, 100), Lookup::Unknown);
+        cache.insert(&long[1..], "alice", 150);
+        assert_eq!(cache.lookup(&long[1..], 100), Lookup::User("alice".into()));
     }
 
     #[test]
