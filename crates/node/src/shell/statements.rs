@@ -4,19 +4,26 @@
 //!
 //! Keys (in the store's one tree, beside the ledger's; see
 //! [`crate::shell::store`]):
-//! - `l` + user + `0x00` + line id (8 bytes, big-endian) → a [`StatementLine`]
+//! - `l` + user + `0x00` + line id (8 bytes, big-endian) → a chunk: the
+//!   user's lines of one group commit (at most [`LINES_PER_CHUNK`]), each with
+//!   its id, the first of which names the key. One key per user and commit,
+//!   not per line: sled splits a leaf every 16 keys, and with a key per line
+//!   its inserts and splits were a tenth of a spend's CPU. Stores from before
+//!   chunks hold one line under each key; both read alike.
 //! - `L` + time (8 bytes, big-endian ms) + the first line's id → the keys of
-//!   the lines one group commit wrote (each after its length, 2 bytes,
+//!   the chunks one group commit wrote (each after its length, 2 bytes,
 //!   big-endian): when they were made, so retention reads only what expired.
-//!   One note per commit, not per line: a spend writes one key for its line,
-//!   and retention works to the nearest commit (milliseconds).
+//!   One note per commit, and retention works to the nearest commit
+//!   (milliseconds).
 //! - `b` + user → the user's carried-forward total: what the lines compacted
 //!   away (by retention or removal) added up to
 //!
 //! Line ids come from sled's `generate_id`, which only grows, across restarts
 //! too: a newer line always has a larger id, so a cursor (the last id a page
 //! showed) pages through exactly the lines older than it, however many are
-//! written meanwhile.
+//! written meanwhile. A chunk holds only ids at or above its key's, so the
+//! chunks before a cursor's key hold every line older than it (the chunk the
+//! cursor falls in, some newer ones too, which a page leaves out).
 //!
 //! A statement adds up: the opening balance (the welcome grant plus what was
 //! carried forward) plus the amounts of the lines is the balance the lines
@@ -28,10 +35,18 @@ use crate::StatementLine;
 use crate::shell::engine::Engine;
 use crate::shell::store::{Store, Write, made_key};
 use ledger_crdt::wire;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// The most bytes of a stored line.
 const MAX_LINE_BYTES: usize = 4 * 1024;
+/// The most lines under one key: a page reads whole chunks.
+const LINES_PER_CHUNK: usize = 64;
+/// The first byte of a chunk's value. A lone line (as stores before chunks
+/// wrote them) begins with the wire version, which this is not.
+const CHUNK_TAG: u8 = 0xC4;
+/// The most bytes of a stored chunk.
+const MAX_CHUNK_BYTES: usize = LINES_PER_CHUNK * (MAX_LINE_BYTES + 10);
 /// Lines compacted per batch.
 const COMPACT_CHUNK: usize = 4_096;
 const DAY_MS: u64 = 24 * 3600 * 1000;
@@ -131,15 +146,30 @@ impl StatementStore<'_> {
     ) -> Result<Page, NodeError> {
         let start = line_key(user, 0);
         let end = line_key(user, cursor.unwrap_or(u64::MAX));
+        // Each chunk found holds at least one line older than the cursor (its
+        // first), so `limit + 1` chunks hold more than a page if there is one.
         let found = self.store.scan_back(&start, &end, limit + 1)?;
-        let mut lines = Vec::with_capacity(limit);
-        for (k, v) in found.iter().take(limit) {
-            lines.push((line_id(k)?, decode(v)?));
+        let mut lines = Vec::with_capacity(limit + 1);
+        for (k, v) in &found {
+            let chunk = decode_chunk(k, v)?;
+            lines.extend(
+                chunk
+                    .into_iter()
+                    .rev()
+                    .filter(|(id, _)| cursor.is_none_or(|c| *id < c)),
+            );
+            if lines.len() > limit {
+                break;
+            }
         }
-        let next = (found.len() > limit)
-            .then(|| lines.last().map(|(id, _)| *id))
-            .flatten();
-        Ok(Page { lines, next })
+        let next = (lines.len() > limit).then(|| {
+            lines.truncate(limit);
+            lines.last().map(|(id, _)| *id)
+        });
+        Ok(Page {
+            lines,
+            next: next.flatten(),
+        })
     }
 
     /// `user`'s calls and tokens per UTC day, for the `days` days up to and
@@ -221,10 +251,10 @@ impl StatementStore<'_> {
         self.compact(Vec::new(), lines.into_iter().map(|(k, _)| k).collect())
     }
 
-    /// Deletes lines (by their `l` keys) and the `notes` that named them,
-    /// adding the lines' amounts to their users' carried-forward totals, in
-    /// one batch. Returns how many lines there were (a key may name a line
-    /// already gone).
+    /// Deletes chunks of lines (by their `l` keys) and the `notes` that named
+    /// them, adding the lines' amounts to their users' carried-forward totals,
+    /// in one batch. Returns how many lines there were (a key may name a
+    /// chunk already gone).
     fn compact(&self, notes: Vec<Vec<u8>>, keys: Vec<Vec<u8>>) -> Result<usize, NodeError> {
         let _one_at_a_time = self.compacting.lock().unwrap_or_else(|p| p.into_inner());
         let mut carried: std::collections::BTreeMap<String, i128> = Default::default();
@@ -232,13 +262,14 @@ impl StatementStore<'_> {
         let mut count = 0;
         for key in keys {
             if let Some(bytes) = self.store.get(&key)? {
-                count += 1;
-                let line = decode(&bytes)?;
-                let total = match carried.get(&line.user) {
-                    Some(t) => *t,
-                    None => self.carried(&line.user)?,
-                };
-                carried.insert(line.user.clone(), total + i128::from(line.amount));
+                for (_, line) in decode_chunk(&key, &bytes)? {
+                    count += 1;
+                    let total = match carried.get(&line.user) {
+                        Some(t) => *t,
+                        None => self.carried(&line.user)?,
+                    };
+                    carried.insert(line.user, total + i128::from(line.amount));
+                }
                 writes.push((key, None));
             }
         }
@@ -251,25 +282,44 @@ impl StatementStore<'_> {
 }
 
 /// The writes that store `lines` (with their `ids`, in order) for the
-/// persist that carries them.
+/// persist that carries them: each user's lines in chunks, and the note that
+/// names the chunks.
 pub(crate) fn line_writes(
     lines: &[StatementLine],
     ids: impl Iterator<Item = u64>,
 ) -> Result<Vec<Write>, NodeError> {
-    let mut writes = Vec::with_capacity(lines.len() + 1);
+    // Users in order of their first line, each with their lines in order (so
+    // with growing ids).
+    let mut by_user: Vec<(&str, Vec<(u64, &StatementLine)>)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (line, id) in lines.iter().zip(ids) {
+        let at = *index.entry(&line.user).or_insert_with(|| {
+            by_user.push((&line.user, Vec::new()));
+            by_user.len() - 1
+        });
+        by_user[at].1.push((id, line));
+    }
+    let mut writes = Vec::with_capacity(by_user.len() + 1);
     let mut note_key = None;
     let mut note = Vec::new();
-    for (line, id) in lines.iter().zip(ids) {
-        let key = line_key(&line.user, id);
-        note_key.get_or_insert_with(|| made_key(b'L', line.at.0, &id.to_be_bytes()));
-        let len = u16::try_from(key.len()).map_err(|_| {
-            NodeError::Corrupt(ledger_crdt::Error::Encode(
-                "a statement key over 64 KiB".into(),
-            ))
-        })?;
-        note.extend_from_slice(&len.to_be_bytes());
-        note.extend_from_slice(&key);
-        writes.push((key, Some(wire::encode(line)?)));
+    for (user, own) in &by_user {
+        for chunk in own.chunks(LINES_PER_CHUNK) {
+            let Some(&(first, line)) = chunk.first() else {
+                continue;
+            };
+            let key = line_key(user, first);
+            note_key.get_or_insert_with(|| made_key(b'L', line.at.0, &first.to_be_bytes()));
+            let len = u16::try_from(key.len()).map_err(|_| {
+                NodeError::Corrupt(ledger_crdt::Error::Encode(
+                    "a statement key over 64 KiB".into(),
+                ))
+            })?;
+            note.extend_from_slice(&len.to_be_bytes());
+            note.extend_from_slice(&key);
+            let mut value = vec![CHUNK_TAG];
+            value.extend(wire::encode(&chunk.to_vec())?);
+            writes.push((key, Some(value)));
+        }
     }
     if let Some(k) = note_key {
         writes.push((k, Some(note)));
@@ -320,8 +370,28 @@ fn carried_key(user: &str) -> Vec<u8> {
     k
 }
 
-fn decode(bytes: &[u8]) -> Result<StatementLine, NodeError> {
-    Ok(wire::decode::<StatementLine, MAX_LINE_BYTES>(bytes)?)
+/// The lines under `key`, oldest first, each with its id: a chunk, or a
+/// lone line as stores before chunks wrote them.
+fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<(u64, StatementLine)>, NodeError> {
+    match bytes.split_first() {
+        Some((&CHUNK_TAG, chunk)) => {
+            let lines = wire::decode::<Vec<(u64, StatementLine)>, MAX_CHUNK_BYTES>(chunk)?;
+            let first = line_id(key)?;
+            // Paging rests on this: ids grow within a chunk, from its key's.
+            let ordered = lines.first().is_some_and(|(id, _)| *id == first)
+                && lines.windows(2).all(|w| w[0].0 < w[1].0);
+            if !ordered {
+                return Err(NodeError::Corrupt(ledger_crdt::Error::Decode(
+                    "a statement chunk's ids".into(),
+                )));
+            }
+            Ok(lines)
+        }
+        _ => Ok(vec![(
+            line_id(key)?,
+            wire::decode::<StatementLine, MAX_LINE_BYTES>(bytes)?,
+        )]),
+    }
 }
 
 fn clamp(n: i128) -> u64 {
@@ -410,6 +480,110 @@ mod tests {
             .unwrap();
         assert_eq!(all(&statements, "u", 7).len(), 23);
         assert_eq!(all(&statements, "u2", 7).len(), 1);
+    }
+
+    #[test]
+    fn a_commit_stores_each_users_lines_in_chunks_that_page_like_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        // 150 lines of u, interleaved with 10 of v, in one commit: u's go
+        // in chunks of 64, 64 and 22, v's in one.
+        let mut lines = Vec::new();
+        for i in 0..150 {
+            lines.push(line("u", 1_000 + i, LineKind::Spend, -1, 1_000 - i));
+            if i % 15 == 0 {
+                lines.push(line("v", 1_000 + i, LineKind::Credit, 1, 151 + i));
+            }
+        }
+        let writes = line_writes(&lines, 1..).unwrap();
+        assert_eq!(writes.len(), 3 + 1 + 1, "four chunks and one note");
+        let store = store_with(dir.path(), lines);
+        let statements = StatementStore {
+            store: &store,
+            grant: 150,
+            retention_ms: None,
+            compacting: &Mutex::new(()),
+        };
+        assert_eq!(store.scan(b'l').unwrap().len(), 4);
+        for limit in [1, 7, 64, 65, 200] {
+            let got = all(&statements, "u", limit);
+            let balances: Vec<u64> = got.iter().map(|(_, l)| l.balance_after).collect();
+            // Newest first: the last line left 851.
+            assert_eq!(
+                balances,
+                (851..=1_000).collect::<Vec<u64>>(),
+                "limit {limit}"
+            );
+            assert!(got.windows(2).all(|w| w[0].0 > w[1].0));
+        }
+        assert_eq!(all(&statements, "v", 3).len(), 10);
+        // A cursor inside a chunk pages on from the line below it.
+        let first = statements.page("u", None, 100).unwrap();
+        let cursor = first.next.unwrap();
+        let rest = statements.page("u", Some(cursor), 100).unwrap();
+        assert_eq!(rest.lines.len(), 50);
+        assert!(rest.lines.iter().all(|(id, _)| *id < cursor));
+        assert_eq!(rest.next, None);
+        // Removal counts lines, not chunks.
+        assert_eq!(statements.remove_lines("u").unwrap(), 150);
+        assert_eq!(statements.opening("u").unwrap(), 0);
+    }
+
+    #[test]
+    fn lines_stored_one_per_key_before_chunks_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        // Another user's commit takes ids 0 and 1, which u's old lines have.
+        let store = store_with(
+            dir.path(),
+            vec![
+                line("w", 1, LineKind::Spend, -1, 149),
+                line("w", 2, LineKind::Spend, -1, 148),
+            ],
+        );
+        let old = |id: u64, l: &StatementLine| (line_key("u", id), Some(wire::encode(l).unwrap()));
+        let (a, b) = (
+            line("u", 5, LineKind::Spend, -1, 149),
+            line("u", 6, LineKind::Spend, -1, 148),
+        );
+        store.write_now(vec![old(0, &a), old(1, &b)], true).unwrap();
+        // A newer commit adds a chunk after them.
+        let persist = Persist {
+            statement: vec![line("u", 7, LineKind::Credit, 10, 158)],
+            ..Persist::default()
+        };
+        store.persist(&persist, Vec::new()).unwrap();
+        let statements = StatementStore {
+            store: &store,
+            grant: 150,
+            retention_ms: None,
+            compacting: &Mutex::new(()),
+        };
+        let got: Vec<u64> = all(&statements, "u", 2)
+            .iter()
+            .map(|(_, l)| l.balance_after)
+            .collect();
+        assert_eq!(got, vec![158, 148, 149]);
+        assert_eq!(statements.remove_lines("u").unwrap(), 3);
+        assert_eq!(statements.opening("u").unwrap(), 158);
+    }
+
+    #[test]
+    fn a_chunk_whose_ids_do_not_grow_from_its_key_is_refused() {
+        let l = line("u", 5, LineKind::Spend, -1, 149);
+        let chunk = |lines: Vec<(u64, StatementLine)>| {
+            let mut v = vec![CHUNK_TAG];
+            v.extend(wire::encode(&lines).unwrap());
+            v
+        };
+        let good = chunk(vec![(9, l.clone()), (12, l.clone())]);
+        assert_eq!(decode_chunk(&line_key("u", 9), &good).unwrap().len(), 2);
+        assert!(
+            decode_chunk(&line_key("u", 8), &good).is_err(),
+            "not its key"
+        );
+        let shuffled = chunk(vec![(9, l.clone()), (9, l.clone())]);
+        assert!(decode_chunk(&line_key("u", 9), &shuffled).is_err());
+        assert!(decode_chunk(&line_key("u", 9), &chunk(Vec::new())).is_err());
+        assert!(decode_chunk(&line_key("u", 9), &[CHUNK_TAG, 1, 200]).is_err());
     }
 
     #[test]
