@@ -424,6 +424,17 @@ mod tests {
         }
     }
 
+    /// The statements in `store`, with a welcome grant of 150.
+    fn over(store: &Store, retention_ms: Option<u64>) -> StatementStore<'_> {
+        static COMPACTING: Mutex<()> = Mutex::new(());
+        StatementStore {
+            store,
+            grant: 150,
+            retention_ms,
+            compacting: &COMPACTING,
+        }
+    }
+
     /// A store holding `lines`, written the way a group commit writes them.
     fn store_with(dir: &std::path::Path, lines: Vec<StatementLine>) -> Store {
         let store = Store::open(dir, 1 << 20).unwrap();
@@ -455,12 +466,7 @@ mod tests {
             .map(|i| line("u", 1_000 + i, LineKind::Spend, -1, 149 - i))
             .collect();
         let store = store_with(dir.path(), lines);
-        let statements = StatementStore {
-            store: &store,
-            grant: 150,
-            retention_ms: None,
-            compacting: &Mutex::new(()),
-        };
+        let statements = over(&store, None);
         let got = all(&statements, "u", 5);
         assert_eq!(got.len(), 23);
         assert!(
@@ -497,12 +503,7 @@ mod tests {
         let writes = line_writes(&lines, 1..).unwrap();
         assert_eq!(writes.len(), 3 + 1 + 1, "four chunks and one note");
         let store = store_with(dir.path(), lines);
-        let statements = StatementStore {
-            store: &store,
-            grant: 150,
-            retention_ms: None,
-            compacting: &Mutex::new(()),
-        };
+        let statements = over(&store, None);
         assert_eq!(store.scan(b'l').unwrap().len(), 4);
         for limit in [1, 7, 64, 65, 200] {
             let got = all(&statements, "u", limit);
@@ -551,12 +552,7 @@ mod tests {
             ..Persist::default()
         };
         store.persist(&persist, Vec::new()).unwrap();
-        let statements = StatementStore {
-            store: &store,
-            grant: 150,
-            retention_ms: None,
-            compacting: &Mutex::new(()),
-        };
+        let statements = over(&store, None);
         let got: Vec<u64> = all(&statements, "u", 2)
             .iter()
             .map(|(_, l)| l.balance_after)
@@ -605,12 +601,7 @@ mod tests {
             };
             store.persist(&persist, Vec::new()).unwrap();
         }
-        let statements = StatementStore {
-            store: &store,
-            grant: 150,
-            retention_ms: Some(10 * day),
-            compacting: &Mutex::new(()),
-        };
+        let statements = over(&store, Some(10 * day));
         let adds_up = |s: &StatementStore<'_>| {
             let kept = all(s, "u", 2);
             let total: i64 = kept.iter().map(|(_, l)| l.amount).sum();
@@ -646,12 +637,7 @@ mod tests {
             line("u", 11 * day + 11, LineKind::Hold, 0, 163),
         ];
         let store = store_with(dir.path(), lines);
-        let statements = StatementStore {
-            store: &store,
-            grant: 150,
-            retention_ms: None,
-            compacting: &Mutex::new(()),
-        };
+        let statements = over(&store, None);
         let usage = statements.usage("u", 2, 11 * day + 100).unwrap();
         assert_eq!(
             usage,
