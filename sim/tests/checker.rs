@@ -3,13 +3,18 @@
 use maas_sim::sweep::{summarize, sweep};
 use maas_sim::world::{Broken, Policy, SimConfig, World};
 
-/// Runs seeds until a run reports a violation; returns its invariant.
-fn first_violation(broken: Broken) -> Option<&'static str> {
-    (1..=30).find_map(|seed| {
+/// The invariant each of seeds 1 to 30 finds broken, in order, run lazily.
+fn violations(broken: Broken) -> impl Iterator<Item = &'static str> {
+    (1..=30).filter_map(move |seed| {
         let mut cfg = SimConfig::new(seed);
         cfg.broken = Some(broken);
         World::new(cfg).run().violation.map(|v| v.invariant)
     })
+}
+
+/// Runs seeds until a run reports a violation; returns its invariant.
+fn first_violation(broken: Broken) -> Option<&'static str> {
+    violations(broken).next()
 }
 
 #[test]
@@ -50,13 +55,7 @@ fn a_hold_captured_twice_is_caught() {
     // capture, or (when the repeat came a TTL after the hold) as a charge for
     // a job whose hold had run out; or first, when the second charge took
     // rights that another open hold had set aside, as holds beyond rights.
-    let seen: Vec<&str> = (1..=30)
-        .filter_map(|seed| {
-            let mut cfg = SimConfig::new(seed);
-            cfg.broken = Some(Broken::CaptureTwice);
-            World::new(cfg).run().violation.map(|v| v.invariant)
-        })
-        .collect();
+    let seen: Vec<&str> = violations(Broken::CaptureTwice).collect();
     let charged_twice =
         |v: &&str| matches!(*v, "idempotency-key-charged-twice" | "released-job-charged");
     assert!(seen.iter().any(charged_twice), "{seen:?}");

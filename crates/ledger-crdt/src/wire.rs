@@ -15,7 +15,7 @@ pub const WIRE_VERSION: u8 = 1;
 pub const MAX_ACCOUNT_BYTES: usize = 64 * 1024;
 
 /// Encodes `value` behind the version byte.
-pub fn encode<T: Encode>(value: &T) -> Result<Vec<u8>, Error> {
+pub fn encode<T: Encode + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     let mut out = vec![WIRE_VERSION];
     bincode::encode_into_std_write(value, &mut out, config::standard())
         .map_err(|e| Error::Encode(e.to_string()))?;

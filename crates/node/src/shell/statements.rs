@@ -317,7 +317,7 @@ pub(crate) fn line_writes(
             note.extend_from_slice(&len.to_be_bytes());
             note.extend_from_slice(&key);
             let mut value = vec![CHUNK_TAG];
-            value.extend(wire::encode(&chunk.to_vec())?);
+            value.extend(wire::encode(chunk)?);
             writes.push((key, Some(value)));
         }
     }

@@ -293,8 +293,7 @@ impl Replica {
         self.replication
             .note_held(now, &self.ledger.state, durable, self.me());
         if let Some(to) = self.replication.digest_due(now, self.peers.live()) {
-            let digest =
-                Replication::digest(&self.ledger.state, self.ledger.journal.durable(), self.me());
+            let digest = Replication::digest(&self.ledger.state, durable, self.me());
             self.peers.send(to, &digest);
         }
         let prune = now >= self.next_prune;

@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 /// The state as of the last confirmed flush, plus the writes made since (which
 /// the [`super::journal::Journal`] tracks until they are durable).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
 ///
 /// A user's id is allocated once, by `accounts`, and shared by the indexes
 /// below: at a million users each extra copy cost about 4 % of the memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Durable {
     pub(super) accounts: BTreeMap<Arc<str>, Packed<Account>>,
     /// For other origins: the sequence number of the version held, per user.
