@@ -19,6 +19,7 @@ pub(crate) mod metrics;
 pub(crate) mod notify;
 pub(crate) mod openai;
 pub(crate) mod openapi;
+pub(crate) mod pending;
 pub(crate) mod premium;
 pub(crate) mod problem;
 pub(crate) mod rfc3339;

@@ -5,16 +5,21 @@
 //! Keys (in the store's one tree, beside the ledger's; see
 //! [`crate::shell::store`]):
 //! - `l` + user + `0x00` + line id (8 bytes, big-endian) → a chunk: the
-//!   user's lines of one group commit (at most [`LINES_PER_CHUNK`]), each with
-//!   its id, the first of which names the key. One key per user and commit,
-//!   not per line: sled splits a leaf every 16 keys, and with a key per line
-//!   its inserts and splits were a tenth of a spend's CPU. Stores from before
-//!   chunks hold one line under each key; both read alike.
-//! - `L` + time (8 bytes, big-endian ms) + the first line's id → the keys of
-//!   the chunks one group commit wrote (each after its length, 2 bytes,
-//!   big-endian): when they were made, so retention reads only what expired.
-//!   One note per commit, and retention works to the nearest commit
-//!   (milliseconds).
+//!   user's lines (at most [`LINES_PER_CHUNK`]), each with its id, the first
+//!   of which names the key. A group commit logs one chunk per user; they
+//!   wait in [`crate::shell::pending`] (reads see them there), and the next
+//!   checkpoint merges each user's consecutive chunks into one while they
+//!   hold at most [`LINES_PER_CHUNK`] lines ([`merge_pending`]). Not a key per
+//!   line, nor per commit: sled splits a leaf every 16 keys, and with a key
+//!   per line its inserts and splits were a tenth of a spend's CPU, with a
+//!   key per user and commit a seventh of the three-region run's. Stores from
+//!   before chunks hold one line under each key; both read alike.
+//! - `L` + time (8 bytes, big-endian ms) + a line's id → the keys of chunks
+//!   (each after its length, 2 bytes, big-endian): when they were made, so
+//!   retention reads only what expired. A group commit logs one note; a
+//!   checkpoint merges its commits' notes into one, under the newest's key,
+//!   so retention works to the nearest checkpoint (about a second), never
+//!   sooner than the retention.
 //! - `b` + user → the user's carried-forward total: what the lines compacted
 //!   away (by retention or removal) added up to
 //!
@@ -24,6 +29,11 @@
 //! written meanwhile. A chunk holds only ids at or above its key's, so the
 //! chunks before a cursor's key hold every line older than it (the chunk the
 //! cursor falls in, some newer ones too, which a page leaves out).
+//!
+//! A merge survives a crash before the checkpoint deletes the log behind it:
+//! a merged chunk has the key of its first commit's chunk and a merged note
+//! the key of its newest commit's note, so replaying the log rewrites each
+//! with its own commit's lines and the set of lines is what it was.
 //!
 //! A statement adds up: the opening balance (the welcome grant plus what was
 //! carried forward) plus the amounts of the lines is the balance the lines
@@ -35,8 +45,8 @@ use crate::StatementLine;
 use crate::shell::engine::Engine;
 use crate::shell::store::{Store, Write, made_key};
 use ledger_crdt::wire;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The most bytes of a stored line.
 const MAX_LINE_BYTES: usize = 4 * 1024;
@@ -224,6 +234,7 @@ impl StatementStore<'_> {
         let cutoff = now_ms.saturating_sub(retention);
         let mut total = 0;
         loop {
+            let alone = self.alone();
             let notes = self.store.scan_first(
                 &made_key(b'L', 0, &[]),
                 &made_key(b'L', cutoff, &[]),
@@ -236,27 +247,47 @@ impl StatementStore<'_> {
             for (_, value) in &notes {
                 keys.extend(note_keys(value)?);
             }
-            total += self.compact(notes.into_iter().map(|(k, _)| k).collect(), keys)?;
+            total += self.compact(&alone, notes.into_iter().map(|(k, _)| k).collect(), keys)?;
         }
     }
 
     /// Removes every line of `user`, carrying what they added up to forward:
     /// the statement restarts at today's balance. Returns how many went.
     pub(crate) fn remove_lines(&self, user: &str) -> Result<usize, NodeError> {
+        let alone = self.alone();
         let lines = self
             .store
             .scan_range(&line_key(user, 0), &line_key(user, u64::MAX))?;
         // Their commits' notes stay, naming lines that are gone; retention
         // deletes them in their time.
-        self.compact(Vec::new(), lines.into_iter().map(|(k, _)| k).collect())
+        self.compact(
+            &alone,
+            Vec::new(),
+            lines.into_iter().map(|(k, _)| k).collect(),
+        )
+    }
+
+    /// Holds other compactions and checkpoints off, from reading the lines
+    /// to removing them: a compaction reads and rewrites carried-forward
+    /// totals, and a checkpoint could merge a chunk read with one not read.
+    fn alone(&self) -> Alone<'_> {
+        let compacting = self.compacting.lock().unwrap_or_else(|p| p.into_inner());
+        Alone {
+            _compacting: compacting,
+            _checkpoints: self.store.hold_checkpoints(),
+        }
     }
 
     /// Deletes chunks of lines (by their `l` keys) and the `notes` that named
     /// them, adding the lines' amounts to their users' carried-forward totals,
     /// in one batch. Returns how many lines there were (a key may name a
     /// chunk already gone).
-    fn compact(&self, notes: Vec<Vec<u8>>, keys: Vec<Vec<u8>>) -> Result<usize, NodeError> {
-        let _one_at_a_time = self.compacting.lock().unwrap_or_else(|p| p.into_inner());
+    fn compact(
+        &self,
+        _alone: &Alone<'_>,
+        notes: Vec<Vec<u8>>,
+        keys: Vec<Vec<u8>>,
+    ) -> Result<usize, NodeError> {
         let mut carried: std::collections::BTreeMap<String, i128> = Default::default();
         let mut writes: Vec<Write> = notes.into_iter().map(|k| (k, None)).collect();
         let mut count = 0;
@@ -279,6 +310,12 @@ impl StatementStore<'_> {
         self.store.write_now(writes, true)?;
         Ok(count)
     }
+}
+
+/// Proof that a compaction runs alone (see [`StatementStore::alone`]).
+struct Alone<'a> {
+    _compacting: MutexGuard<'a, ()>,
+    _checkpoints: MutexGuard<'a, ()>,
 }
 
 /// The writes that store `lines` (with their `ids`, in order) for the
@@ -309,13 +346,7 @@ pub(crate) fn line_writes(
             };
             let key = line_key(user, first);
             note_key.get_or_insert_with(|| made_key(b'L', line.at.0, &first.to_be_bytes()));
-            let len = u16::try_from(key.len()).map_err(|_| {
-                NodeError::Corrupt(ledger_crdt::Error::Encode(
-                    "a statement key over 64 KiB".into(),
-                ))
-            })?;
-            note.extend_from_slice(&len.to_be_bytes());
-            note.extend_from_slice(&key);
+            push_note_key(&mut note, &key)?;
             let mut value = vec![CHUNK_TAG];
             value.extend(wire::encode(chunk)?);
             writes.push((key, Some(value)));
@@ -325,6 +356,87 @@ pub(crate) fn line_writes(
         writes.push((k, Some(note)));
     }
     Ok(writes)
+}
+
+/// The writes that store `pending` (the chunks and notes of many group
+/// commits, as they logged them) in few keys: each user's consecutive
+/// chunks in one while they hold at most [`LINES_PER_CHUNK`] lines, under
+/// the first one's key; and one note naming them all, under the newest
+/// commit's note's key (notes' keys begin with their time).
+pub(crate) fn merge_pending(pending: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Vec<Write>, NodeError> {
+    let mut writes = Vec::new();
+    let mut note = Vec::new();
+    let mut run: Option<Run> = None;
+    let chunks = pending.range::<[u8], _>((
+        std::ops::Bound::Included(&b"l"[..]),
+        std::ops::Bound::Excluded(&b"m"[..]),
+    ));
+    for (key, value) in chunks {
+        let lines = decode_chunk(key, value)?;
+        match run.as_mut() {
+            Some(open) if open.takes(key, lines.len()) => open.lines.extend(lines),
+            _ => {
+                if let Some(done) = run.take() {
+                    writes.push(done.write(&mut note)?);
+                }
+                run = Some(Run {
+                    key: key.clone(),
+                    lines,
+                });
+            }
+        }
+    }
+    if let Some(done) = run.take() {
+        writes.push(done.write(&mut note)?);
+    }
+    let newest_note = pending
+        .range::<[u8], _>((
+            std::ops::Bound::Included(&b"L"[..]),
+            std::ops::Bound::Excluded(&b"M"[..]),
+        ))
+        .next_back();
+    if let Some((key, _)) = newest_note
+        && !note.is_empty()
+    {
+        writes.push((key.clone(), Some(note)));
+    }
+    Ok(writes)
+}
+
+/// One user's chunks that a checkpoint merges into one.
+struct Run {
+    /// The key of the first chunk, which the merged one takes.
+    key: Vec<u8>,
+    lines: Vec<(u64, StatementLine)>,
+}
+
+impl Run {
+    /// Whether the chunk under `key`, of `lines` lines, joins this run: the
+    /// same user's, and the merged chunk stays within [`LINES_PER_CHUNK`].
+    fn takes(&self, key: &[u8], lines: usize) -> bool {
+        user_part(&self.key).is_some_and(|u| Some(u) == user_part(key))
+            && self.lines.len() + lines <= LINES_PER_CHUNK
+    }
+
+    /// The merged chunk's write, its key added to `note`.
+    fn write(self, note: &mut Vec<u8>) -> Result<Write, NodeError> {
+        push_note_key(note, &self.key)?;
+        let mut value = vec![CHUNK_TAG];
+        value.extend(wire::encode(self.lines.as_slice())?);
+        Ok((self.key, Some(value)))
+    }
+}
+
+/// Adds `key` to a note: its length (2 bytes, big-endian), then it.
+fn push_note_key(note: &mut Vec<u8>, key: &[u8]) -> Result<(), NodeError> {
+    let len = u16::try_from(key.len()).map_err(|_| {
+        NodeError::Corrupt(ledger_crdt::Error::Encode(
+            "a statement key over 64 KiB".into(),
+        ))
+    })?;
+    note.extend_from_slice(&len.to_be_bytes());
+    note.extend_from_slice(key);
+    Ok(())
 }
 
 /// The line keys a commit's note names.
@@ -349,6 +461,11 @@ fn line_key(user: &str, id: u64) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&id.to_be_bytes());
     k
+}
+
+/// A line key without its id: `l`, the user, `0x00`.
+fn user_part(key: &[u8]) -> Option<&[u8]> {
+    key.len().checked_sub(8).and_then(|n| key.get(..n))
 }
 
 fn line_id(key: &[u8]) -> Result<u64, NodeError> {
@@ -527,6 +644,103 @@ mod tests {
         // Removal counts lines, not chunks.
         assert_eq!(statements.remove_lines("u").unwrap(), 150);
         assert_eq!(statements.opening("u").unwrap(), 0);
+    }
+
+    /// Commits of `u` (40, 20 and 10 lines) and of `v` (one line each), the
+    /// way three group commits write them.
+    fn three_commits(store: &Store) {
+        for (commit, n) in [40u64, 20, 10].into_iter().enumerate() {
+            let at = 1_000 * (commit as u64 + 1);
+            let mut lines: Vec<StatementLine> = (0..n)
+                .map(|i| line("u", at + i, LineKind::Spend, -1, 1_000 - at - i))
+                .collect();
+            lines.push(line("v", at, LineKind::Credit, 1, 150 + at));
+            let persist = Persist {
+                statement: lines,
+                ..Persist::default()
+            };
+            store.persist(&persist, Vec::new()).unwrap();
+        }
+    }
+
+    /// Every line of `u` and of `v`, paged at several limits (all must agree).
+    fn every_line(statements: &StatementStore<'_>) -> Vec<(u64, StatementLine)> {
+        let whole = all(statements, "u", 1_000);
+        for limit in [1, 7, 39, 64, 65] {
+            assert_eq!(all(statements, "u", limit), whole, "limit {limit}");
+        }
+        let mut out = whole;
+        out.extend(all(statements, "v", 2));
+        out
+    }
+
+    #[test]
+    fn a_checkpoint_merges_each_users_chunks_and_every_read_stays_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        three_commits(&store);
+        let statements = over(&store, None);
+        let before = every_line(&statements);
+        assert_eq!(before.len(), 70 + 3);
+        assert_eq!(
+            store.scan(b'l').unwrap().len(),
+            6,
+            "a chunk per user and commit"
+        );
+        assert_eq!(store.scan(b'L').unwrap().len(), 3, "a note per commit");
+        store.checkpoint().unwrap();
+        assert_eq!(every_line(&statements), before);
+        // u: 40 + 20 in one chunk, 10 in another (70 is over 64); v: one.
+        assert_eq!(store.scan(b'l').unwrap().len(), 3);
+        let notes = store.scan(b'L').unwrap();
+        assert_eq!(notes.len(), 1, "one note, under the newest commit's key");
+        assert!(notes[0].0.starts_with(&made_key(b'L', 3_000, &[])));
+        assert_eq!(note_keys(&notes[0].1).unwrap().len(), 3);
+        // A restart reads the same from sled alone.
+        drop(store);
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let statements = over(&store, None);
+        assert_eq!(every_line(&statements), before);
+        // Retention goes by the merged note: nothing before the newest
+        // commit's time; then every line, carried forward.
+        let statements = over(&store, Some(10));
+        assert_eq!(statements.expire(3_009).unwrap(), 0);
+        assert_eq!(statements.expire(3_011).unwrap(), 73);
+        assert_eq!(statements.opening("u").unwrap(), 150 - 70);
+    }
+
+    #[test]
+    fn a_crash_after_a_merge_but_before_the_log_went_replays_to_the_same_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        three_commits(&store);
+        let before = every_line(&over(&store, None));
+        // sled holds the merged chunks, flushed; the log holds the commits.
+        store.merge_without_forgetting().unwrap();
+        drop(store);
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let statements = over(&store, None);
+        assert_eq!(every_line(&statements), before, "no line lost or doubled");
+        // Erasure and the carried-forward total agree with the lines.
+        assert_eq!(statements.remove_lines("u").unwrap(), 70);
+        assert_eq!(statements.opening("u").unwrap(), 80);
+        assert!(all(&statements, "u", 10).is_empty());
+    }
+
+    #[test]
+    fn erasing_lines_that_wait_for_a_checkpoint_keeps_them_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        three_commits(&store);
+        let statements = over(&store, None);
+        assert_eq!(statements.remove_lines("u").unwrap(), 70);
+        store.checkpoint().unwrap();
+        assert!(all(&statements, "u", 10).is_empty(), "not written back");
+        assert_eq!(all(&statements, "v", 10).len(), 3);
+        assert_eq!(statements.opening("u").unwrap(), 80);
+        drop(store);
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert!(all(&over(&store, None), "u", 10).is_empty());
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //! reach sled with their commit.
 //!
 //! - `l`, `L`, `b` → statement lines, when they were made, and carried-forward
-//!   totals (see [`crate::shell::statements`])
+//!   totals (see [`crate::shell::statements`]). A group commit's `l` and `L`
+//!   keys wait in [`Pending`] (which every read lays over sled) until the
+//!   next checkpoint writes them, each user's merged into few keys.
 //!
 //! AI jobs' keys (see [`crate::shell::jobs`]); a job's result rides a group
 //! commit, its other writes are plain inserts:
@@ -32,6 +34,7 @@
 //!   → nothing: when it was made, so sweeps read only what expired
 
 use crate::NodeError;
+use crate::shell::pending::Pending;
 use crate::shell::statements;
 use crate::shell::wal::Log;
 use crate::{Durable, Meta, Persist};
@@ -64,8 +67,10 @@ pub(crate) struct Store {
     /// `None` after a failure, until it could be opened again.
     db: RwLock<Option<sled::Db>>,
     /// The log of the open database (`None` with it). Held for a whole group
-    /// commit or direct write; taken before `db`.
+    /// commit or direct write; taken before `pending`, and that before `db`.
     log: Mutex<Option<Log>>,
+    /// Statement writes logged but not yet in sled.
+    pending: RwLock<Pending>,
     /// Held for a whole checkpoint.
     checkpointing: Mutex<()>,
 }
@@ -131,6 +136,7 @@ impl Store {
             cache_bytes,
             db: RwLock::new(None),
             log: Mutex::new(None),
+            pending: RwLock::new(Pending::default()),
             checkpointing: Mutex::new(()),
         };
         store.open_locked(&mut store.lock_log())?;
@@ -139,6 +145,19 @@ impl Store {
 
     fn lock_log(&self) -> MutexGuard<'_, Option<Log>> {
         self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn pending_mut(&self) -> std::sync::RwLockWriteGuard<'_, Pending> {
+        self.pending.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps checkpoints off while held: what reads lines and then removes
+    /// them (retention, erasure) holds it, so no checkpoint merges a chunk
+    /// it read with one it did not.
+    pub(crate) fn hold_checkpoints(&self) -> MutexGuard<'_, ()> {
+        self.checkpointing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The open database, opening it again (with the log's recovery) after a
@@ -168,6 +187,9 @@ impl Store {
         ) {
             return Ok(db.clone());
         }
+        // Readers take `pending` before `db`, so a reader never pairs a
+        // reopened database with writes its recovery already holds.
+        let mut pending = self.pending_mut();
         let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
         if let (Some(db), Some(_)) = (slot.as_ref(), log.as_ref()) {
             return Ok(db.clone());
@@ -175,6 +197,8 @@ impl Store {
         let reopening = slot.take().is_some() || log.is_some();
         let db = open_db(&self.dir, self.cache_bytes)?;
         let (recovered, found) = Log::recover(&self.dir, &db)?;
+        // The recovery wrote every logged write to sled.
+        pending.clear();
         if found.records > 0 {
             tracing::info!(
                 files = found.files,
@@ -219,6 +243,20 @@ impl Store {
                 .into_iter()
                 .partition(|(k, _)| k.first().is_some_and(|p| READ_ONLY_AT_START.contains(p)));
             open.hold_back(later);
+            let mut pending = self.pending_mut();
+            let now = if pending.has_room() {
+                let mut to_sled = Vec::with_capacity(now.len());
+                for (k, v) in now {
+                    match v {
+                        Some(v) if Pending::takes(&k) => pending.insert(k, v),
+                        v => to_sled.push((k, v)),
+                    }
+                }
+                to_sled
+            } else {
+                now
+            };
+            drop(pending);
             apply(&db, now)?;
             Ok(())
         });
@@ -278,7 +316,7 @@ impl Store {
             .checkpointing
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let (db, unapplied, generations) = {
+        let (db, unapplied, merging, generations) = {
             let mut log = self.lock_log();
             let Some(open) = log.as_mut() else {
                 return Ok(());
@@ -301,16 +339,21 @@ impl Store {
             else {
                 return Ok(());
             };
-            (db, open.take_unapplied(), open.rotate())
+            let merging = self.pending_mut().begin_merge();
+            (db, open.take_unapplied(), merging, open.rotate())
         };
-        // Every write in those files is in sled now or in `unapplied`.
-        let flushed = apply(&db, unapplied).and_then(|()| Ok(db.flush()?));
+        // Every write in those files is in sled now, in `unapplied` or in
+        // `merging`.
+        let flushed = apply(&db, unapplied)
+            .and_then(|()| apply(&db, statements::merge_pending(&merging)?))
+            .and_then(|()| Ok(db.flush()?));
         drop(db);
         let mut log = self.lock_log();
         if let Err(e) = flushed {
             self.close_after_failure(&mut log);
             return Err(e);
         }
+        self.pending_mut().end_merge();
         // After a reopen the files are gone already (recovery deleted them).
         if let Some(open) = log.as_mut()
             && let Err(e) = open.forget(&generations)
@@ -318,6 +361,17 @@ impl Store {
             self.close_after_failure(&mut log);
             return Err(e.into());
         }
+        Ok(())
+    }
+
+    /// A checkpoint that stops where a crash could: sled holds the merged
+    /// statement writes, flushed, and the log behind them is still there.
+    #[cfg(test)]
+    pub(crate) fn merge_without_forgetting(&self) -> Result<(), NodeError> {
+        let db = self.db()?;
+        let merging = self.pending_mut().begin_merge();
+        apply(&db, statements::merge_pending(&merging)?)?;
+        db.flush()?;
         Ok(())
     }
 
@@ -391,6 +445,13 @@ impl Store {
             } else {
                 open.defer(&writes);
             }
+            // One batch under `pending`: a reader sees all of it or none.
+            let mut pending = self.pending_mut();
+            for (k, v) in &writes {
+                if v.is_none() && Pending::takes(k) {
+                    pending.remove(k);
+                }
+            }
             db.apply_batch(batch_of(writes))?;
             Ok(())
         });
@@ -400,14 +461,39 @@ impl Store {
         result
     }
 
+    /// Runs `read` on sled with the pending writes it must lay over them,
+    /// as one consistent pair (see [`Store::open_locked`]).
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&sled::Db, &Pending) -> Result<T, NodeError>,
+    ) -> Result<T, NodeError> {
+        loop {
+            // Opens the database again after a failure.
+            self.db()?;
+            let pending = self.pending.read().unwrap_or_else(PoisonError::into_inner);
+            let db = self
+                .db
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            // `None`: another failure closed it meanwhile; open it again.
+            if let Some(db) = db {
+                return read(&db, &pending);
+            }
+        }
+    }
+
     /// The value under `key`.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, NodeError> {
-        Ok(self.db()?.get(key)?.map(|v| v.to_vec()))
+        self.read(|db, pending| match pending.get(key) {
+            Some(v) => Ok(Some(v.clone())),
+            None => Ok(db.get(key)?.map(|v| v.to_vec())),
+        })
     }
 
     /// Every key and value from `start` (inclusive) to `end` (exclusive).
     pub(crate) fn scan_range(&self, start: &[u8], end: &[u8]) -> Result<Vec<KeyValue>, NodeError> {
-        owned(self.db()?.range(start..end))
+        self.scan_first(start, end, usize::MAX)
     }
 
     /// The first `limit` keys and values from `start` (inclusive) to `end`
@@ -418,7 +504,10 @@ impl Store {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, NodeError> {
-        owned(self.db()?.range(start..end).take(limit))
+        self.read(|db, pending| {
+            let from_sled = owned(db.range(start..end).take(limit))?;
+            Ok(pending.lay_over(from_sled, start, end, false, limit))
+        })
     }
 
     /// Up to `limit` keys and values from `end` (exclusive) back to `start`
@@ -429,7 +518,10 @@ impl Store {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, NodeError> {
-        owned(self.db()?.range(start..end).rev().take(limit))
+        self.read(|db, pending| {
+            let from_sled = owned(db.range(start..end).rev().take(limit))?;
+            Ok(pending.lay_over(from_sled, start, end, true, limit))
+        })
     }
 
     /// Every key and value under `prefix` (an ASCII letter).
