@@ -40,7 +40,8 @@
 //!     checkpoints flush sled and delete it; replayed at every open.
 //!   - `limits.rs`: rate limits (GCRA) per user and per client IP.
 //!   - `statements.rs`: users' statement lines in sled (pages, usage by
-//!     day, retention, erasure); `history.rs`: their HTTP routes;
+//!     day, retention, erasure); `pending.rs`: the lines logged but not yet
+//!     in sled, which reads see; `history.rs`: their HTTP routes;
 //!     `notify.rs`: low-balance events from a durable outbox.
 //!   - `auth.rs`: who is calling; `verified.rs`: client tokens verified
 //!     before, so the next call skips the signature check.
