@@ -47,6 +47,14 @@ impl Pending {
         matches!(key.first(), Some(b'l' | b'L'))
     }
 
+    /// Whether a read from `start` (inclusive) to `end` (exclusive) could
+    /// meet a key held here. Others skip the lock: a long scan under it
+    /// would hold group commits up.
+    pub(crate) fn may_hold(start: &[u8], end: &[u8]) -> bool {
+        let meets = |from: &[u8], to: &[u8]| start < to && end > from;
+        meets(b"L", b"M") || meets(b"l", b"m")
+    }
+
     /// Whether another commit's writes fit; if not, they go to sled.
     pub(crate) fn has_room(&self) -> bool {
         self.fresh_bytes < MAX_PENDING_BYTES
@@ -216,5 +224,9 @@ mod tests {
         pending.begin_merge();
         assert!(pending.has_room());
         assert!(Pending::takes(b"l u") && Pending::takes(b"L") && !Pending::takes(b"a"));
+        assert!(Pending::may_hold(b"l", b"m") && Pending::may_hold(b"a", b"z"));
+        assert!(Pending::may_hold(b"Lx", b"Ly") && Pending::may_hold(b"lu\0", b"lu\x01"));
+        assert!(!Pending::may_hold(b"j", b"k") && !Pending::may_hold(b"m", b"n"));
+        assert!(!Pending::may_hold(b"G", b"H") && !Pending::may_hold(b"M", b"l"));
     }
 }

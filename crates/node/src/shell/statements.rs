@@ -652,7 +652,7 @@ mod tests {
         for (commit, n) in [40u64, 20, 10].into_iter().enumerate() {
             let at = 1_000 * (commit as u64 + 1);
             let mut lines: Vec<StatementLine> = (0..n)
-                .map(|i| line("u", at + i, LineKind::Spend, -1, 1_000 - at - i))
+                .map(|i| line("u", at + i, LineKind::Spend, -1, 10_000 - at - i))
                 .collect();
             lines.push(line("v", at, LineKind::Credit, 1, 150 + at));
             let persist = Persist {

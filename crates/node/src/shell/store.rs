@@ -461,12 +461,17 @@ impl Store {
         result
     }
 
-    /// Runs `read` on sled with the pending writes it must lay over them,
-    /// as one consistent pair (see [`Store::open_locked`]).
+    /// Runs `read` on sled, with the pending writes it must lay over them
+    /// if `pending` says it may meet any, as one consistent pair (see
+    /// [`Store::open_locked`]).
     fn read<T>(
         &self,
-        read: impl FnOnce(&sled::Db, &Pending) -> Result<T, NodeError>,
+        pending: bool,
+        read: impl FnOnce(&sled::Db, Option<&Pending>) -> Result<T, NodeError>,
     ) -> Result<T, NodeError> {
+        if !pending {
+            return read(&self.db()?, None);
+        }
         loop {
             // Opens the database again after a failure.
             self.db()?;
@@ -478,16 +483,18 @@ impl Store {
                 .clone();
             // `None`: another failure closed it meanwhile; open it again.
             if let Some(db) = db {
-                return read(&db, &pending);
+                return read(&db, Some(&pending));
             }
         }
     }
 
     /// The value under `key`.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, NodeError> {
-        self.read(|db, pending| match pending.get(key) {
-            Some(v) => Ok(Some(v.clone())),
-            None => Ok(db.get(key)?.map(|v| v.to_vec())),
+        self.read(Pending::takes(key), |db, pending| {
+            match pending.and_then(|p| p.get(key)) {
+                Some(v) => Ok(Some(v.clone())),
+                None => Ok(db.get(key)?.map(|v| v.to_vec())),
+            }
         })
     }
 
@@ -504,9 +511,12 @@ impl Store {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, NodeError> {
-        self.read(|db, pending| {
+        self.read(Pending::may_hold(start, end), |db, pending| {
             let from_sled = owned(db.range(start..end).take(limit))?;
-            Ok(pending.lay_over(from_sled, start, end, false, limit))
+            Ok(match pending {
+                Some(p) => p.lay_over(from_sled, start, end, false, limit),
+                None => from_sled,
+            })
         })
     }
 
@@ -518,9 +528,12 @@ impl Store {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<KeyValue>, NodeError> {
-        self.read(|db, pending| {
+        self.read(Pending::may_hold(start, end), |db, pending| {
             let from_sled = owned(db.range(start..end).rev().take(limit))?;
-            Ok(pending.lay_over(from_sled, start, end, true, limit))
+            Ok(match pending {
+                Some(p) => p.lay_over(from_sled, start, end, true, limit),
+                None => from_sled,
+            })
         })
     }
 
