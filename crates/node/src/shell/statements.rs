@@ -728,6 +728,50 @@ mod tests {
     }
 
     #[test]
+    fn reads_during_commits_and_checkpoints_never_lose_or_double_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let mut reads = 0;
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // Line n (from 1) leaves 10,000 - n; commits of 1 to 3 lines,
+                // a checkpoint every 7 commits.
+                let mut n = 0u64;
+                for commit in 0..300u64 {
+                    let lines = (0..=commit % 3)
+                        .map(|_| {
+                            n += 1;
+                            line("u", n, LineKind::Spend, -1, 10_000 - n)
+                        })
+                        .collect();
+                    let persist = Persist {
+                        statement: lines,
+                        ..Persist::default()
+                    };
+                    store.persist(&persist, Vec::new()).unwrap();
+                    if commit % 7 == 6 {
+                        store.checkpoint().unwrap();
+                    }
+                }
+                done.store(true, std::sync::atomic::Ordering::Release);
+            });
+            while !done.load(std::sync::atomic::Ordering::Acquire) || reads == 0 {
+                let got = all(&over(&store, None), "u", 7);
+                // Newest first, with every line from the first on: the
+                // balances run up by one to 9,999.
+                let balances: Vec<u64> = got.iter().map(|(_, l)| l.balance_after).collect();
+                let newest = 10_000 - balances.len() as u64;
+                assert_eq!(balances, (newest..10_000).collect::<Vec<u64>>());
+                assert!(got.windows(2).all(|w| w[0].0 > w[1].0));
+                reads += 1;
+            }
+        });
+        assert_eq!(all(&over(&store, None), "u", 50).len(), 600);
+        assert!(reads > 1);
+    }
+
+    #[test]
     fn erasing_lines_that_wait_for_a_checkpoint_keeps_them_from_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 1 << 20).unwrap();
