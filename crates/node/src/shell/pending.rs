@@ -4,7 +4,7 @@
 //!
 //! Why: with one sled key per user and commit, sled's inserts of new keys
 //! (and the leaf splits they cause) were the largest single cost of the
-//! three-region run, a seventh of its CPU. Merged, a user active in every
+//! three-region run, about a sixth of its CPU. Merged, a user active in every
 //! commit of a second costs one key for that second.
 //!
 //! Reads lay these writes over sled's (see [`Pending::lay_over`]): a key held
