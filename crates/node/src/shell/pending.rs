@@ -19,7 +19,12 @@
 
 use crate::shell::store::KeyValue;
 use std::collections::BTreeMap;
+use std::collections::btree_map::Range;
+use std::ops::Bound;
 use std::sync::Arc;
+
+/// The first bytes of the keys held here: statement notes and chunks.
+const PREFIXES: [u8; 2] = [b'L', b'l'];
 
 /// At most this many bytes wait here: past it, a group commit writes its
 /// statement lines to sled itself, as before merging (a checkpoint interval
@@ -44,15 +49,16 @@ impl Pending {
     /// Whether `key` waits here rather than going to sled with its commit:
     /// a statement chunk or note.
     pub(crate) fn takes(key: &[u8]) -> bool {
-        matches!(key.first(), Some(b'l' | b'L'))
+        key.first().is_some_and(|p| PREFIXES.contains(p))
     }
 
     /// Whether a read from `start` (inclusive) to `end` (exclusive) could
     /// meet a key held here. Others skip the lock: a long scan under it
     /// would hold group commits up.
     pub(crate) fn may_hold(start: &[u8], end: &[u8]) -> bool {
-        let meets = |from: &[u8], to: &[u8]| start < to && end > from;
-        meets(b"L", b"M") || meets(b"l", b"m")
+        PREFIXES
+            .iter()
+            .any(|&p| start < &[p + 1][..] && end > &[p][..])
     }
 
     /// Whether another commit's writes fit; if not, they go to sled.
@@ -106,17 +112,9 @@ impl Pending {
         if start >= end {
             return Vec::new();
         }
-        let fresh = self.fresh.range::<[u8], _>((
-            std::ops::Bound::Included(start),
-            std::ops::Bound::Excluded(end),
-        ));
-        let merging = self.merging.range::<[u8], _>((
-            std::ops::Bound::Included(start),
-            std::ops::Bound::Excluded(end),
-        ));
         // Their keys never meet: a line's id is never used twice.
-        let mut out: Vec<KeyValue> = fresh
-            .chain(merging)
+        let mut out: Vec<KeyValue> = between(&self.fresh, start, end)
+            .chain(between(&self.merging, start, end))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -163,6 +161,16 @@ impl Pending {
         }
         out
     }
+}
+
+/// The keys and values of `map` from `start` (inclusive) to `end`
+/// (exclusive); `start` must not be after `end`.
+pub(crate) fn between<'a>(
+    map: &'a BTreeMap<Vec<u8>, Vec<u8>>,
+    start: &[u8],
+    end: &[u8],
+) -> Range<'a, Vec<u8>, Vec<u8>> {
+    map.range::<[u8], _>((Bound::Included(start), Bound::Excluded(end)))
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@
 use crate::NodeError;
 use crate::StatementLine;
 use crate::shell::engine::Engine;
+use crate::shell::pending::between;
 use crate::shell::store::{Store, Write, made_key};
 use ledger_crdt::wire;
 use std::collections::{BTreeMap, HashMap};
@@ -367,11 +368,7 @@ pub(crate) fn merge_pending(pending: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Vec<
     let mut writes = Vec::new();
     let mut note = Vec::new();
     let mut run: Option<Run> = None;
-    let chunks = pending.range::<[u8], _>((
-        std::ops::Bound::Included(&b"l"[..]),
-        std::ops::Bound::Excluded(&b"m"[..]),
-    ));
-    for (key, value) in chunks {
+    for (key, value) in between(pending, b"l", b"m") {
         let lines = decode_chunk(key, value)?;
         match run.as_mut() {
             Some(open) if open.takes(key, lines.len()) => open.lines.extend(lines),
@@ -389,13 +386,7 @@ pub(crate) fn merge_pending(pending: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Vec<
     if let Some(done) = run.take() {
         writes.push(done.write(&mut note)?);
     }
-    let newest_note = pending
-        .range::<[u8], _>((
-            std::ops::Bound::Included(&b"L"[..]),
-            std::ops::Bound::Excluded(&b"M"[..]),
-        ))
-        .next_back();
-    if let Some((key, _)) = newest_note
+    if let Some((key, _)) = between(pending, b"L", b"M").next_back()
         && !note.is_empty()
     {
         writes.push((key.clone(), Some(note)));
