@@ -49,6 +49,10 @@ async fn client_routes_charge_and_report_the_balance() {
 
     assert_eq!(node.send("GET", "/health", &[], "").await.status, 200);
     assert_eq!(node.send("GET", "/ready", &[], "").await.status, 200);
+    assert_eq!(
+        node.send("GET", "/no/such/route", &[], "").await.status,
+        404
+    );
     let metrics = node.send("GET", "/metrics", &[], "").await;
     assert_eq!(metrics.status, 200);
     assert!(
@@ -60,6 +64,26 @@ async fn client_routes_charge_and_report_the_balance() {
         metrics
             .body
             .contains("maas_http_request_duration_seconds_bucket{route=\"/memes\",status=\"200\"")
+    );
+    // Requests are counted under the route's template, never the raw path
+    // (a label per user id would be unbounded), and a miss as `unmatched`.
+    for series in [
+        "{route=\"/v1/users/{id}\",status=\"200\"",
+        "{route=\"/v1/memes\",status=\"200\"",
+        "{route=\"unmatched\",status=\"404\"",
+    ] {
+        assert!(
+            metrics
+                .body
+                .contains(&format!("maas_http_request_duration_seconds_count{series}")),
+            "no {series} in {}",
+            metrics.body
+        );
+    }
+    assert!(
+        !metrics.body.contains("/v1/users/alice"),
+        "{}",
+        metrics.body
     );
     assert!(
         metrics

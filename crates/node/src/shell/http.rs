@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
@@ -88,41 +89,93 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
         .split_for_parts();
     let document = openapi::document(api);
     let document = bytes::Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
-    routes
-        .layer(axum::Extension(OpenApiDocument(document)))
-        .fallback(not_found)
-        // One body limit, tower-http's (it refuses an oversized
-        // Content-Length before reading a byte), instead of axum's per
-        // extractor.
-        .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(max_body_bytes))
-        // Inside `observe`, so a panic is answered, measured and logged like
-        // any other 500.
-        .layer(CatchPanicLayer::custom(panicked))
+    // Inside the router only what needs the matched route: `Router::layer`
+    // boxes the route again for every layer and clones that box on every
+    // request, so the middleware below is one static stack around it.
+    let routes = routes.fallback(not_found).route_layer(RecordRouteLayer);
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(NextRequestId::new(
+            service.engine.identity_prefix(),
+        )))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        // A span per request carrying its id, so every log line a request
+        // causes names it (the id a client quotes from a problem's
+        // `instance`). Its own failure log is off: `observe` already logs a
+        // server error once, and a failing disk must not flood the log twice
+        // over.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_failure(()),
+        )
+        .layer(middleware::from_fn_with_state(
+            (service.clone(), request_timeout, max_body_bytes),
+            observe,
+        ))
         // A slow body or a stuck handler: 408, which `observe` makes a
         // problem.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
-        .layer(middleware::from_fn_with_state(
-            (service.clone(), request_timeout, max_body_bytes),
-            observe,
-        ))
-        // A span per request carrying its id, so every log line a request
-        // causes names it (the id a client quotes from a problem's `instance`).
-        // Its own failure log is off: `observe` already logs a server error
-        // once, and a failing disk must not flood the log twice over.
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_failure(()),
-        )
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(NextRequestId::new(
-            service.engine.identity_prefix(),
-        )))
-        .with_state(service)
+        .map_response(IntoResponse::into_response)
+        // Inside `observe`, so a panic is answered, measured and logged like
+        // any other 500.
+        .layer(CatchPanicLayer::custom(panicked))
+        .map_response(IntoResponse::into_response)
+        // One body limit, tower-http's (it refuses an oversized
+        // Content-Length before reading a byte), instead of axum's per
+        // extractor.
+        .layer(RequestBodyLimitLayer::new(max_body_bytes))
+        .map_response(IntoResponse::into_response)
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::Extension(OpenApiDocument(document)))
+        .service(routes.with_state(service));
+    Router::new().fallback_service(stack)
+}
+
+tokio::task_local! {
+    /// The route template the router matched for the request being served
+    /// (none for the fallback), recorded by [`RecordRoute`] for [`observe`],
+    /// which runs outside the router.
+    static MATCHED_ROUTE: std::cell::Cell<Option<MatchedPath>>;
+}
+
+/// Records the matched route in [`MATCHED_ROUTE`]: the only layer inside the
+/// router, so that every other one can sit outside it.
+#[derive(Clone, Copy)]
+struct RecordRouteLayer;
+
+impl<S> tower::Layer<S> for RecordRouteLayer {
+    type Service = RecordRoute<S>;
+    fn layer(&self, inner: S) -> RecordRoute<S> {
+        RecordRoute(inner)
+    }
+}
+
+#[derive(Clone)]
+struct RecordRoute<S>(S);
+
+impl<S: tower::Service<Request>> tower::Service<Request> for RecordRoute<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> S::Future {
+        if let Some(path) = request.extensions().get::<MatchedPath>() {
+            // Outside `observe`'s scope (there is none in unit uses) there is
+            // nobody to tell.
+            let _ = MATCHED_ROUTE.try_with(|route| route.set(Some(path.clone())));
+        }
+        self.0.call(request)
+    }
 }
 
 /// The served OpenAPI document, made once when the router is.
@@ -237,11 +290,6 @@ async fn observe(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
     let request_id = request
         .headers()
         .get("x-request-id")
@@ -252,6 +300,7 @@ async fn observe(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let limited = ip.and_then(|ip| service.limits.ip(ip).err());
+    let mut route = None;
     let mut response = match (limited, oversized(&request)) {
         (Some(denied), _) => {
             service.metrics.refusal("rate_limited_ip");
@@ -259,20 +308,24 @@ async fn observe(
         }
         (None, Some(problem)) => problem.into_response(),
         (None, None) => {
-            USER_RATE
-                .scope(std::cell::Cell::new(None), async {
-                    let mut response = next.run(request).await;
-                    if let Some(allowed) = USER_RATE.with(std::cell::Cell::get) {
-                        let h = response.headers_mut();
-                        h.insert("ratelimit-limit", HeaderValue::from(allowed.limit));
-                        h.insert("ratelimit-remaining", HeaderValue::from(allowed.remaining));
-                        h.insert("ratelimit-reset", HeaderValue::from(1u32));
-                    }
-                    response
-                })
-                .await
+            let served = USER_RATE.scope(std::cell::Cell::new(None), async {
+                let mut response = next.run(request).await;
+                if let Some(allowed) = USER_RATE.with(std::cell::Cell::get) {
+                    let h = response.headers_mut();
+                    h.insert("ratelimit-limit", HeaderValue::from(allowed.limit));
+                    h.insert("ratelimit-remaining", HeaderValue::from(allowed.remaining));
+                    h.insert("ratelimit-reset", HeaderValue::from(1u32));
+                }
+                (response, MATCHED_ROUTE.with(std::cell::Cell::take))
+            });
+            let (response, matched) = MATCHED_ROUTE
+                .scope(std::cell::Cell::new(None), served)
+                .await;
+            route = matched;
+            response
         }
     };
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let status = response.status();
     let is_problem = response
         .headers()
@@ -308,7 +361,7 @@ async fn observe(
     }
     service
         .metrics
-        .observe_request(&route, response.status().as_u16(), started.elapsed());
+        .observe_request(route, response.status().as_u16(), started.elapsed());
     response
 }
 
