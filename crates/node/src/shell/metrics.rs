@@ -8,9 +8,12 @@
 
 use crate::ClusterView;
 use metrics::{
-    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+    Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::collections::HashMap;
+use std::sync::RwLock;
 use std::time::Duration;
 
 /// Histogram bucket bounds, in seconds. 0.2 is the seeds' SLA (p95 under
@@ -24,6 +27,11 @@ pub(crate) struct Metrics {
     /// `None` where a recorder was already installed in this process (a
     /// second node in a test binary); then `/metrics` says so.
     handle: Option<PrometheusHandle>,
+    /// Each route's latency histogram per status, registered once: a
+    /// registration builds and hashes an owned key, which every request paid
+    /// before. Bounded by the router's route templates (plus `unmatched`)
+    /// times the statuses the API answers.
+    requests: RwLock<HashMap<String, HashMap<u16, Histogram>>>,
 }
 
 /// Gauges of the AI path, read when metrics are rendered.
@@ -55,17 +63,34 @@ impl Metrics {
             }
         };
         describe();
-        Self { handle }
+        Self {
+            handle,
+            requests: RwLock::default(),
+        }
     }
 
     /// Records one request's route, status and latency.
     pub(crate) fn observe_request(&self, route: &str, status: u16, latency: Duration) {
-        histogram!(
-            "maas_http_request_duration_seconds",
-            "route" => route.to_owned(),
-            "status" => status.to_string()
-        )
-        .record(latency.as_secs_f64());
+        let known = self
+            .requests
+            .read()
+            .ok()
+            .and_then(|known| known.get(route)?.get(&status).cloned());
+        let histogram = known.unwrap_or_else(|| {
+            let histogram = histogram!(
+                "maas_http_request_duration_seconds",
+                "route" => route.to_owned(),
+                "status" => status.to_string()
+            );
+            if let Ok(mut known) = self.requests.write() {
+                known
+                    .entry(route.to_owned())
+                    .or_default()
+                    .insert(status, histogram.clone());
+            }
+            histogram
+        });
+        histogram.record(latency.as_secs_f64());
     }
 
     /// Records one group-commit flush.
