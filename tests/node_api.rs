@@ -281,6 +281,24 @@ async fn a_flood_from_one_address_is_limited_before_authentication() {
     }
     // 20 requests take far less than the 3 s in which 5/s would admit them all.
     assert!(statuses.contains(&429), "{statuses:?}");
+    // A refusal is counted under the route it was refused on. `/metrics` is
+    // limited too: wait (bounded) for the address's next token.
+    let mut metrics = None;
+    for _ in 0..30 {
+        let r = node.send("GET", "/metrics", &[], "").await;
+        if r.status == 200 {
+            metrics = Some(r.body);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let metrics = metrics.expect("/metrics within 6 s");
+    assert!(
+        metrics.contains(
+            "maas_http_request_duration_seconds_count{route=\"/v1/balance\",status=\"429\"}"
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -89,10 +89,13 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
         .split_for_parts();
     let document = openapi::document(api);
     let document = bytes::Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
-    // Inside the router only what needs the matched route: `Router::layer`
+    // Inside the router only what needs the matched route (the admission
+    // check, so that a refusal is counted under its route): `Router::layer`
     // boxes the route again for every layer and clones that box on every
     // request, so the middleware below is one static stack around it.
-    let routes = routes.fallback(not_found).route_layer(RecordRouteLayer);
+    let routes = routes
+        .fallback(not_found)
+        .layer(AdmitLayer(service.clone()));
     let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::x_request_id(NextRequestId::new(
             service.engine.identity_prefix(),
@@ -136,46 +139,79 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
 
 tokio::task_local! {
     /// The route template the router matched for the request being served
-    /// (none for the fallback), recorded by [`RecordRoute`] for [`observe`],
-    /// which runs outside the router.
+    /// (none for the fallback), recorded by [`Admit`] for [`observe`], which
+    /// runs outside the router.
     static MATCHED_ROUTE: std::cell::Cell<Option<MatchedPath>>;
 }
 
-/// Records the matched route in [`MATCHED_ROUTE`]: the only layer inside the
-/// router, so that every other one can sit outside it.
-#[derive(Clone, Copy)]
-struct RecordRouteLayer;
+/// Adds [`Admit`]: the only layer inside the router, so that every other one
+/// can sit outside it.
+#[derive(Clone)]
+struct AdmitLayer(Shared);
 
-impl<S> tower::Layer<S> for RecordRouteLayer {
-    type Service = RecordRoute<S>;
-    fn layer(&self, inner: S) -> RecordRoute<S> {
-        RecordRoute(inner)
+impl<S> tower::Layer<S> for AdmitLayer {
+    type Service = Admit<S>;
+    fn layer(&self, inner: S) -> Admit<S> {
+        Admit {
+            service: self.0.clone(),
+            inner,
+        }
     }
 }
 
+/// Records the matched route in [`MATCHED_ROUTE`], and refuses a request
+/// over its address's rate limit (before any authentication) or with an
+/// oversized target or headers, without running its handler.
 #[derive(Clone)]
-struct RecordRoute<S>(S);
+struct Admit<S> {
+    service: Shared,
+    inner: S,
+}
 
-impl<S: tower::Service<Request>> tower::Service<Request> for RecordRoute<S> {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+type Admitted = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+>;
+
+impl<S> tower::Service<Request> for Admit<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = Admitted;
 
     fn poll_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.0.poll_ready(cx)
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> S::Future {
+    fn call(&mut self, request: Request) -> Admitted {
         if let Some(path) = request.extensions().get::<MatchedPath>() {
             // Outside `observe`'s scope (there is none in unit uses) there is
             // nobody to tell.
             let _ = MATCHED_ROUTE.try_with(|route| route.set(Some(path.clone())));
         }
-        self.0.call(request)
+        match refusal(&self.service, &request) {
+            Some(refused) => Box::pin(std::future::ready(Ok(refused))),
+            None => Box::pin(self.inner.call(request)),
+        }
     }
+}
+
+/// Why `request` is refused before its handler runs, if it is.
+fn refusal(service: &App, request: &Request) -> Option<Response> {
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(denied) = ip.and_then(|ip| service.limits.ip(ip).err()) {
+        service.metrics.refusal("rate_limited_ip");
+        return Some(rate_limited(denied, "too many requests from this address").into_response());
+    }
+    oversized(request).map(IntoResponse::into_response)
 }
 
 /// The served OpenAPI document, made once when the router is.
@@ -280,10 +316,10 @@ fn rate_limited(denied: Denied, detail: &str) -> Problem {
         .with_rate_limit(denied.limit, denied.retry_after_secs)
 }
 
-/// Refuses callers over their IP's rate limit (before any authentication),
-/// oversized request targets and headers, bounds the request's time,
-/// records metrics, and turns any error response that is not yet a problem (a
-/// 405 or 413 from the framework) into one.
+/// Puts the per-user rate limit's headers on an answer, records metrics
+/// (under the route [`Admit`] matched), logs a server error, and turns any
+/// error response that is not yet a problem (a 405, 408 or 413 from the
+/// framework) into one that names its request.
 async fn observe(
     State((service, request_timeout, max_body_bytes)): State<(Shared, Duration, usize)>,
     request: Request,
@@ -295,36 +331,19 @@ async fn observe(
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let ip = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let limited = ip.and_then(|ip| service.limits.ip(ip).err());
-    let mut route = None;
-    let mut response = match (limited, oversized(&request)) {
-        (Some(denied), _) => {
-            service.metrics.refusal("rate_limited_ip");
-            rate_limited(denied, "too many requests from this address").into_response()
+    let served = USER_RATE.scope(std::cell::Cell::new(None), async {
+        let mut response = next.run(request).await;
+        if let Some(allowed) = USER_RATE.with(std::cell::Cell::get) {
+            let h = response.headers_mut();
+            h.insert("ratelimit-limit", HeaderValue::from(allowed.limit));
+            h.insert("ratelimit-remaining", HeaderValue::from(allowed.remaining));
+            h.insert("ratelimit-reset", HeaderValue::from(1u32));
         }
-        (None, Some(problem)) => problem.into_response(),
-        (None, None) => {
-            let served = USER_RATE.scope(std::cell::Cell::new(None), async {
-                let mut response = next.run(request).await;
-                if let Some(allowed) = USER_RATE.with(std::cell::Cell::get) {
-                    let h = response.headers_mut();
-                    h.insert("ratelimit-limit", HeaderValue::from(allowed.limit));
-                    h.insert("ratelimit-remaining", HeaderValue::from(allowed.remaining));
-                    h.insert("ratelimit-reset", HeaderValue::from(1u32));
-                }
-                (response, MATCHED_ROUTE.with(std::cell::Cell::take))
-            });
-            let (response, matched) = MATCHED_ROUTE
-                .scope(std::cell::Cell::new(None), served)
-                .await;
-            route = matched;
-            response
-        }
-    };
+        (response, MATCHED_ROUTE.with(std::cell::Cell::take))
+    });
+    let (mut response, route) = MATCHED_ROUTE
+        .scope(std::cell::Cell::new(None), served)
+        .await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let status = response.status();
     let is_problem = response
