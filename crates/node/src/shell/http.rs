@@ -190,8 +190,7 @@ where
 
     fn call(&mut self, request: Request) -> Admitted {
         if let Some(path) = request.extensions().get::<MatchedPath>() {
-            // Outside `observe`'s scope (there is none in unit uses) there is
-            // nobody to tell.
+            // Fails only outside `observe`'s scope, where nobody asks.
             let _ = MATCHED_ROUTE.try_with(|route| route.set(Some(path.clone())));
         }
         match refusal(&self.service, &request) {
