@@ -196,9 +196,13 @@ async fn every_error_is_a_problem_with_a_stable_type() {
     node.get("/no/such/route", &alice)
         .await
         .assert_problem(404, "not-found");
-    node.send("DELETE", "/health", &[], "")
-        .await
-        .assert_problem(405, "method-not-allowed");
+    let r = node.send("DELETE", "/health", &[], "").await;
+    r.assert_problem(405, "method-not-allowed");
+    assert_eq!(
+        r.header("allow"),
+        Some("GET,HEAD"),
+        "a 405 names what is allowed"
+    );
 
     // 413: a body over the limit.
     let big = format!(

@@ -367,7 +367,13 @@ async fn observe(
             }
             _ => status.canonical_reason().unwrap_or("error").to_owned(),
         };
+        // The router sets `Allow` on a 405 (RFC 9110 §15.5.6), outside
+        // any of its routes' layers: it must survive the rewrite.
+        let allow = response.headers().get(header::ALLOW).cloned();
         response = Problem::new(kind, detail).into_response();
+        if let Some(allow) = allow {
+            response.headers_mut().insert(header::ALLOW, allow);
+        }
     }
     if status.as_u16() >= 400
         && let Some(id) = &request_id
