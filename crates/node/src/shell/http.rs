@@ -138,10 +138,19 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
 }
 
 tokio::task_local! {
-    /// The route template the router matched for the request being served
-    /// (none for the fallback), recorded by [`Admit`] for [`observe`], which
-    /// runs outside the router.
-    static MATCHED_ROUTE: std::cell::Cell<Option<MatchedPath>>;
+    /// What is learned inside the router about the request being served, for
+    /// [`observe`] (outside it) to put on the answer and in the metrics.
+    static SERVED: Served;
+}
+
+/// See [`SERVED`].
+#[derive(Default)]
+struct Served {
+    /// The route template the router matched (none for the fallback), set by
+    /// [`Admit`].
+    route: std::cell::Cell<Option<MatchedPath>>,
+    /// The per-user limit's state, set by [`client`].
+    user_rate: std::cell::Cell<Option<Allowed>>,
 }
 
 /// Adds [`Admit`]: the only layer inside the router, so that every other one
@@ -159,7 +168,7 @@ impl<S> tower::Layer<S> for AdmitLayer {
     }
 }
 
-/// Records the matched route in [`MATCHED_ROUTE`], and refuses a request
+/// Records the matched route in [`SERVED`], and refuses a request
 /// over its address's rate limit (before any authentication) or with an
 /// oversized target or headers, without running its handler.
 #[derive(Clone)]
@@ -191,7 +200,7 @@ where
     fn call(&mut self, request: Request) -> Admitted {
         if let Some(path) = request.extensions().get::<MatchedPath>() {
             // Fails only outside `observe`'s scope, where nobody asks.
-            let _ = MATCHED_ROUTE.try_with(|route| route.set(Some(path.clone())));
+            let _ = SERVED.try_with(|served| served.route.set(Some(path.clone())));
         }
         match refusal(&self.service, &request) {
             Some(refused) => Box::pin(std::future::ready(Ok(refused))),
@@ -302,12 +311,6 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     .into_response()
 }
 
-tokio::task_local! {
-    /// The per-user limit's state of the request being served, set by
-    /// [`client`] and put on the answer by [`observe`].
-    static USER_RATE: std::cell::Cell<Option<Allowed>>;
-}
-
 /// A 429 with `Retry-After` and the `RateLimit-*` headers.
 fn rate_limited(denied: Denied, detail: &str) -> Problem {
     Problem::new(ProblemKind::RateLimited, detail)
@@ -330,18 +333,18 @@ async fn observe(
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let served = USER_RATE.scope(std::cell::Cell::new(None), async {
-        let mut response = next.run(request).await;
-        if let Some(allowed) = USER_RATE.with(std::cell::Cell::get) {
-            let h = response.headers_mut();
-            h.insert("ratelimit-limit", HeaderValue::from(allowed.limit));
-            h.insert("ratelimit-remaining", HeaderValue::from(allowed.remaining));
-            h.insert("ratelimit-reset", HeaderValue::from(1u32));
-        }
-        (response, MATCHED_ROUTE.with(std::cell::Cell::take))
-    });
-    let (mut response, route) = MATCHED_ROUTE
-        .scope(std::cell::Cell::new(None), served)
+    let (mut response, route) = SERVED
+        .scope(Served::default(), async {
+            let mut response = next.run(request).await;
+            let (user_rate, route) = SERVED.with(|s| (s.user_rate.get(), s.route.take()));
+            if let Some(allowed) = user_rate {
+                let h = response.headers_mut();
+                h.insert("ratelimit-limit", HeaderValue::from(allowed.limit));
+                h.insert("ratelimit-remaining", HeaderValue::from(allowed.remaining));
+                h.insert("ratelimit-reset", HeaderValue::from(1u32));
+            }
+            (response, route)
+        })
         .await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let status = response.status();
@@ -559,7 +562,7 @@ pub(crate) fn client(service: &App, headers: &HeaderMap) -> Result<String, Probl
         Principal::User(user) => match service.limits.user(&user) {
             Ok(allowed) => {
                 // For `observe`, which puts it on the answer.
-                let _ = USER_RATE.try_with(|slot| slot.set(allowed));
+                let _ = SERVED.try_with(|served| served.user_rate.set(allowed));
                 Ok(user)
             }
             Err(denied) => {

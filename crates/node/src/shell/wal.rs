@@ -28,9 +28,10 @@
 //! size (the inode; on a journaling filesystem, a journal commit), which on
 //! this VM (ext4 without a journal) cost 30 % more CPU and latency per sync.
 //! A reused file still holds its old records after the new ones; their CRCs
-//! carry the old generation, so they end the file like a torn record. Recovery deletes any spare: generations restart after a
-//! restart that found no files, and an old file must never pass for a new
-//! one of the same number.
+//! carry the old generation, so they end the file like a torn record.
+//! Recovery deletes any spare: generations restart after a restart that
+//! found no files, and an old file must never pass for a new one of the same
+//! number.
 //!
 //! Recovery, at every open of sled: every whole record of every file, oldest
 //! generation first, is applied again (writes are whole values, so applying
