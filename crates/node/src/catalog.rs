@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 /// The most query words whose matches are kept. Words come from clients, so
 /// the memo is bounded: past this it starts afresh (a miss only costs a scan).
@@ -276,20 +276,32 @@ fn matches(meme: &Meme, word: &str) -> bool {
 }
 
 /// The locale (e.g. `en-AU`) whose representative position is nearest `p`, on
-/// the sphere.
+/// the sphere: the one whose unit vector is most aligned with `p`'s (the
+/// cosine of the angle between two points is their vectors' dot product, so
+/// no `acos` is needed to rank them). Every curated meme call asks this; the
+/// locales' vectors are computed once.
 pub fn nearest_locale(p: Position) -> &'static str {
-    let distance = |lat: f64, lon: f64| {
-        let (φ1, φ2) = (p.lat.to_radians(), lat.to_radians());
-        let dλ = (lon - p.lon).to_radians();
-        // Spherical law of cosines: enough to rank a handful of cities.
-        (φ1.sin() * φ2.sin() + φ1.cos() * φ2.cos() * dλ.cos())
-            .clamp(-1.0, 1.0)
-            .acos()
-    };
-    LOCALES
-        .iter()
-        .min_by(|a, b| distance(a.1, a.2).total_cmp(&distance(b.1, b.2)))
-        .map_or("en-US", |l| l.0)
+    static LOCALE_VECTORS: LazyLock<[[f64; 3]; LOCALES.len()]> =
+        LazyLock::new(|| LOCALES.map(|(_, lat, lon)| unit_vector(lat, lon)));
+    let v = unit_vector(p.lat, p.lon);
+    let alignment = |u: &[f64; 3]| u[0] * v[0] + u[1] * v[1] + u[2] * v[2];
+    let mut nearest = ("en-US", f64::NEG_INFINITY);
+    for (locale, u) in LOCALES.iter().zip(LOCALE_VECTORS.iter()) {
+        // Strictly greater: of two equally near, the first listed wins.
+        let a = alignment(u);
+        if a > nearest.1 {
+            nearest = (locale.0, a);
+        }
+    }
+    nearest.0
+}
+
+/// The point at (`lat`, `lon`) degrees on the unit sphere.
+fn unit_vector(lat: f64, lon: f64) -> [f64; 3] {
+    let (φ, λ) = (lat.to_radians(), lon.to_radians());
+    let (sin_φ, cos_φ) = φ.sin_cos();
+    let (sin_λ, cos_λ) = λ.sin_cos();
+    [cos_φ * cos_λ, cos_φ * sin_λ, sin_φ]
 }
 
 /// FNV-1a: small, and stable across platforms and releases, unlike std's hasher.
@@ -321,6 +333,42 @@ mod tests {
         let meme = catalog.choose("pizza", None);
         assert!(meme.title.ends_with(": Food"), "{}", meme.title);
         assert_eq!(catalog.choose("pizza", None), meme);
+    }
+
+    /// The great-circle distance, by the spherical law of cosines: what
+    /// `nearest_locale` ranked by before it compared unit vectors.
+    fn angle(p: Position, lat: f64, lon: f64) -> f64 {
+        let (φ1, φ2) = (p.lat.to_radians(), lat.to_radians());
+        let dλ = (lon - p.lon).to_radians();
+        (φ1.sin() * φ2.sin() + φ1.cos() * φ2.cos() * dλ.cos())
+            .clamp(-1.0, 1.0)
+            .acos()
+    }
+
+    #[test]
+    fn the_nearest_locale_is_the_one_at_the_least_great_circle_distance() {
+        let mut checked = 0;
+        for lat in (-89..=89).step_by(2) {
+            for lon in (-179..=179).step_by(3) {
+                let p = Position {
+                    lat: f64::from(lat) + 0.37,
+                    lon: f64::from(lon) - 0.21,
+                };
+                let mut by_angle: Vec<(f64, &str)> = LOCALES
+                    .iter()
+                    .map(|&(name, la, lo)| (angle(p, la, lo), name))
+                    .collect();
+                by_angle.sort_by(|a, b| a.0.total_cmp(&b.0));
+                // Two locales about equally near may rank either way by
+                // rounding; every other position has one answer.
+                if by_angle[1].0 - by_angle[0].0 < 1e-9 {
+                    continue;
+                }
+                assert_eq!(nearest_locale(p), by_angle[0].1, "at {p:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
     }
 
     #[test]
