@@ -10,14 +10,16 @@ use crate::shell::auth::{AuthFailure, Principal, valid_user_id};
 use crate::shell::engine::{Answer, Failure};
 use crate::shell::limits::{Allowed, Denied};
 use crate::shell::premium;
-use crate::shell::problem::{Problem, ProblemKind};
+use crate::shell::problem::{
+    Problem, ProblemKind, RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET,
+};
 use crate::shell::rfc3339;
 use crate::shell::{ai, history, images, openapi};
 use crate::{Command, IdempotencyKey, Refusal};
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -41,10 +43,12 @@ use utoipa_axum::routes;
 pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// The longest `query` accepted, in characters.
 pub(crate) const MAX_QUERY_CHARS: usize = 200;
+// Header names as `HeaderName`s: a `&str` name is parsed again on every
+// insert.
 /// Header carrying the caller's remaining balance on a memes response.
-pub(crate) const BALANCE_HEADER: &str = "x-tokens-remaining";
+pub(crate) const BALANCE_HEADER: HeaderName = HeaderName::from_static("x-tokens-remaining");
 /// Header set on a response replayed from an idempotency record.
-pub(crate) const REPLAYED_HEADER: &str = "idempotent-replayed";
+pub(crate) const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
 
 pub(crate) type Shared = Arc<App>;
 
@@ -339,9 +343,9 @@ async fn observe(
             let (user_rate, route) = SERVED.with(|s| (s.user_rate.get(), s.route.take()));
             if let Some(allowed) = user_rate {
                 let h = response.headers_mut();
-                h.insert("ratelimit-limit", HeaderValue::from(allowed.limit));
-                h.insert("ratelimit-remaining", HeaderValue::from(allowed.remaining));
-                h.insert("ratelimit-reset", HeaderValue::from(1u32));
+                h.insert(RATELIMIT_LIMIT, HeaderValue::from(allowed.limit));
+                h.insert(RATELIMIT_REMAINING, HeaderValue::from(allowed.remaining));
+                h.insert(RATELIMIT_RESET, HeaderValue::from(1u32));
             }
             (response, route)
         })

@@ -8,7 +8,7 @@
 
 use crate::ClusterView;
 use metrics::{
-    Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
     histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -32,6 +32,11 @@ pub(crate) struct Metrics {
     /// before. Bounded by the router's route templates (plus `unmatched`)
     /// times the statuses the API answers.
     requests: RwLock<HashMap<String, HashMap<u16, Histogram>>>,
+    /// The families every spend or flush records, registered once for the
+    /// same reason.
+    spends: Counter,
+    credits: Counter,
+    flushes: Histogram,
 }
 
 /// Gauges of the AI path, read when metrics are rendered.
@@ -66,6 +71,9 @@ impl Metrics {
         Self {
             handle,
             requests: RwLock::default(),
+            spends: counter!("maas_spends_total"),
+            credits: counter!("maas_credits_total"),
+            flushes: histogram!("maas_storage_flush_duration_seconds"),
         }
     }
 
@@ -95,17 +103,17 @@ impl Metrics {
 
     /// Records one group-commit flush.
     pub(crate) fn observe_flush(&self, latency: Duration) {
-        histogram!("maas_storage_flush_duration_seconds").record(latency.as_secs_f64());
+        self.flushes.record(latency.as_secs_f64());
     }
 
     /// Counts an acknowledged spend.
     pub(crate) fn spend(&self) {
-        counter!("maas_spends_total").increment(1);
+        self.spends.increment(1);
     }
 
     /// Counts an acknowledged credit.
     pub(crate) fn credit(&self) {
-        counter!("maas_credits_total").increment(1);
+        self.credits.increment(1);
     }
 
     /// Counts a refusal, by reason.
