@@ -51,6 +51,11 @@ fn main() {
 struct Step {
     rate: u64,
     sent: u64,
+    /// Requests answered, warm-up included.
+    served: u64,
+    /// The server's CPU seconds over the step, warm-up included (0 where the
+    /// caller did not read it).
+    cpu_secs: f64,
     errors: u64,
     p50: u64,
     p95: u64,
@@ -66,6 +71,8 @@ impl Step {
         Step {
             rate,
             sent: o.sent,
+            served: o.served,
+            cpu_secs: 0.0,
             errors: o.not_ok(),
             p50: o.at(0.5),
             p95: o.at(0.95),
@@ -74,6 +81,10 @@ impl Step {
             max: o.hist.max(),
             mean: o.hist.mean(),
         }
+    }
+
+    fn cpu_per_k(&self) -> f64 {
+        self.cpu_secs / (self.served.max(1) as f64 / 1000.0)
     }
 
     fn ok(&self) -> bool {
@@ -105,7 +116,7 @@ async fn run(smoke: bool) {
     };
 
     let hello = Server::hello().await;
-    let hello_steps = ladder_run(&hello.addr, &ladder, warmup, measure, |_| Request {
+    let hello_steps = ladder_run(&hello, &ladder, warmup, measure, |_| Request {
         bytes: "GET /hello HTTP/1.1\r\nhost: x\r\n\r\n".to_owned(),
         tag: 0,
     })
@@ -139,7 +150,7 @@ async fn run(smoke: bool) {
             tag: user,
         }
     };
-    let node_steps = ladder_run(&node.addr, &ladder, warmup, measure, memes_request.clone()).await;
+    let node_steps = ladder_run(&node, &ladder, warmup, measure, memes_request.clone()).await;
     let node_usage = node.usage();
     // Closed loop, CPU per request: a spend against `/health` on the same node
     // in the same minute (issue 15's primary figure).
@@ -157,7 +168,7 @@ async fn run(smoke: bool) {
     let dir_off = tempfile::tempdir().expect("tempdir");
     let off_args = ["--statement-retention-days".to_owned(), "0".to_owned()];
     let off = Server::maas(dir_off.path(), &off_args).await;
-    let off_steps = ladder_run(&off.addr, &ladder, warmup, measure, memes_request.clone()).await;
+    let off_steps = ladder_run(&off, &ladder, warmup, measure, memes_request.clone()).await;
     let off_usage = off.usage();
     drop(off);
 
@@ -166,7 +177,7 @@ async fn run(smoke: bool) {
     let seed = match Server::redis().await {
         Some(redis) => {
             let seed = Server::seed(&redis.addr, 1_000_000_000).await.with(redis);
-            let steps = ladder_run(&seed.addr, &ladder, warmup, measure, memes_request).await;
+            let steps = ladder_run(&seed, &ladder, warmup, measure, memes_request).await;
             Some((steps, seed.usage()))
         }
         None => {
@@ -194,8 +205,7 @@ async fn run(smoke: bool) {
         rows.push(("seed design: axum + Redis script", steps, *usage));
     }
     for (name, steps, usage) in rows {
-        let sent: u64 = steps.iter().map(|s| s.sent).sum();
-        let cpu_per_k = usage.cpu_secs / (sent.max(1) as f64 / 1000.0);
+        let cpu_per_k = ladder_cpu_per_k(steps);
         match best(steps) {
             Some(s) => out.push_str(&format!(
                 "| {name} | {} req/s | {} µs | {} µs | {} µs | {} µs | {} µs | {:.0} µs | {} MiB | {:.3} |\n",
@@ -210,15 +220,18 @@ async fn run(smoke: bool) {
             n.rate as f64 / h.rate as f64
         ));
     }
-    let cpu_per_k = |steps: &[Step], usage: &support::servers::Usage| {
-        let sent: u64 = steps.iter().map(|s| s.sent).sum();
-        usage.cpu_secs / (sent.max(1) as f64 / 1000.0)
-    };
+    // Over the rates both ladders ran: CPU per request falls as the rate
+    // rises (more spends share a flush), so ladders that stopped at different
+    // rates do not compare.
+    let common = node_steps.len().min(off_steps.len());
+    let (on, off_cpu) = (
+        ladder_cpu_per_k(&node_steps[..common]),
+        ladder_cpu_per_k(&off_steps[..common]),
+    );
     out.push_str(&format!(
-        "statements on / off, CPU s per 1k requests: {:.3} / {:.3} = {:.2}\n",
-        cpu_per_k(&node_steps, &node_usage),
-        cpu_per_k(&off_steps, &off_usage),
-        cpu_per_k(&node_steps, &node_usage) / cpu_per_k(&off_steps, &off_usage).max(1e-9),
+        "statements on / off, CPU s per 1k requests at the rates both ran (up to {} req/s): {on:.3} / {off_cpu:.3} = {:.2}\n",
+        node_steps[..common].last().map_or(0, |s| s.rate),
+        on / off_cpu.max(1e-9),
     ));
     if let (Some((steps, _)), Some(n)) = (&seed, best(&node_steps)) {
         match best(steps) {
@@ -229,7 +242,7 @@ async fn run(smoke: bool) {
             None => out.push_str("seed design: no rate held p99 ≤ 5 ms\n"),
         }
     }
-    out.push_str("\nEvery step (rate: sent, errors, p99 µs):\n");
+    out.push_str("\nEvery step (rate: sent, errors, p99 µs, CPU s per 1k requests):\n");
     for (name, steps) in [
         ("hello", &hello_steps),
         ("maas", &node_steps),
@@ -237,7 +250,16 @@ async fn run(smoke: bool) {
     ] {
         let line: Vec<String> = steps
             .iter()
-            .map(|s| format!("{}: {}, {}, {}", s.rate, s.sent, s.errors, s.p99))
+            .map(|s| {
+                format!(
+                    "{}: {}, {}, {}, {:.3}",
+                    s.rate,
+                    s.sent,
+                    s.errors,
+                    s.p99,
+                    s.cpu_per_k()
+                )
+            })
             .collect();
         out.push_str(&format!("- {name}: {}\n", line.join(" | ")));
     }
@@ -415,15 +437,25 @@ fn steps_json(steps: &[Step]) -> serde_json::Value {
     steps
         .iter()
         .map(|s| {
-            serde_json::json!({"rate": s.rate, "sent": s.sent, "errors": s.errors, "p50_us": s.p50,
+            serde_json::json!({"rate": s.rate, "sent": s.sent, "served": s.served,
+                "cpu_secs": s.cpu_secs, "errors": s.errors, "p50_us": s.p50,
                 "p95_us": s.p95, "p99_us": s.p99, "p999_us": s.p999, "max_us": s.max, "mean_us": s.mean})
         })
         .collect()
 }
 
-/// Runs each rate of the ladder until one misses the budget.
+/// CPU seconds per 1,000 requests over `steps`, warm-ups included on both
+/// sides (the server's start is not).
+fn ladder_cpu_per_k(steps: &[Step]) -> f64 {
+    let cpu: f64 = steps.iter().map(|s| s.cpu_secs).sum();
+    let served: u64 = steps.iter().map(|s| s.served).sum();
+    cpu / (served.max(1) as f64 / 1000.0)
+}
+
+/// Runs each rate of the ladder against `server` until one misses the
+/// budget, reading the server's CPU around each step.
 async fn ladder_run(
-    addr: &str,
+    server: &Server,
     ladder: &[u64],
     warmup: Duration,
     measure: Duration,
@@ -432,10 +464,15 @@ async fn ladder_run(
     let mut steps = Vec::new();
     for &rate in ladder {
         let schedule = Schedule::constant(rate, warmup, measure);
-        let step = Step::of(rate, &open_loop(addr, &schedule, make.clone()).await);
+        let before = server.usage();
+        let mut step = Step::of(
+            rate,
+            &open_loop(&server.addr, &schedule, make.clone()).await,
+        );
+        step.cpu_secs = server.usage().since(before).cpu_secs;
         eprintln!(
-            "{addr} {rate}/s: p99 {} µs, {} errors",
-            step.p99, step.errors
+            "{} {rate}/s: p99 {} µs, {} errors",
+            server.addr, step.p99, step.errors
         );
         let ok = step.ok();
         steps.push(step);

@@ -433,10 +433,7 @@ async fn compare(proxies: &Handle, smoke: bool) -> bool {
         };
         let answered = all.count(200) + all.count(402);
         let elapsed = Duration::from_secs(seconds).as_secs_f64();
-        let used = Usage {
-            peak_rss_kib: usage.peak_rss_kib,
-            cpu_secs: usage.cpu_secs - before.cpu_secs,
-        };
+        let used = usage.since(before);
         let _ = writeln!(
             summary,
             "| {} | {:.0} | {} | {} | {} | {} | {} | {} | {} MiB | {:.3} |",
@@ -449,7 +446,7 @@ async fn compare(proxies: &Handle, smoke: bool) -> bool {
             tokens_over,
             balances,
             used.peak_rss_kib / 1024,
-            used.cpu_per_k(all.sent),
+            used.cpu_per_k(all.served),
         );
         json.push(serde_json::json!({
             "design": deployment.name,
@@ -606,10 +603,7 @@ async fn sla_run(proxies: &Handle) -> bool {
     for (name, ok, value) in &checks {
         let _ = writeln!(verdicts, "| {name} | {value} | {} |", verdict(*ok));
     }
-    let used = Usage {
-        peak_rss_kib: usage.peak_rss_kib,
-        cpu_secs: usage.cpu_secs - before.cpu_secs,
-    };
+    let used = usage.since(before);
     println!(
         "SLA run: three regions at {} ms RTT, {base} requests/s with 5 s spikes to {spike} every 15 s, {} s measured after 5 s warm-up; {} users (Zipf).\n",
         ONE_WAY.as_millis() * 2,
@@ -621,7 +615,7 @@ async fn sla_run(proxies: &Handle) -> bool {
     println!(
         "{table}\n{verdicts}\nnodes' peak RSS {} MiB (three nodes), CPU {:.3} s per 1k requests, {:.0} bytes on the wire per spend (UDP payload between the nodes: QUIC and TLS headers, replication, idempotency records, membership; {wire_bytes} bytes for about {spends} spends)",
         used.peak_rss_kib / 1024,
-        used.cpu_per_k(all.sent),
+        used.cpu_per_k(all.served),
         wire_bytes as f64 / spends.max(1) as f64
     );
     let by_kind: Vec<String> = kinds

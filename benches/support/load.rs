@@ -75,6 +75,9 @@ pub struct Outcome {
     pub ok_hist: Histogram<u64>,
     /// Measured requests sent.
     pub sent: u64,
+    /// Requests answered, warm-up included: what the server's CPU paid for
+    /// (CPU is read around the whole run, so the warm-up is in it too).
+    pub served: u64,
     /// Answers by HTTP status.
     pub statuses: BTreeMap<u16, u64>,
     /// Requests that got no answer: refused or broken connection, or no time left.
@@ -92,6 +95,7 @@ impl Outcome {
             hist: histogram(),
             ok_hist: histogram(),
             sent: 0,
+            served: 0,
             statuses: BTreeMap::new(),
             failed: 0,
             elsewhere: 0,
@@ -106,6 +110,7 @@ impl Outcome {
             .add(&other.ok_hist)
             .expect("histograms share bounds");
         self.sent += other.sent;
+        self.served += other.served;
         self.failed += other.failed;
         self.elsewhere += other.elsewhere;
         for (&status, &n) in &other.statuses {
@@ -190,6 +195,7 @@ pub async fn open_loop(
                 previous_done = tokio::time::Instant::now();
                 match answer {
                     Ok((status, elsewhere)) => {
+                        out.served += 1;
                         if status == 200 {
                             *out.ok_by_tag.entry(request.tag).or_default() += 1;
                         }

@@ -45,7 +45,16 @@ impl Usage {
         }
     }
 
-    /// CPU seconds per 1,000 requests, for `requests` requests served.
+    /// What was used since `before`: CPU since then, and the peak so far.
+    pub fn since(self, before: Usage) -> Usage {
+        Usage {
+            peak_rss_kib: self.peak_rss_kib,
+            cpu_secs: self.cpu_secs - before.cpu_secs,
+        }
+    }
+
+    /// CPU seconds per 1,000 requests, for `requests` requests served (count
+    /// the warm-up's too: the CPU covers it).
     pub fn cpu_per_k(&self, requests: u64) -> f64 {
         self.cpu_secs / (requests.max(1) as f64 / 1000.0)
     }
