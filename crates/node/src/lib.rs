@@ -35,7 +35,8 @@
 //!     accept loop (header timeout, connection cap, bounded drain);
 //!     `openapi.rs`: the OpenAPI 3.1 document and the offline docs UI.
 //!   - `transport.rs`: QUIC between regions (quinn, mutual TLS); `certs.rs`.
-//!   - `store.rs`: sled behind the write-ahead log, loading at startup.
+//!   - `store.rs`: sled behind the write-ahead log, loading at startup;
+//!     `keys.rs`: the key space, one prefix byte per kind of key.
 //!   - `wal.rs`: the write-ahead log: one fsynced record per group commit;
 //!     checkpoints flush sled and delete it; replayed at every open.
 //!   - `limits.rs`: rate limits (GCRA) per user and per client IP.

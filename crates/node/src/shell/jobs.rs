@@ -22,6 +22,7 @@
 use crate::shell::engine::{Answer, Engine, Failure, now_ms};
 use crate::shell::generator::{Artwork, GenRequest, MemeGenerator};
 use crate::shell::images::Images;
+use crate::shell::keys;
 use crate::shell::metrics::Metrics;
 use crate::shell::store::{
     Write as StoreWrite, job_key, made_key, png_key, spec_key, split_job_key,
@@ -337,7 +338,7 @@ impl Jobs {
         }
         // The record rides on the hold's flush (one fsync for both), with
         // the note of when it was made, for the sweep.
-        let made = made_key(b'J', job.created_ms, &job_key(user, id));
+        let made = made_key(keys::JOB_MADE, job.created_ms, &job_key(user, id));
         let written = self
             .write(&job, Stored::Pending, vec![(made, Some(Vec::new()))], false)
             .await;
@@ -378,7 +379,10 @@ impl Jobs {
     /// Resolves jobs a previous life of this node left: an open hold whose job
     /// has a durable result is captured, any other job's open hold released.
     pub(crate) async fn recover(&self) -> Result<(), NodeError> {
-        let records = self.engine.with_store(|store| store.scan(b'j')).await?;
+        let records = self
+            .engine
+            .with_store(|store| store.scan(keys::JOB))
+            .await?;
         let open: HashSet<(String, String)> = self
             .engine
             .open_holds()
@@ -524,7 +528,10 @@ impl Jobs {
                 let mut value = made.to_be_bytes().to_vec();
                 value.extend_from_slice(&png);
                 self.images.remember(&id, png);
-                let note = (made_key(b'G', made, &png_key(&id)), Some(Vec::new()));
+                let note = (
+                    made_key(keys::PNG_MADE, made, &png_key(&id)),
+                    Some(Vec::new()),
+                );
                 extra.push(note);
                 (id.clone(), (png_key(&id), Some(value)))
             }
@@ -651,7 +658,7 @@ impl Jobs {
                 .engine
                 .with_store(move |store| {
                     let mut gone = Vec::new();
-                    for (prefix, ttl) in [(b'J', keep), (b'G', PNG_TTL_MS)] {
+                    for (prefix, ttl) in [(keys::JOB_MADE, keep), (keys::PNG_MADE, PNG_TTL_MS)] {
                         let before = made_key(prefix, now.saturating_sub(ttl), &[]);
                         for (note, _) in store.scan_range(&[prefix], &before)? {
                             if let Some(entry) = note.get(9..) {

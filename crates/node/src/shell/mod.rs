@@ -13,6 +13,7 @@ pub(crate) mod history;
 pub(crate) mod http;
 pub(crate) mod images;
 pub(crate) mod jobs;
+pub(crate) mod keys;
 pub(crate) mod limits;
 pub(crate) mod listener;
 pub(crate) mod metrics;

@@ -18,6 +18,7 @@
 
 use crate::StatementLine;
 use crate::shell::engine::{Engine, now_ms};
+use crate::shell::keys;
 use crate::shell::store::Write;
 use crate::shell::webhook;
 use ledger_crdt::RegionId;
@@ -101,7 +102,7 @@ impl Notifier {
             } else {
                 continue;
             };
-            let mut key = vec![b'n'];
+            let mut key = vec![keys::OUTBOX];
             key.extend_from_slice(&line.at.0.to_be_bytes());
             key.extend_from_slice(&self.region.0.to_be_bytes());
             key.extend_from_slice(line.user.as_bytes());
@@ -132,8 +133,9 @@ impl Notifier {
         // Per event key: failed attempts, and when to try again.
         let mut backoff: HashMap<Vec<u8>, (u32, u64)> = HashMap::new();
         loop {
+            let (outbox, past_outbox) = keys::all_of(keys::OUTBOX);
             let pending = engine
-                .with_store(|store| store.scan_first(b"n", b"o", BATCH))
+                .with_store(move |store| store.scan_first(&outbox, &past_outbox, BATCH))
                 .await;
             let pending = match pending {
                 Ok(p) => p,

@@ -17,6 +17,7 @@
 //! when they were made); a removal goes to sled as always and drops the key
 //! here too.
 
+use crate::shell::keys;
 use crate::shell::store::KeyValue;
 use std::collections::BTreeMap;
 use std::collections::btree_map::Range;
@@ -24,7 +25,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 /// The first bytes of the keys held here: statement notes and chunks.
-const PREFIXES: [u8; 2] = [b'L', b'l'];
+const PREFIXES: [u8; 2] = [keys::STATEMENT_NOTE, keys::STATEMENT_CHUNK];
 
 /// At most this many bytes wait here: past it, a group commit writes its
 /// statement lines to sled itself, as before merging (a checkpoint interval

@@ -43,6 +43,7 @@
 use crate::NodeError;
 use crate::StatementLine;
 use crate::shell::engine::Engine;
+use crate::shell::keys;
 use crate::shell::pending::between;
 use crate::shell::store::{Store, Write, made_key};
 use ledger_crdt::wire;
@@ -237,8 +238,8 @@ impl StatementStore<'_> {
         loop {
             let alone = self.alone();
             let notes = self.store.scan_first(
-                &made_key(b'L', 0, &[]),
-                &made_key(b'L', cutoff, &[]),
+                &made_key(keys::STATEMENT_NOTE, 0, &[]),
+                &made_key(keys::STATEMENT_NOTE, cutoff, &[]),
                 COMPACT_CHUNK,
             )?;
             if notes.is_empty() {
@@ -346,7 +347,9 @@ pub(crate) fn line_writes(
                 continue;
             };
             let key = line_key(user, first);
-            note_key.get_or_insert_with(|| made_key(b'L', line.at.0, &first.to_be_bytes()));
+            note_key.get_or_insert_with(|| {
+                made_key(keys::STATEMENT_NOTE, line.at.0, &first.to_be_bytes())
+            });
             push_note_key(&mut note, &key)?;
             let mut value = vec![CHUNK_TAG];
             value.extend(wire::encode(chunk)?);
@@ -368,7 +371,8 @@ pub(crate) fn merge_pending(pending: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Vec<
     let mut writes = Vec::new();
     let mut note = Vec::new();
     let mut run: Option<Run> = None;
-    for (key, value) in between(pending, b"l", b"m") {
+    let (chunks, past_chunks) = keys::all_of(keys::STATEMENT_CHUNK);
+    for (key, value) in between(pending, &chunks, &past_chunks) {
         let lines = decode_chunk(key, value)?;
         match run.as_mut() {
             Some(open) if open.takes(key, lines.len()) => open.lines.extend(lines),
@@ -386,7 +390,8 @@ pub(crate) fn merge_pending(pending: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Vec<
     if let Some(done) = run.take() {
         writes.push(done.write(&mut note)?);
     }
-    if let Some((key, _)) = between(pending, b"L", b"M").next_back()
+    let (notes, past_notes) = keys::all_of(keys::STATEMENT_NOTE);
+    if let Some((key, _)) = between(pending, &notes, &past_notes).next_back()
         && !note.is_empty()
     {
         writes.push((key.clone(), Some(note)));
@@ -447,7 +452,7 @@ fn note_keys(mut note: &[u8]) -> Result<Vec<Vec<u8>>, NodeError> {
 /// `l` + user + `0x00` + id.
 fn line_key(user: &str, id: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(user.len() + 10);
-    k.push(b'l');
+    k.push(keys::STATEMENT_CHUNK);
     k.extend_from_slice(user.as_bytes());
     k.push(0);
     k.extend_from_slice(&id.to_be_bytes());
@@ -473,7 +478,7 @@ fn line_id(key: &[u8]) -> Result<u64, NodeError> {
 
 fn carried_key(user: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(user.len() + 1);
-    k.push(b'b');
+    k.push(keys::STATEMENT_CARRIED);
     k.extend_from_slice(user.as_bytes());
     k
 }
@@ -612,7 +617,7 @@ mod tests {
         assert_eq!(writes.len(), 3 + 1 + 1, "four chunks and one note");
         let store = store_with(dir.path(), lines);
         let statements = over(&store, None);
-        assert_eq!(store.scan(b'l').unwrap().len(), 4);
+        assert_eq!(store.scan(keys::STATEMENT_CHUNK).unwrap().len(), 4);
         for limit in [1, 7, 64, 65, 200] {
             let got = all(&statements, "u", limit);
             let balances: Vec<u64> = got.iter().map(|(_, l)| l.balance_after).collect();
@@ -689,18 +694,26 @@ mod tests {
         let before = every_line(&statements);
         assert_eq!(before.len(), 70 + 3);
         assert_eq!(
-            store.scan(b'l').unwrap().len(),
+            store.scan(keys::STATEMENT_CHUNK).unwrap().len(),
             6,
             "a chunk per user and commit"
         );
-        assert_eq!(store.scan(b'L').unwrap().len(), 3, "a note per commit");
+        assert_eq!(
+            store.scan(keys::STATEMENT_NOTE).unwrap().len(),
+            3,
+            "a note per commit"
+        );
         store.checkpoint().unwrap();
         assert_eq!(every_line(&statements), before);
         // u: 40 + 20 in one chunk, 10 in another (70 is over 64); v: one.
-        assert_eq!(store.scan(b'l').unwrap().len(), 3);
-        let notes = store.scan(b'L').unwrap();
+        assert_eq!(store.scan(keys::STATEMENT_CHUNK).unwrap().len(), 3);
+        let notes = store.scan(keys::STATEMENT_NOTE).unwrap();
         assert_eq!(notes.len(), 1, "one note, under the newest commit's key");
-        assert!(notes[0].0.starts_with(&made_key(b'L', 3_000, &[])));
+        assert!(
+            notes[0]
+                .0
+                .starts_with(&made_key(keys::STATEMENT_NOTE, 3_000, &[]))
+        );
         assert_eq!(note_keys(&notes[0].1).unwrap().len(), 3);
         // A restart reads the same from sled alone.
         drop(store);
@@ -885,7 +898,7 @@ mod tests {
         assert_eq!(adds_up(&statements), (190, 0, 190));
         // The notes of the erased lines go in their time, carrying nothing.
         assert_eq!(statements.expire(100 * day).unwrap(), 0);
-        assert!(store.scan(b'L').unwrap().is_empty());
+        assert!(store.scan(keys::STATEMENT_NOTE).unwrap().is_empty());
         assert_eq!(adds_up(&statements), (190, 0, 190));
     }
 

@@ -7,33 +7,20 @@
 //! [`Store::load`] reads everything back at startup. When to flush is decided by
 //! the group commit in [`crate::shell::engine`].
 //!
-//! Keys (one sled tree):
-//! - `a` + user → the user's [`Account`]
-//! - `q` + origin (2 bytes, big-endian) + user → version held of origin's entry
-//! - `o` + user → our own entry as of its last durable write, with its sequence
-//! - `i` + scope + `0x00` + key → an idempotency record
-//! - `h` + user + `0x00` + job → a hold ([`crate::HoldState`])
-//! - `m` → the [`Meta`] scalars
-//!
-//! Only [`Store::load`], at startup, reads the keys above; a group commit
-//! logs them and a checkpoint writes them to sled, each key once however
-//! often it changed. The keys below are read while the node runs, so they
-//! reach sled with their commit.
-//!
-//! - `l`, `L`, `b` → statement lines, when they were made, and carried-forward
-//!   totals (see [`crate::shell::statements`]). A group commit's `l` and `L`
-//!   keys wait in [`Pending`] (which every read lays over sled) until the
-//!   next checkpoint writes them, each user's merged into few keys.
-//!
-//! AI jobs' keys (see [`crate::shell::jobs`]); a job's result rides a group
-//! commit, its other writes are plain inserts:
-//! - `j` + user + `0x00` + job → the job's record
-//! - `s` + image id → an AI image's [`crate::ImageSpec`]
-//! - `g` + image id → an AI image's PNG, as an AI server drew it
-//! - `J` / `G` + time (8 bytes, big-endian ms) + the key of a `j` / `g` entry
-//!   → nothing: when it was made, so sweeps read only what expired
+//! Keys (one sled tree) begin with a byte that says what they hold; the
+//! layout is in [`crate::shell::keys`]. Only [`Store::load`], at startup,
+//! reads the ledger's keys (accounts, versions held, own entries,
+//! idempotency records, holds, the [`Meta`] scalars); a group commit logs
+//! them and a checkpoint writes them to sled, each key once however often it
+//! changed. The other keys are read while the node runs, so they reach sled
+//! with their commit, except statement chunks and notes, which wait in
+//! [`Pending`] (which every read lays over sled) until the next checkpoint
+//! writes them, each user's merged into few keys (see
+//! [`crate::shell::statements`]). An AI job's result rides a group commit;
+//! its other writes are plain inserts (see [`crate::shell::jobs`]).
 
 use crate::NodeError;
+use crate::shell::keys;
 use crate::shell::pending::Pending;
 use crate::shell::statements;
 use crate::shell::wal::Log;
@@ -74,11 +61,6 @@ pub(crate) struct Store {
     /// Held for a whole checkpoint.
     checkpointing: Mutex<()>,
 }
-
-/// Prefixes of the keys only [`Store::load`] reads (the ledger's accounts,
-/// entries, versions, records, holds and scalars): a group commit logs them
-/// and leaves them to the next checkpoint, which writes each once.
-const READ_ONLY_AT_START: &[u8] = b"aoqihm";
 
 /// Applies `writes` to sled one key at a time: the log already made them
 /// atomic and durable.
@@ -239,9 +221,10 @@ impl Store {
             open.append(&writes)?;
             // Durable from here: recovery replays the record whatever sled
             // holds, so sled needs neither a batch nor a flush.
-            let (later, now): (Vec<Write>, Vec<Write>) = writes
-                .into_iter()
-                .partition(|(k, _)| k.first().is_some_and(|p| READ_ONLY_AT_START.contains(p)));
+            let (later, now): (Vec<Write>, Vec<Write>) = writes.into_iter().partition(|(k, _)| {
+                k.first()
+                    .is_some_and(|p| keys::READ_ONLY_AT_START.contains(p))
+            });
             open.hold_back(later);
             let mut pending = self.pending_mut();
             let now = if pending.has_room() {
@@ -284,7 +267,7 @@ impl Store {
         );
         for (user, account) in &persist.accounts {
             writes.push((
-                key(b'a', user.as_bytes()),
+                key(keys::ACCOUNT, user.as_bytes()),
                 Some(account.to_bytes()?.to_vec()),
             ));
         }
@@ -292,7 +275,10 @@ impl Store {
             writes.push((seq_key(*origin, user), Some(seq.0.to_be_bytes().to_vec())));
         }
         for (user, own) in &persist.own {
-            writes.push((key(b'o', user.as_bytes()), Some(wire::encode(own)?)));
+            writes.push((
+                key(keys::OWN_ENTRY, user.as_bytes()),
+                Some(wire::encode(own)?),
+            ));
         }
         for (id, record) in &persist.records {
             let value = record.as_ref().map(wire::encode).transpose()?;
@@ -300,9 +286,9 @@ impl Store {
         }
         for (id, hold) in &persist.holds {
             let value = hold.as_ref().map(wire::encode).transpose()?;
-            writes.push((pair_key(b'h', &id.user, &id.job), value));
+            writes.push((pair_key(keys::HOLD, &id.user, &id.job), value));
         }
-        writes.push((b"m".to_vec(), Some(wire::encode(&persist.meta)?)));
+        writes.push((vec![keys::META], Some(wire::encode(&persist.meta)?)));
         Ok(writes)
     }
 
@@ -379,12 +365,12 @@ impl Store {
     pub(crate) fn load(&self) -> Result<Durable, NodeError> {
         let db = self.db()?;
         let mut all = Persist::default();
-        for item in db.scan_prefix(b"a") {
+        for item in db.scan_prefix([keys::ACCOUNT]) {
             let (k, v) = item?;
             all.accounts
                 .push((text(&k[1..])?, Account::from_bytes(&v)?));
         }
-        for item in db.scan_prefix(b"q") {
+        for item in db.scan_prefix([keys::VERSION_HELD]) {
             let (k, v) = item?;
             let (origin, user) = k[1..]
                 .split_at_checked(2)
@@ -394,12 +380,12 @@ impl Store {
             all.seqs
                 .push(((origin, text(user)?), Seq(u64::from_be_bytes(seq))));
         }
-        for item in db.scan_prefix(b"o") {
+        for item in db.scan_prefix([keys::OWN_ENTRY]) {
             let (k, v) = item?;
             let own: (Seq, Account) = wire::decode::<_, { wire::MAX_ACCOUNT_BYTES + 16 }>(&v)?;
             all.own.push((text(&k[1..])?, own));
         }
-        for item in db.scan_prefix(b"i") {
+        for item in db.scan_prefix([keys::RECORD]) {
             let (k, v) = item?;
             let rest = &k[1..];
             let zero = rest
@@ -414,7 +400,7 @@ impl Store {
             };
             all.records.push((id, Some(record)));
         }
-        for item in db.scan_prefix(b"h") {
+        for item in db.scan_prefix([keys::HOLD]) {
             let (k, v) = item?;
             let (user, job) = split_pair(&k[1..]).ok_or_else(|| corrupt("hold key"))?;
             let hold = wire::decode::<HoldState, MAX_RECORD_BYTES>(&v)?;
@@ -424,7 +410,7 @@ impl Store {
             };
             all.holds.push((id, Some(hold)));
         }
-        if let Some(meta) = db.get(b"m")? {
+        if let Some(meta) = db.get([keys::META])? {
             all.meta = wire::decode::<Meta, MAX_META_BYTES>(&meta)?;
         }
         let mut durable = Durable::default();
@@ -611,13 +597,13 @@ fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
 }
 
 fn seq_key(origin: RegionId, user: &str) -> Vec<u8> {
-    let mut k = key(b'q', &origin.0.to_be_bytes());
+    let mut k = key(keys::VERSION_HELD, &origin.0.to_be_bytes());
     k.extend_from_slice(user.as_bytes());
     k
 }
 
 fn record_key(scope: &str, idempotency_key: &str) -> Vec<u8> {
-    pair_key(b'i', scope, idempotency_key)
+    pair_key(keys::RECORD, scope, idempotency_key)
 }
 
 /// `prefix` + `first` + `0x00` + `second` (`first` never holds a NUL: user
@@ -631,7 +617,7 @@ fn pair_key(prefix: u8, first: &str, second: &str) -> Vec<u8> {
 
 /// The key of an AI job's record.
 pub(crate) fn job_key(user: &str, job: &str) -> Vec<u8> {
-    pair_key(b'j', user, job)
+    pair_key(keys::JOB, user, job)
 }
 
 /// The user and job of a job record's key.
@@ -649,12 +635,12 @@ pub(crate) fn made_key(prefix: u8, at_ms: u64, entry: &[u8]) -> Vec<u8> {
 
 /// The key of an AI image's spec.
 pub(crate) fn spec_key(id: &str) -> Vec<u8> {
-    key(b's', id.as_bytes())
+    key(keys::IMAGE_SPEC, id.as_bytes())
 }
 
 /// The key of an AI image's PNG.
 pub(crate) fn png_key(id: &str) -> Vec<u8> {
-    key(b'g', id.as_bytes())
+    key(keys::IMAGE_PNG, id.as_bytes())
 }
 
 fn split_pair(rest: &[u8]) -> Option<(&[u8], &[u8])> {
