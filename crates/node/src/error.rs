@@ -2,7 +2,7 @@
 
 /// Everything that can fail in the node outside of a client's request being refused.
 ///
-/// Client-facing refusals are [`crate::core::Refusal`]s and become problem responses;
+/// Client-facing refusals are [`crate::Refusal`]s and become problem responses;
 /// these are the failures of the node itself: configuration, storage, startup.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

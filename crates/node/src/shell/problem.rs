@@ -294,7 +294,7 @@ impl Problem {
     }
 
     /// The problem as raw HTTP/1.1 response bytes that close the connection,
-    /// for answers written below axum (see [`crate::listener`]).
+    /// for answers written below axum (see [`crate::shell::listener`]).
     pub(crate) fn to_http1_closing(&self) -> Vec<u8> {
         let (_, status) = self.kind.type_and_status();
         let body = self.body();
