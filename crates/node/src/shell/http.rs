@@ -10,9 +10,7 @@ use crate::shell::auth::{AuthFailure, Principal, valid_user_id};
 use crate::shell::engine::{Answer, Failure};
 use crate::shell::limits::{Allowed, Denied};
 use crate::shell::premium;
-use crate::shell::problem::{
-    Problem, ProblemKind, RATELIMIT_LIMIT, RATELIMIT_REMAINING, RATELIMIT_RESET,
-};
+use crate::shell::problem::{Problem, ProblemKind, set_rate_limit};
 use crate::shell::rfc3339;
 use crate::shell::{ai, history, images, openapi};
 use crate::{Command, IdempotencyKey, Refusal};
@@ -342,10 +340,7 @@ async fn observe(
             let mut response = next.run(request).await;
             let (user_rate, route) = SERVED.with(|s| (s.user_rate.get(), s.route.take()));
             if let Some(allowed) = user_rate {
-                let h = response.headers_mut();
-                h.insert(RATELIMIT_LIMIT, HeaderValue::from(allowed.limit));
-                h.insert(RATELIMIT_REMAINING, HeaderValue::from(allowed.remaining));
-                h.insert(RATELIMIT_RESET, HeaderValue::from(1u32));
+                set_rate_limit(response.headers_mut(), allowed.limit, allowed.remaining, 1);
             }
             (response, route)
         })

@@ -4,16 +4,22 @@
 //! identifier clients may branch on; `detail` is for humans and never carries
 //! internals (paths, stack traces, storage errors).
 
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-// The caller's rate limit (the IETF `RateLimit` header fields draft), on
-// every answer to a client and on its 429s. `HeaderName`s, not `&str`s: a
-// `&str` name is parsed again on every insert.
-pub(crate) const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-pub(crate) const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-pub(crate) const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+// `HeaderName`s, not `&str`s: a `&str` name is parsed again on every insert.
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// Puts the caller's rate limit on an answer (the IETF `RateLimit` header
+/// fields draft): on every answer to a client, and on its 429s.
+pub(crate) fn set_rate_limit(headers: &mut HeaderMap, limit: u32, remaining: u32, reset: u64) {
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(reset));
+}
 
 /// The kinds of problem the API reports. Each has one stable `type` and status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -327,9 +333,7 @@ impl IntoResponse for Problem {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let Some((limit, reset)) = self.rate_limit {
-            headers.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
-            headers.insert(RATELIMIT_REMAINING, HeaderValue::from(0u32));
-            headers.insert(RATELIMIT_RESET, HeaderValue::from(reset));
+            set_rate_limit(headers, limit, 0, reset);
         }
         response
     }
