@@ -36,7 +36,7 @@
 //!     `openapi.rs`: the OpenAPI 3.1 document and the offline docs UI.
 //!   - `transport.rs`: QUIC between regions (quinn, mutual TLS); `certs.rs`.
 //!   - `store.rs`: sled behind the write-ahead log, loading at startup;
-//!     `keys.rs`: the key space, one prefix byte per kind of key.
+//!     `keys.rs`: the key space, one prefix byte per kind of key, and every key built there.
 //!   - `wal.rs`: the write-ahead log: one fsynced record per group commit;
 //!     checkpoints flush sled and delete it; replayed at every open.
 //!   - `limits.rs`: rate limits (GCRA) per user and per client IP.

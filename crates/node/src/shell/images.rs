@@ -13,9 +13,9 @@
 use crate::shell::engine::{Engine, now_ms};
 use crate::shell::http::Shared;
 use crate::shell::jobs::PNG_TTL_MS;
+use crate::shell::keys;
 use crate::shell::metrics::Metrics;
 use crate::shell::problem::{Problem, ProblemKind};
-use crate::shell::store::{png_key, spec_key};
 use crate::{ImageCache, ImageSpec, RenderError, curated_spec, render_png};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -116,8 +116,8 @@ impl Images {
                 let store = self.engine.clone();
                 let key = id.to_owned();
                 let (spec, png) = tokio::task::spawn_blocking(move || {
-                    let spec = store.store().get(&spec_key(&key));
-                    let png = store.store().get(&png_key(&key));
+                    let spec = store.store().get(&keys::image_spec(&key));
+                    let png = store.store().get(&keys::image_png(&key));
                     (spec, png)
                 })
                 .await

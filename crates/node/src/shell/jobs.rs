@@ -24,9 +24,7 @@ use crate::shell::generator::{Artwork, GenRequest, MemeGenerator};
 use crate::shell::images::Images;
 use crate::shell::keys;
 use crate::shell::metrics::Metrics;
-use crate::shell::store::{
-    Write as StoreWrite, job_key, made_key, png_key, spec_key, split_job_key,
-};
+use crate::shell::store::Write as StoreWrite;
 use crate::{Command, IdempotencyKey, NodeError, Receipt, Refusal};
 use bincode::{Decode, Encode};
 use ledger_crdt::wire;
@@ -338,7 +336,7 @@ impl Jobs {
         }
         // The record rides on the hold's flush (one fsync for both), with
         // the note of when it was made, for the sweep.
-        let made = made_key(keys::JOB_MADE, job.created_ms, &job_key(user, id));
+        let made = keys::made(keys::JOB_MADE, job.created_ms, &keys::job(user, id));
         let written = self
             .write(&job, Stored::Pending, vec![(made, Some(Vec::new()))], false)
             .await;
@@ -391,7 +389,7 @@ impl Jobs {
             .collect();
         let (mut captured, mut released) = (0, 0);
         for (k, v) in records {
-            let Some((user, id)) = split_job_key(&k) else {
+            let Some((user, id)) = keys::split_job(&k) else {
                 continue;
             };
             let Ok(record) = wire::decode::<JobRecord, MAX_JOB_RECORD_BYTES>(&v) else {
@@ -421,7 +419,7 @@ impl Jobs {
                             record.created_ms,
                             Stored::Failed(reason.into()),
                         );
-                        let key = job_key(&user, &id);
+                        let key = keys::job(&user, &id);
                         let _ = self
                             .engine
                             .with_store(move |store| {
@@ -520,7 +518,7 @@ impl Jobs {
                     .render(spec)
                     .await
                     .map_err(|e| format!("drawing the meme failed ({e}); nothing was charged"))?;
-                (id.clone(), (spec_key(&id), Some(bytes)))
+                (id.clone(), (keys::image_spec(&id), Some(bytes)))
             }
             Artwork::Png(png) => {
                 let id = hex_id(&ring::digest::digest(&ring::digest::SHA256, &png).as_ref()[..16]);
@@ -529,11 +527,11 @@ impl Jobs {
                 value.extend_from_slice(&png);
                 self.images.remember(&id, png);
                 let note = (
-                    made_key(keys::PNG_MADE, made, &png_key(&id)),
+                    keys::made(keys::PNG_MADE, made, &keys::image_png(&id)),
                     Some(Vec::new()),
                 );
                 extra.push(note);
-                (id.clone(), (png_key(&id), Some(value)))
+                (id.clone(), (keys::image_png(&id), Some(value)))
             }
         };
         let meme = AiMeme {
@@ -587,7 +585,7 @@ impl Jobs {
         flush: bool,
     ) -> Result<(), NodeError> {
         let bytes = encode_record(&job.fingerprint, job.created_ms, state);
-        more.push((job_key(&job.user, &job.id), Some(bytes)));
+        more.push((keys::job(&job.user, &job.id), Some(bytes)));
         if flush {
             // Rides the ledger's next group commit: one fsync for both.
             return self
@@ -612,13 +610,15 @@ impl Jobs {
             }
             keep
         });
-        let (start, end) = (job_key(user, ""), job_key(user, "\u{10FFFF}"));
+        let (start, end) = (keys::job(user, ""), keys::job(user, "\u{10FFFF}"));
         self.engine
             .with_store(move |store| {
                 let gone: Vec<StoreWrite> = store
                     .scan_range(&start, &end)?
                     .into_iter()
-                    .filter(|(k, _)| split_job_key(k).is_some_and(|(_, id)| !running.contains(&id)))
+                    .filter(|(k, _)| {
+                        keys::split_job(k).is_some_and(|(_, id)| !running.contains(&id))
+                    })
                     .map(|(k, _)| (k, None))
                     .collect();
                 let count = gone.len();
@@ -629,14 +629,14 @@ impl Jobs {
     }
 
     async fn forget(&self, job: &Job) -> Result<(), NodeError> {
-        let key = job_key(&job.user, &job.id);
+        let key = keys::job(&job.user, &job.id);
         self.engine
             .with_store(move |store| store.write_now(vec![(key, None)], false))
             .await
     }
 
     async fn load_record(&self, user: &str, id: &str) -> Result<Option<JobRecord>, NodeError> {
-        let key = job_key(user, id);
+        let key = keys::job(user, id);
         let bytes = self.engine.with_store(move |store| store.get(&key)).await?;
         Ok(bytes.and_then(|b| wire::decode::<JobRecord, MAX_JOB_RECORD_BYTES>(&b).ok()))
     }
@@ -659,7 +659,7 @@ impl Jobs {
                 .with_store(move |store| {
                     let mut gone = Vec::new();
                     for (prefix, ttl) in [(keys::JOB_MADE, keep), (keys::PNG_MADE, PNG_TTL_MS)] {
-                        let before = made_key(prefix, now.saturating_sub(ttl), &[]);
+                        let before = keys::made(prefix, now.saturating_sub(ttl), &[]);
                         for (note, _) in store.scan_range(&[prefix], &before)? {
                             if let Some(entry) = note.get(9..) {
                                 gone.push((entry.to_vec(), None));

@@ -102,12 +102,7 @@ impl Notifier {
             } else {
                 continue;
             };
-            let mut key = vec![keys::OUTBOX];
-            key.extend_from_slice(&line.at.0.to_be_bytes());
-            key.extend_from_slice(&self.region.0.to_be_bytes());
-            key.extend_from_slice(line.user.as_bytes());
-            key.push(0);
-            key.push(tag);
+            let key = keys::outbox(line.at.0, self.region, &line.user, tag);
             let event = serde_json::json!({
                 "id": format!("{}-{}-{}-{}", self.region.0, line.at.0, hex(line.user.as_bytes()), tag as char),
                 "type": kind,

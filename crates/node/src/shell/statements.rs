@@ -2,8 +2,8 @@
 //! [`crate::region::statement`]), pages of them newest first, usage by UTC
 //! day, retention, and removal.
 //!
-//! Keys (in the store's one tree, beside the ledger's; see
-//! [`crate::shell::store`]):
+//! Keys (in the store's one tree, beside the ledger's; built in
+//! [`crate::shell::keys`]):
 //! - `l` + user + `0x00` + line id (8 bytes, big-endian) → a chunk: the
 //!   user's lines (at most [`LINES_PER_CHUNK`]), each with its id, the first
 //!   of which names the key. A group commit logs one chunk per user; they
@@ -45,7 +45,7 @@ use crate::StatementLine;
 use crate::shell::engine::Engine;
 use crate::shell::keys;
 use crate::shell::pending::between;
-use crate::shell::store::{Store, Write, made_key};
+use crate::shell::store::{Store, Write};
 use ledger_crdt::wire;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -142,7 +142,7 @@ impl StatementStore<'_> {
     }
 
     fn carried(&self, user: &str) -> Result<i128, NodeError> {
-        Ok(match self.store.get(&carried_key(user))? {
+        Ok(match self.store.get(&keys::statement_carried(user))? {
             Some(bytes) => wire::decode::<i128, 64>(&bytes).map_err(NodeError::from)?,
             None => 0,
         })
@@ -156,8 +156,8 @@ impl StatementStore<'_> {
         cursor: Option<u64>,
         limit: usize,
     ) -> Result<Page, NodeError> {
-        let start = line_key(user, 0);
-        let end = line_key(user, cursor.unwrap_or(u64::MAX));
+        let start = keys::statement_chunk(user, 0);
+        let end = keys::statement_chunk(user, cursor.unwrap_or(u64::MAX));
         // Each chunk found holds at least one line older than the cursor (its
         // first), so `limit + 1` chunks hold more than a page if there is one.
         let found = self.store.scan_back(&start, &end, limit + 1)?;
@@ -238,8 +238,8 @@ impl StatementStore<'_> {
         loop {
             let alone = self.alone();
             let notes = self.store.scan_first(
-                &made_key(keys::STATEMENT_NOTE, 0, &[]),
-                &made_key(keys::STATEMENT_NOTE, cutoff, &[]),
+                &keys::made(keys::STATEMENT_NOTE, 0, &[]),
+                &keys::made(keys::STATEMENT_NOTE, cutoff, &[]),
                 COMPACT_CHUNK,
             )?;
             if notes.is_empty() {
@@ -257,9 +257,10 @@ impl StatementStore<'_> {
     /// the statement restarts at today's balance. Returns how many went.
     pub(crate) fn remove_lines(&self, user: &str) -> Result<usize, NodeError> {
         let alone = self.alone();
-        let lines = self
-            .store
-            .scan_range(&line_key(user, 0), &line_key(user, u64::MAX))?;
+        let lines = self.store.scan_range(
+            &keys::statement_chunk(user, 0),
+            &keys::statement_chunk(user, u64::MAX),
+        )?;
         // Their commits' notes stay, naming lines that are gone; retention
         // deletes them in their time.
         self.compact(
@@ -307,7 +308,7 @@ impl StatementStore<'_> {
             }
         }
         for (user, total) in carried {
-            writes.push((carried_key(&user), Some(wire::encode(&total)?)));
+            writes.push((keys::statement_carried(&user), Some(wire::encode(&total)?)));
         }
         self.store.write_now(writes, true)?;
         Ok(count)
@@ -346,9 +347,9 @@ pub(crate) fn line_writes(
             let Some(&(first, line)) = chunk.first() else {
                 continue;
             };
-            let key = line_key(user, first);
+            let key = keys::statement_chunk(user, first);
             note_key.get_or_insert_with(|| {
-                made_key(keys::STATEMENT_NOTE, line.at.0, &first.to_be_bytes())
+                keys::made(keys::STATEMENT_NOTE, line.at.0, &first.to_be_bytes())
             });
             push_note_key(&mut note, &key)?;
             let mut value = vec![CHUNK_TAG];
@@ -410,7 +411,8 @@ impl Run {
     /// Whether the chunk under `key`, of `lines` lines, joins this run: the
     /// same user's, and the merged chunk stays within [`LINES_PER_CHUNK`].
     fn takes(&self, key: &[u8], lines: usize) -> bool {
-        user_part(&self.key).is_some_and(|u| Some(u) == user_part(key))
+        keys::split_statement_chunk(&self.key)
+            .is_some_and(|(u, _)| Some(u) == keys::split_statement_chunk(key).map(|(u, _)| u))
             && self.lines.len() + lines <= LINES_PER_CHUNK
     }
 
@@ -449,38 +451,12 @@ fn note_keys(mut note: &[u8]) -> Result<Vec<Vec<u8>>, NodeError> {
     Ok(keys)
 }
 
-/// `l` + user + `0x00` + id.
-fn line_key(user: &str, id: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(user.len() + 10);
-    k.push(keys::STATEMENT_CHUNK);
-    k.extend_from_slice(user.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&id.to_be_bytes());
-    k
-}
-
-/// A line key without its id: `l`, the user, `0x00`.
-fn user_part(key: &[u8]) -> Option<&[u8]> {
-    key.len().checked_sub(8).and_then(|n| key.get(..n))
-}
-
 fn line_id(key: &[u8]) -> Result<u64, NodeError> {
-    let tail: [u8; 8] = key
-        .len()
-        .checked_sub(8)
-        .and_then(|at| key.get(at..))
-        .and_then(|t| t.try_into().ok())
+    keys::split_statement_chunk(key)
+        .map(|(_, id)| id)
         .ok_or_else(|| {
             NodeError::Corrupt(ledger_crdt::Error::Decode("a statement line key".into()))
-        })?;
-    Ok(u64::from_be_bytes(tail))
-}
-
-fn carried_key(user: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(user.len() + 1);
-    k.push(keys::STATEMENT_CARRIED);
-    k.extend_from_slice(user.as_bytes());
-    k
+        })
 }
 
 /// The lines under `key`, oldest first, each with its id: a chunk, or a
@@ -712,7 +688,7 @@ mod tests {
         assert!(
             notes[0]
                 .0
-                .starts_with(&made_key(keys::STATEMENT_NOTE, 3_000, &[]))
+                .starts_with(&keys::made(keys::STATEMENT_NOTE, 3_000, &[]))
         );
         assert_eq!(note_keys(&notes[0].1).unwrap().len(), 3);
         // A restart reads the same from sled alone.
@@ -817,7 +793,12 @@ mod tests {
                 line("w", 2, LineKind::Spend, -1, 148),
             ],
         );
-        let old = |id: u64, l: &StatementLine| (line_key("u", id), Some(wire::encode(l).unwrap()));
+        let old = |id: u64, l: &StatementLine| {
+            (
+                keys::statement_chunk("u", id),
+                Some(wire::encode(l).unwrap()),
+            )
+        };
         let (a, b) = (
             line("u", 5, LineKind::Spend, -1, 149),
             line("u", 6, LineKind::Spend, -1, 148),
@@ -848,15 +829,20 @@ mod tests {
             v
         };
         let good = chunk(vec![(9, l.clone()), (12, l.clone())]);
-        assert_eq!(decode_chunk(&line_key("u", 9), &good).unwrap().len(), 2);
+        assert_eq!(
+            decode_chunk(&keys::statement_chunk("u", 9), &good)
+                .unwrap()
+                .len(),
+            2
+        );
         assert!(
-            decode_chunk(&line_key("u", 8), &good).is_err(),
+            decode_chunk(&keys::statement_chunk("u", 8), &good).is_err(),
             "not its key"
         );
         let shuffled = chunk(vec![(9, l.clone()), (9, l.clone())]);
-        assert!(decode_chunk(&line_key("u", 9), &shuffled).is_err());
-        assert!(decode_chunk(&line_key("u", 9), &chunk(Vec::new())).is_err());
-        assert!(decode_chunk(&line_key("u", 9), &[CHUNK_TAG, 1, 200]).is_err());
+        assert!(decode_chunk(&keys::statement_chunk("u", 9), &shuffled).is_err());
+        assert!(decode_chunk(&keys::statement_chunk("u", 9), &chunk(Vec::new())).is_err());
+        assert!(decode_chunk(&keys::statement_chunk("u", 9), &[CHUNK_TAG, 1, 200]).is_err());
     }
 
     #[test]

@@ -266,27 +266,24 @@ impl Store {
                 .filter(|(_, v)| v.is_some()),
         );
         for (user, account) in &persist.accounts {
-            writes.push((
-                key(keys::ACCOUNT, user.as_bytes()),
-                Some(account.to_bytes()?.to_vec()),
-            ));
+            writes.push((keys::account(user), Some(account.to_bytes()?.to_vec())));
         }
         for ((origin, user), seq) in &persist.seqs {
-            writes.push((seq_key(*origin, user), Some(seq.0.to_be_bytes().to_vec())));
+            writes.push((
+                keys::version_held(*origin, user),
+                Some(seq.0.to_be_bytes().to_vec()),
+            ));
         }
         for (user, own) in &persist.own {
-            writes.push((
-                key(keys::OWN_ENTRY, user.as_bytes()),
-                Some(wire::encode(own)?),
-            ));
+            writes.push((keys::own_entry(user), Some(wire::encode(own)?)));
         }
         for (id, record) in &persist.records {
             let value = record.as_ref().map(wire::encode).transpose()?;
-            writes.push((record_key(&id.scope, &id.key), value));
+            writes.push((keys::record(&id.scope, &id.key), value));
         }
         for (id, hold) in &persist.holds {
             let value = hold.as_ref().map(wire::encode).transpose()?;
-            writes.push((pair_key(keys::HOLD, &id.user, &id.job), value));
+            writes.push((keys::hold(&id.user, &id.job), value));
         }
         writes.push((vec![keys::META], Some(wire::encode(&persist.meta)?)));
         Ok(writes)
@@ -368,14 +365,11 @@ impl Store {
         for item in db.scan_prefix([keys::ACCOUNT]) {
             let (k, v) = item?;
             all.accounts
-                .push((text(&k[1..])?, Account::from_bytes(&v)?));
+                .push((text(keys::after_prefix(&k))?, Account::from_bytes(&v)?));
         }
         for item in db.scan_prefix([keys::VERSION_HELD]) {
             let (k, v) = item?;
-            let (origin, user) = k[1..]
-                .split_at_checked(2)
-                .ok_or_else(|| corrupt("seq key"))?;
-            let origin = RegionId(u16::from_be_bytes([origin[0], origin[1]]));
+            let (origin, user) = keys::split_version_held(&k).ok_or_else(|| corrupt("seq key"))?;
             let seq: [u8; 8] = v.as_ref().try_into().map_err(|_| corrupt("seq value"))?;
             all.seqs
                 .push(((origin, text(user)?), Seq(u64::from_be_bytes(seq))));
@@ -383,16 +377,11 @@ impl Store {
         for item in db.scan_prefix([keys::OWN_ENTRY]) {
             let (k, v) = item?;
             let own: (Seq, Account) = wire::decode::<_, { wire::MAX_ACCOUNT_BYTES + 16 }>(&v)?;
-            all.own.push((text(&k[1..])?, own));
+            all.own.push((text(keys::after_prefix(&k))?, own));
         }
         for item in db.scan_prefix([keys::RECORD]) {
             let (k, v) = item?;
-            let rest = &k[1..];
-            let zero = rest
-                .iter()
-                .position(|&b| b == 0)
-                .ok_or_else(|| corrupt("record key"))?;
-            let (scope, key) = (&rest[..zero], &rest[zero + 1..]);
+            let (scope, key) = keys::split_pair(&k).ok_or_else(|| corrupt("record key"))?;
             let record = decode_record(&v)?;
             let id = RecordId {
                 scope: text(scope)?,
@@ -402,7 +391,7 @@ impl Store {
         }
         for item in db.scan_prefix([keys::HOLD]) {
             let (k, v) = item?;
-            let (user, job) = split_pair(&k[1..]).ok_or_else(|| corrupt("hold key"))?;
+            let (user, job) = keys::split_pair(&k).ok_or_else(|| corrupt("hold key"))?;
             let hold = wire::decode::<HoldState, MAX_RECORD_BYTES>(&v)?;
             let id = HoldId {
                 user: text(user)?,
@@ -587,65 +576,6 @@ pub(crate) fn batch_of(writes: Vec<Write>) -> sled::Batch {
         }
     }
     batch
-}
-
-fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + rest.len());
-    k.push(prefix);
-    k.extend_from_slice(rest);
-    k
-}
-
-fn seq_key(origin: RegionId, user: &str) -> Vec<u8> {
-    let mut k = key(keys::VERSION_HELD, &origin.0.to_be_bytes());
-    k.extend_from_slice(user.as_bytes());
-    k
-}
-
-fn record_key(scope: &str, idempotency_key: &str) -> Vec<u8> {
-    pair_key(keys::RECORD, scope, idempotency_key)
-}
-
-/// `prefix` + `first` + `0x00` + `second` (`first` never holds a NUL: user
-/// ids and scopes are visible characters).
-fn pair_key(prefix: u8, first: &str, second: &str) -> Vec<u8> {
-    let mut k = key(prefix, first.as_bytes());
-    k.push(0);
-    k.extend_from_slice(second.as_bytes());
-    k
-}
-
-/// The key of an AI job's record.
-pub(crate) fn job_key(user: &str, job: &str) -> Vec<u8> {
-    pair_key(keys::JOB, user, job)
-}
-
-/// The user and job of a job record's key.
-pub(crate) fn split_job_key(k: &[u8]) -> Option<(String, String)> {
-    let (user, job) = split_pair(k.get(1..)?)?;
-    Some((text(user).ok()?, text(job).ok()?))
-}
-
-/// The key under `prefix` (`J` or `G`) that says `entry` was made at `at_ms`.
-pub(crate) fn made_key(prefix: u8, at_ms: u64, entry: &[u8]) -> Vec<u8> {
-    let mut k = key(prefix, &at_ms.to_be_bytes());
-    k.extend_from_slice(entry);
-    k
-}
-
-/// The key of an AI image's spec.
-pub(crate) fn spec_key(id: &str) -> Vec<u8> {
-    key(keys::IMAGE_SPEC, id.as_bytes())
-}
-
-/// The key of an AI image's PNG.
-pub(crate) fn png_key(id: &str) -> Vec<u8> {
-    key(keys::IMAGE_PNG, id.as_bytes())
-}
-
-fn split_pair(rest: &[u8]) -> Option<(&[u8], &[u8])> {
-    let zero = rest.iter().position(|&b| b == 0)?;
-    Some((&rest[..zero], &rest[zero + 1..]))
 }
 
 fn text(bytes: &[u8]) -> Result<String, NodeError> {
