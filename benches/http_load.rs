@@ -13,7 +13,8 @@
 //! `MAAS_BENCH_SMOKE=1` runs two seconds at a low rate (CI runs that);
 //! `MAAS_BENCH_RATES=4000,6000` runs just those rates; `MAAS_BENCH_SCALE=1000000` runs
 //! the scale scenario instead (that many distinct users spend once each, at
-//! `MAAS_BENCH_SCALE_RATE` per second, then RAM and disk per user).
+//! `MAAS_BENCH_SCALE_RATE` per second, then RAM and disk per user, then
+//! `MAAS_BENCH_SCALE_HOLD_SECONDS` (60) of spends by users picked at random).
 
 mod support;
 
@@ -362,10 +363,11 @@ async fn scale(users: usize) {
     );
     let measure = Duration::from_secs_f64(users as f64 / rate as f64);
     let schedule = Schedule::constant(rate, Duration::ZERO, measure);
+    let tokens_created = tokens.clone();
     let outcome = open_loop(&node.addr, &schedule, move |i| Request {
         bytes: format!(
             "GET /memes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
-            tokens[i % tokens.len()]
+            tokens_created[i % tokens_created.len()]
         ),
         tag: 0,
     })
@@ -385,6 +387,42 @@ async fn scale(users: usize) {
         per_user(rss * 1024, idle_rss * 1024),
         disk / (1024 * 1024),
         per_user(disk, idle_disk),
+    );
+    // The target is about serving while holding them, not about creating
+    // them: users already there spend, each picked at random, so every
+    // spend touches a different part of the index and of sled's tree.
+    let hold = Duration::from_secs(support::env_or("MAAS_BENCH_SCALE_HOLD_SECONDS", 60));
+    let schedule = Schedule::constant(rate, Duration::from_secs(2), hold);
+    let before = node.usage();
+    let mut rng = Rng::new(users as u64);
+    let picks: Arc<Vec<u32>> = Arc::new(
+        (0..schedule.len())
+            .map(|_| rng.index(users) as u32)
+            .collect(),
+    );
+    let outcome = open_loop(&node.addr, &schedule, move |i| Request {
+        bytes: format!(
+            "GET /memes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
+            tokens[picks[i % picks.len()] as usize]
+        ),
+        tag: 0,
+    })
+    .await;
+    let mut held = Step::of(rate, &outcome);
+    held.cpu_secs = node.usage().since(before).cpu_secs;
+    let floor = fdatasync_floor(2_000, true);
+    println!(
+        "\nwhile holding {users} users, existing users picked at random, {} s at {rate}/s:\n| spends sent | errors | p50 | p99 | p99.9 | max | CPU s / 1k | fdatasync p99 (overwrite) | RSS |\n|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} µs | {} µs | {} µs | {} µs | {:.3} | {} µs | {} MiB |",
+        hold.as_secs(),
+        held.sent,
+        held.errors,
+        held.p50,
+        held.p99,
+        held.p999,
+        held.max,
+        held.cpu_per_k(),
+        floor.value_at_quantile(0.99),
+        status_kib(node.pid(), "VmRSS:") / 1024,
     );
 }
 
