@@ -19,7 +19,8 @@
 //!   must also equal grant − delivered.
 //! - `MAAS_BENCH_SLA=1 cargo bench --bench regions` (scenario 4) is the seeds' SLA
 //!   run against ours: 10,000 requests/s with spikes to 15,000 for 60 s, checked
-//!   against the seeds' SLA and our own p99 ≤ 5 ms.
+//!   against the seeds' SLA and our own p99 ≤ 5 ms; then the same schedules
+//!   against three bare axum hello servers, the CPU floor of the HTTP stack.
 //! - `MAAS_BENCH_SMOKE=1` runs scenario 3 for two seconds at a low rate (CI).
 //!
 //! Tuning: `MAAS_BENCH_RATE` (total requests/s, scenario 3), `MAAS_BENCH_SECONDS`,
@@ -237,12 +238,12 @@ fn naive_available() -> bool {
 }
 
 /// Load on each region: `schedules[r]` against region r + 1, users by Zipf.
-async fn drive(deployment: &Deployment, schedules: &[Schedule]) -> Vec<Outcome> {
+async fn drive(servers: &[Server], schedules: &[Schedule]) -> Vec<Outcome> {
     let tokens: Arc<Vec<String>> =
         Arc::new((0..USERS).map(|u| jwt(&format!("user-{u}"))).collect());
     let zipf = Zipf::new(USERS, 1.0);
     let mut runs = Vec::new();
-    for (r, (server, schedule)) in deployment.servers.iter().zip(schedules).enumerate() {
+    for (r, (server, schedule)) in servers.iter().zip(schedules).enumerate() {
         // Each region its own, reproducible, sequence of users.
         let mut rng = Rng::new(100 + r as u64);
         let users: Vec<usize> = (0..schedule.len()).map(|_| zipf.sample(&mut rng)).collect();
@@ -386,7 +387,7 @@ async fn compare(proxies: &Handle, smoke: bool) -> bool {
             },
         };
         let before = deployment.usage();
-        let outcomes = drive(&deployment, &schedules).await;
+        let outcomes = drive(&deployment.servers, &schedules).await;
         let usage = deployment.usage();
         let mut all = Outcome::empty();
         let mut worst_p99 = 0;
@@ -511,11 +512,8 @@ async fn sla_run(proxies: &Handle) -> bool {
     let wire = || deployment.links.as_ref().map_or(0, Links::relayed_bytes);
     let wire_before = wire();
     let kinds_before = peer_bytes_by_kind(&deployment).await;
-    let outcomes = drive(
-        &deployment,
-        &[schedule.clone(), schedule.clone(), schedule.clone()],
-    )
-    .await;
+    let schedules = [schedule.clone(), schedule.clone(), schedule.clone()];
+    let outcomes = drive(&deployment.servers, &schedules).await;
     let usage = deployment.usage();
     let wire_bytes = wire() - wire_before;
     let mut kinds = peer_bytes_by_kind(&deployment).await;
@@ -626,6 +624,35 @@ async fn sla_run(proxies: &Handle) -> bool {
         "messages' bytes per spend by kind, before QUIC (the nodes' maas_peer_bytes_sent_total): {}",
         by_kind.join(", ")
     );
+    drop(deployment);
+    // The floor, in the same run and under the same schedules: three bare
+    // axum servers answering "hello" (no auth, no ledger, no storage, no
+    // peers). What they cost is what any HTTP service on this stack and VM
+    // pays before doing anything.
+    let hellos = [
+        Server::hello().await,
+        Server::hello().await,
+        Server::hello().await,
+    ];
+    let hello_usage = || {
+        hellos
+            .iter()
+            .map(Server::usage)
+            .fold(Usage::default(), Usage::plus)
+    };
+    let hello_before = hello_usage();
+    let mut floor = Outcome::empty();
+    for o in drive(&hellos, &schedules).await {
+        floor.add(&o);
+    }
+    let floor_cpu = hello_usage().since(hello_before).cpu_per_k(floor.served);
+    let ours_cpu = used.cpu_per_k(all.served);
+    println!(
+        "the floor in the same run, three axum hello servers under the same schedules: CPU {floor_cpu:.3} s per 1k requests, p99 {}, {} not 200; ours / hello: {:.2}× CPU per request",
+        ms(floor.at(0.99)),
+        floor.not_ok(),
+        ours_cpu / floor_cpu.max(1e-9),
+    );
     write_json(
         "regions_sla.json",
         &serde_json::json!({
@@ -635,6 +662,7 @@ async fn sla_run(proxies: &Handle) -> bool {
             "peak_rss_kib": used.peak_rss_kib, "cpu_secs": used.cpu_secs,
             "wire_bytes": wire_bytes, "spends_with_warmup": spends,
             "message_bytes_by_kind": kinds,
+            "hello_floor": { "all": outcome_json(&floor), "cpu_secs_per_1k": floor_cpu },
         }),
     );
     // A missed target is a finding to report, not a failure of the harness.

@@ -297,7 +297,10 @@ pub fn hello_server(addr: &str) {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let app = axum::Router::new().route("/hello", axum::routing::get(|| async { "hello" }));
+        // `/memes` too, so that the regions bench's own requests get a 200.
+        let app = axum::Router::new()
+            .route("/hello", axum::routing::get(|| async { "hello" }))
+            .route("/memes", axum::routing::get(|| async { "hello" }));
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         axum::serve(listener, app).await.expect("serve");
     });
