@@ -19,7 +19,8 @@
 //!   - `command.rs`, `idempotency.rs`, `records.rs`: requests, answers, keys
 //!     (one scoping and fingerprint rule, used by HTTP and the simulator).
 //!   - `membership/` ([`Membership`]): SWIM (foca) with our identity, codec, timers.
-//!   - `message.rs` ([`Message`]), `demand.rs`, `packed.rs`, `units.rs`
+//!   - `message.rs` ([`Message`]), `demand.rs` and `by_user.rs` (per-user
+//!     timing state, swept a slice at a time), `packed.rs`, `units.rs`
 //!     ([`Seq`], [`Millis`], [`RequestId`]).
 //! - `catalog.rs` ([`Catalog`]): the meme catalog, a pure helper of the API.
 //! - `art/` (feature `shell`): meme images, pure: [`ImageSpec`], the

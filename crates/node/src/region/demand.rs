@@ -5,23 +5,23 @@
 //! exponentially decaying rate, so no region has to publish its demand separately:
 //! the deltas it already sends are the demand signal.
 
+use crate::region::by_user::ByUser;
 use crate::region::units::Millis;
 use ledger_crdt::RegionId;
-use std::collections::HashMap;
 
 /// Rates under this many thousandths of a token per second count as no demand.
 const NO_DEMAND_MILLI: u64 = 10;
 
-fn decayed(half_life_ms: u64, rate: Rate, now_ms: u64) -> f64 {
-    let dt = now_ms.saturating_sub(rate.at_ms) as f64;
-    rate.per_sec * 0.5f64.powf(dt / half_life_ms as f64)
-}
-
 /// Per (user, region) spend rate, decaying with a half-life.
+///
+/// A rate under [`NO_DEMAND_MILLI`] counts as none everywhere (it reads as
+/// absent, and a new spend starts from zero), so when [`Demand::prune`]
+/// forgets it changes no decision: the simulator's runs do not depend on it.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Demand {
     half_life_ms: u64,
-    rates: HashMap<(String, RegionId), Rate>,
+    /// Per user, the regions seen spending (a few).
+    rates: ByUser<Vec<(RegionId, Rate)>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -31,29 +31,46 @@ struct Rate {
     at_ms: u64,
 }
 
+impl Rate {
+    /// Tokens per second at `now_ms`, if it still counts as demand.
+    fn at(self, half_life_ms: u64, now_ms: u64) -> Option<f64> {
+        let dt = now_ms.saturating_sub(self.at_ms) as f64;
+        let rate = self.per_sec * 0.5f64.powf(dt / half_life_ms as f64);
+        (rate * 1000.0 >= NO_DEMAND_MILLI as f64).then_some(rate)
+    }
+}
+
 impl Demand {
     /// Rates that halve every `half_life_ms` without new spends.
     pub(crate) fn new(half_life_ms: u64) -> Self {
         Self {
             half_life_ms: half_life_ms.max(1),
-            rates: HashMap::new(),
+            rates: ByUser::default(),
         }
     }
 
-    fn decay(&self, rate: Rate, now_ms: u64) -> f64 {
-        decayed(self.half_life_ms, rate, now_ms)
+    /// The rate of `user` at `region`, if it still counts.
+    fn rate(&self, user: &str, region: RegionId) -> Option<Rate> {
+        let rates = self.rates.get(user)?;
+        rates
+            .iter()
+            .find(|(r, _)| *r == region)
+            .map(|&(_, rate)| rate)
     }
 
-    /// Forgets every rate that has decayed below the no-demand threshold: without
-    /// this, every user who ever spent would keep an entry for the node's lifetime.
+    /// Forgets, in one slice of the users, every rate that has decayed below
+    /// the no-demand threshold: without this, every user who ever spent would
+    /// keep an entry for the node's lifetime. A full pass takes
+    /// [`crate::region::by_user::SLICES`] calls.
     pub(crate) fn prune(&mut self, now: Millis) {
-        let now_ms = now.0;
         let half_life_ms = self.half_life_ms;
-        self.rates
-            .retain(|_, r| decayed(half_life_ms, *r, now_ms) * 1000.0 >= NO_DEMAND_MILLI as f64);
+        self.rates.sweep(|rates| {
+            rates.retain(|(_, rate)| rate.at(half_life_ms, now.0).is_some());
+            !rates.is_empty()
+        });
     }
 
-    /// How many (user, region) rates are remembered.
+    /// How many users have a rate remembered.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.rates.len()
@@ -62,34 +79,40 @@ impl Demand {
     /// Whether no rate is remembered.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.rates.is_empty()
+        self.rates.len() == 0
     }
 
     /// Records `amount` tokens spent by `user` at `region`.
     pub(crate) fn observe(&mut self, user: &str, region: RegionId, amount: u64, now: Millis) {
-        let now_ms = now.0;
         if amount == 0 {
             return;
         }
+        let half_life_ms = self.half_life_ms;
         // An impulse of `amount` tokens spread over the half-life keeps the rate in
         // tokens per second for a steady spender.
-        let impulse = amount as f64 * 1000.0 / self.half_life_ms as f64 * std::f64::consts::LN_2;
-        let key = (user.to_owned(), region);
-        let current = self.rates.get(&key).map_or(0.0, |r| self.decay(*r, now_ms));
-        self.rates.insert(
-            key,
-            Rate {
-                per_sec: current + impulse,
-                at_ms: now_ms,
-            },
-        );
+        let impulse = amount as f64 * 1000.0 / half_life_ms as f64 * std::f64::consts::LN_2;
+        let rates = self.rates.entry(user, Vec::new);
+        let fresh = Rate {
+            per_sec: impulse,
+            at_ms: now.0,
+        };
+        match rates.iter_mut().find(|(r, _)| *r == region) {
+            Some((_, rate)) => {
+                let current = rate.at(half_life_ms, now.0).unwrap_or(0.0);
+                *rate = Rate {
+                    per_sec: current + impulse,
+                    ..fresh
+                };
+            }
+            None => rates.push((region, fresh)),
+        }
     }
 
     /// When a spend of `user` at `region` was last observed, if it still counts.
-    pub(crate) fn last_seen(&self, user: &str, region: RegionId) -> Option<Millis> {
-        self.rates
-            .get(&(user.to_owned(), region))
-            .map(|r| Millis(r.at_ms))
+    pub(crate) fn last_seen(&self, user: &str, region: RegionId, now: Millis) -> Option<Millis> {
+        let rate = self.rate(user, region)?;
+        rate.at(self.half_life_ms, now.0)?;
+        Some(Millis(rate.at_ms))
     }
 
     /// The current rate of `user` at `region`, in thousandths of a token per second
@@ -97,12 +120,9 @@ impl Demand {
     /// Rates under 0.01 tokens/s count as no demand, so a cluster at rest stays at
     /// rest instead of moving rights on vanishing differences.
     pub(crate) fn milli_rate(&self, user: &str, region: RegionId, now: Millis) -> u64 {
-        let now_ms = now.0;
-        let milli = self
-            .rates
-            .get(&(user.to_owned(), region))
-            .map_or(0, |r| (self.decay(*r, now_ms) * 1000.0) as u64);
-        if milli < NO_DEMAND_MILLI { 0 } else { milli }
+        self.rate(user, region)
+            .and_then(|r| r.at(self.half_life_ms, now.0))
+            .map_or(0, |rate| (rate * 1000.0) as u64)
     }
 }
 
@@ -129,10 +149,21 @@ mod tests {
         d.observe("idle", RegionId(1), 1, Millis(0));
         d.observe("busy", RegionId(1), 1, Millis(0));
         d.observe("busy", RegionId(1), 1, Millis(20_000));
-        d.prune(Millis(20_000));
+        let full_pass = |d: &mut Demand, at: u64| {
+            for _ in 0..crate::region::by_user::SLICES {
+                d.prune(Millis(at));
+            }
+        };
+        // Already gone for every reader before any pruning.
+        assert_eq!(d.last_seen("idle", RegionId(1), Millis(20_000)), None);
+        assert_eq!(
+            d.last_seen("busy", RegionId(1), Millis(20_000)),
+            Some(Millis(20_000))
+        );
+        full_pass(&mut d, 20_000);
         assert_eq!(d.len(), 1);
         assert!(d.milli_rate("busy", RegionId(1), Millis(20_000)) > 0);
-        d.prune(Millis(60_000));
+        full_pass(&mut d, 60_000);
         assert!(d.is_empty());
     }
 }

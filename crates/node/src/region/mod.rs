@@ -18,6 +18,7 @@
 //! - [`packed`]: accounts held in memory as their bytes (a million users fit).
 //! - [`units`]: `Seq`, `Millis`, `RequestId`.
 
+pub(crate) mod by_user;
 pub(crate) mod command;
 pub(crate) mod demand;
 pub(crate) mod holds;

@@ -94,13 +94,15 @@ impl Escrow {
     /// Whether this region served `user`'s latest spend it knows of, within
     /// `local_customer_ms`: a steady local customer.
     pub(super) fn served_last(&self, user: &str, live: &[RegionId], now: Millis) -> bool {
-        let Some(here) = self.demand.last_seen(user, self.me) else {
+        let Some(here) = self.demand.last_seen(user, self.me, now) else {
             return false;
         };
         now.since(here) < self.local_customer_ms
-            && live
-                .iter()
-                .all(|&r| self.demand.last_seen(user, r).is_none_or(|t| t <= here))
+            && live.iter().all(|&r| {
+                self.demand
+                    .last_seen(user, r, now)
+                    .is_none_or(|t| t <= here)
+            })
     }
 
     /// The transfers to make for `user` now, by the rebalancing policy.
@@ -125,7 +127,7 @@ impl Escrow {
         }
         let everyone = || live.iter().copied().chain([self.me]);
         let freshest = everyone()
-            .filter_map(|r| self.demand.last_seen(user, r))
+            .filter_map(|r| self.demand.last_seen(user, r, now))
             .max();
         if freshest.is_none_or(|t| now.since(t) >= self.rebalance_quiet_ms) {
             return Vec::new();
@@ -203,12 +205,19 @@ impl Escrow {
             .max_by_key(|&r| (self.demand.milli_rate(user, r, now), std::cmp::Reverse(r)))
     }
 
-    /// Forgets per-user timing state that can no longer change a decision, so
-    /// memory follows the users active in the last seconds, not every user ever.
-    pub(super) fn prune(&mut self, now: Millis) {
+    /// Forgets, in one slice of the users, per-user timing state that can no
+    /// longer change a decision, so memory follows the users active in the
+    /// last seconds, not every user ever. A slice at a time, so that no
+    /// single call holds the replica for long (see [`crate::region::by_user`]).
+    pub(super) fn sweep(&mut self, now: Millis) {
         self.demand.prune(now);
         self.rebalances.prune(now);
         self.requests.prune(now);
+    }
+
+    /// Forgets rights acceptances older than the bounce cooldown (one per
+    /// transfer received, far fewer than users).
+    pub(super) fn prune(&mut self, now: Millis) {
         let cooldown = self.bounce_cooldown_ms;
         self.accepted_at.retain(|_, &mut t| now.since(t) < cooldown);
     }

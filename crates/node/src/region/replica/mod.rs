@@ -69,8 +69,13 @@ use state::HoldOutcome;
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
-/// How often per-user timing state is pruned.
+/// How often the rest of the timing state (rights acceptances, expired
+/// holds) is pruned, and how long a full sweep of the per-user state takes.
 const PRUNE_EVERY_MS: u64 = 10_000;
+
+/// How often one slice of per-user timing state is swept: every user's
+/// entry is visited once per [`PRUNE_EVERY_MS`], as when it was one pass.
+const SWEEP_EVERY_MS: u64 = PRUNE_EVERY_MS / crate::region::by_user::SLICES as u64;
 
 /// Where the region stands in leaving the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +103,8 @@ pub struct Replica {
     departure: Departure,
     replies: VecDeque<Reply>,
     next_prune: Millis,
+    /// When the next slice of per-user timing state is swept.
+    next_sweep: Millis,
 }
 
 impl Replica {
@@ -140,6 +147,7 @@ impl Replica {
             departure: Departure::Staying,
             replies: VecDeque::new(),
             next_prune: Millis(0),
+            next_sweep: Millis(0),
             config,
         }
     }
@@ -295,6 +303,12 @@ impl Replica {
         if let Some(to) = self.replication.digest_due(now, self.peers.live()) {
             let digest = Replication::digest(&self.ledger.state, durable, self.me());
             self.peers.send(to, &digest);
+        }
+        if now >= self.next_sweep {
+            // Rides the ticks that come anyway (batches, digests, membership),
+            // adding no deadline of its own.
+            self.next_sweep = now.after(SWEEP_EVERY_MS);
+            self.escrow.sweep(now);
         }
         let prune = now >= self.next_prune;
         if prune {

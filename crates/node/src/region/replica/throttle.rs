@@ -1,21 +1,21 @@
 //! "At most once per user every so often", for decisions that must not repeat
 //! on every spend (rebalancing plans, rights requests).
 
+use crate::region::by_user::ByUser;
 use crate::region::units::Millis;
-use std::collections::BTreeMap;
 
 /// A per-user rate limit of one event every `every_ms`.
 #[derive(Debug)]
 pub(super) struct Throttle {
     every_ms: u64,
-    last: BTreeMap<String, Millis>,
+    last: ByUser<Millis>,
 }
 
 impl Throttle {
     pub(super) fn new(every_ms: u64) -> Self {
         Self {
             every_ms,
-            last: BTreeMap::new(),
+            last: ByUser::default(),
         }
     }
 
@@ -28,14 +28,16 @@ impl Throttle {
         {
             return false;
         }
-        self.last.insert(user.to_owned(), now);
+        *self.last.entry(user, || now) = now;
         true
     }
 
-    /// Forgets users whose last event no longer holds anything back.
+    /// Forgets, in one slice of the users, those whose last event no longer
+    /// holds anything back (a full pass takes
+    /// [`crate::region::by_user::SLICES`] calls).
     pub(super) fn prune(&mut self, now: Millis) {
         let every_ms = self.every_ms;
-        self.last.retain(|_, &mut t| now.since(t) < every_ms);
+        self.last.sweep(|&mut t| now.since(t) < every_ms);
     }
 }
 
@@ -50,7 +52,9 @@ mod tests {
         assert!(!t.allow("a", Millis(1_099)));
         assert!(t.allow("b", Millis(1_099)), "users are independent");
         assert!(t.allow("a", Millis(1_100)));
-        t.prune(Millis(1_199));
+        for _ in 0..crate::region::by_user::SLICES {
+            t.prune(Millis(1_199));
+        }
         assert_eq!(t.last.len(), 1, "b is forgotten, a still counts");
     }
 }
