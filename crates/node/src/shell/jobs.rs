@@ -661,7 +661,7 @@ impl Jobs {
                     for (prefix, ttl) in [(keys::JOB_MADE, keep), (keys::PNG_MADE, PNG_TTL_MS)] {
                         let before = keys::made(prefix, now.saturating_sub(ttl), &[]);
                         for (note, _) in store.scan_range(&[prefix], &before)? {
-                            if let Some(entry) = note.get(9..) {
+                            if let Some(entry) = keys::made_entry(&note) {
                                 gone.push((entry.to_vec(), None));
                             }
                             gone.push((note, None));

@@ -167,6 +167,11 @@ pub(crate) fn made(prefix: u8, at_ms: u64, entry: &[u8]) -> Vec<u8> {
     k
 }
 
+/// The entry a [`made`] key names.
+pub(crate) fn made_entry(key: &[u8]) -> Option<&[u8]> {
+    key.get(9..)
+}
+
 /// The [`IMAGE_SPEC`] key of AI image `id`.
 pub(crate) fn image_spec(id: &str) -> Vec<u8> {
     under(IMAGE_SPEC, id.as_bytes())
@@ -249,6 +254,11 @@ mod tests {
         assert_eq!(split_statement_chunk(b"short"), None);
         // Sorting by key sorts by time, then by what follows.
         assert!(made(JOB_MADE, 255, b"z") < made(JOB_MADE, 256, b"a"));
+        assert_eq!(
+            made_entry(&made(PNG_MADE, 1, &image_png("x"))),
+            Some(&b"gx"[..])
+        );
+        assert_eq!(made_entry(b"G1234567"), None);
         assert!(outbox(1, RegionId(9), "zed", b'd') < outbox(2, RegionId(1), "ann", b'd'));
         assert_eq!(image_spec("x")[0], IMAGE_SPEC);
         assert_eq!(image_png("x")[0], IMAGE_PNG);
