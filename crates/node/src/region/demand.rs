@@ -49,7 +49,8 @@ impl Demand {
         }
     }
 
-    /// The rate of `user` at `region`, if it still counts.
+    /// The rate recorded for `user` at `region`, whether or not it still
+    /// counts ([`Rate::at`] says).
     fn rate(&self, user: &str, region: RegionId) -> Option<Rate> {
         let rates = self.rates.get(user)?;
         rates
