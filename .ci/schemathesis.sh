@@ -45,8 +45,14 @@ PY
 # schema allows to succeed: a metered API refuses valid requests by design (a
 # 402 once the balance runs out, a 422 for an Idempotency-Key reused with
 # another query, a 405 for a HEAD that would spend).
+# SCHEMATHESIS_SEED replays a failing run (the seed is in its summary).
+seed=()
+if [ -n "${SCHEMATHESIS_SEED:-}" ]; then
+    seed=(--seed "$SCHEMATHESIS_SEED")
+fi
 run() {
-    "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
+    "$venv/bin/schemathesis" --config-file .ci/schemathesis.toml \
+        run "http://127.0.0.1:$port/openapi.json" "${seed[@]}" \
         --checks all --exclude-checks positive_data_acceptance \
         --max-examples "${SCHEMATHESIS_EXAMPLES:-100}" --workers 1 \
         --request-timeout 15 --no-color "$@"
