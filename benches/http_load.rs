@@ -364,12 +364,8 @@ async fn scale(users: usize) {
     let measure = Duration::from_secs_f64(users as f64 / rate as f64);
     let schedule = Schedule::constant(rate, Duration::ZERO, measure);
     let tokens_created = tokens.clone();
-    let outcome = open_loop(&node.addr, &schedule, move |i| Request {
-        bytes: format!(
-            "GET /memes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
-            tokens_created[i % tokens_created.len()]
-        ),
-        tag: 0,
+    let outcome = open_loop(&node.addr, &schedule, move |i| {
+        spend(&tokens_created[i % tokens_created.len()])
     })
     .await;
     let step = Step::of(rate, &outcome);
@@ -400,12 +396,8 @@ async fn scale(users: usize) {
             .map(|_| rng.index(users) as u32)
             .collect(),
     );
-    let outcome = open_loop(&node.addr, &schedule, move |i| Request {
-        bytes: format!(
-            "GET /memes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n",
-            tokens[picks[i % picks.len()] as usize]
-        ),
-        tag: 0,
+    let outcome = open_loop(&node.addr, &schedule, move |i| {
+        spend(&tokens[picks[i % picks.len()] as usize])
     })
     .await;
     let mut held = Step::of(rate, &outcome);
@@ -424,6 +416,14 @@ async fn scale(users: usize) {
         floor.value_at_quantile(0.99),
         status_kib(node.pid(), "VmRSS:") / 1024,
     );
+}
+
+/// `GET /memes` with `token`, as the scale run and the smoke test send it.
+fn spend(token: &str) -> Request {
+    Request {
+        bytes: format!("GET /memes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\r\n"),
+        tag: 0,
+    }
 }
 
 /// The CI smoke test of the harness itself: a table with both targets came out,
@@ -446,11 +446,7 @@ async fn smoke_checks(table: &str, hello: &[Step], node: &[Step]) {
     let node = Server::maas(dir.path(), &[]).await;
     let forged = maas_node::sign_hs256(b"not-the-secret", "user-0", u64::MAX / 2).expect("sign");
     let schedule = Schedule::constant(100, Duration::from_millis(100), Duration::from_secs(1));
-    let bad = open_loop(&node.addr, &schedule, move |_| Request {
-        bytes: format!("GET /memes HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {forged}\r\n\r\n"),
-        tag: 0,
-    })
-    .await;
+    let bad = open_loop(&node.addr, &schedule, move |_| spend(&forged)).await;
     let bad = Step::of(100, &bad);
     if bad.sent == 0 || bad.errors != bad.sent {
         problems.push(format!(

@@ -101,11 +101,16 @@ struct Deployment {
 
 impl Deployment {
     fn usage(&self) -> Usage {
-        self.servers
-            .iter()
-            .map(Server::usage)
-            .fold(Usage::default(), Usage::plus)
+        usage_of(&self.servers)
     }
+}
+
+/// What `servers` used, summed.
+fn usage_of(servers: &[Server]) -> Usage {
+    servers
+        .iter()
+        .map(Server::usage)
+        .fold(Usage::default(), Usage::plus)
 }
 
 /// Three `maas` nodes in cluster `127.0.t.x`, each behind a UDP proxy adding
@@ -602,6 +607,7 @@ async fn sla_run(proxies: &Handle) -> bool {
         let _ = writeln!(verdicts, "| {name} | {value} | {} |", verdict(*ok));
     }
     let used = usage.since(before);
+    let ours_cpu = used.cpu_per_k(all.served);
     println!(
         "SLA run: three regions at {} ms RTT, {base} requests/s with 5 s spikes to {spike} every 15 s, {} s measured after 5 s warm-up; {} users (Zipf).\n",
         ONE_WAY.as_millis() * 2,
@@ -613,7 +619,7 @@ async fn sla_run(proxies: &Handle) -> bool {
     println!(
         "{table}\n{verdicts}\nnodes' peak RSS {} MiB (three nodes), CPU {:.3} s per 1k requests, {:.0} bytes on the wire per spend (UDP payload between the nodes: QUIC and TLS headers, replication, idempotency records, membership; {wire_bytes} bytes for about {spends} spends)",
         used.peak_rss_kib / 1024,
-        used.cpu_per_k(all.served),
+        ours_cpu,
         wire_bytes as f64 / spends.max(1) as f64
     );
     let by_kind: Vec<String> = kinds
@@ -634,19 +640,14 @@ async fn sla_run(proxies: &Handle) -> bool {
         Server::hello().await,
         Server::hello().await,
     ];
-    let hello_usage = || {
-        hellos
-            .iter()
-            .map(Server::usage)
-            .fold(Usage::default(), Usage::plus)
-    };
-    let hello_before = hello_usage();
+    let hello_before = usage_of(&hellos);
     let mut floor = Outcome::empty();
     for o in drive(&hellos, &schedules).await {
         floor.add(&o);
     }
-    let floor_cpu = hello_usage().since(hello_before).cpu_per_k(floor.served);
-    let ours_cpu = used.cpu_per_k(all.served);
+    let floor_cpu = usage_of(&hellos)
+        .since(hello_before)
+        .cpu_per_k(floor.served);
     println!(
         "the floor in the same run, three axum hello servers under the same schedules: CPU {floor_cpu:.3} s per 1k requests, p99 {}, {} not 200; ours / hello: {:.2}× CPU per request",
         ms(floor.at(0.99)),
