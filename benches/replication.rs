@@ -10,8 +10,8 @@
 
 use ledger_crdt::{Account, Genesis, Op, RegionId};
 use maas_node::{
-    ClientRequest, Command, Durable, Message, Meta, Millis, Persist, Replica, ReplicaConfig,
-    RequestId, RulesConfig, Seq, SpendPolicy,
+    ClientRequest, Command, Durable, Message, Meta, Millis, Packed, Persist, Replica,
+    ReplicaConfig, RequestId, RulesConfig, Seq, SpendPolicy,
 };
 use std::time::{Duration, Instant};
 
@@ -71,11 +71,13 @@ fn replica(n: usize) -> Replica {
                 call: true,
             },
         );
-        persist.own.push((user.clone(), (Seq(i as u64 + 1), ours)));
+        persist
+            .own
+            .push((user.clone(), (Seq(i as u64 + 1), Packed::pack(&ours))));
         persist
             .seqs
             .push(((RegionId(2), user.clone()), Seq(i as u64 + 1)));
-        persist.accounts.push((user, account));
+        persist.accounts.push((user, Packed::pack(&account)));
     }
     persist.meta = Meta {
         last_written: Seq(n as u64),

@@ -82,6 +82,7 @@ pub use region::membership::{
     WireCodec,
 };
 pub use region::message::{Covered, Item, KeyState, MAX_MESSAGE_BYTES, Message};
+pub use region::packed::Packed;
 pub use region::replica::{
     ClusterView, Durable, EscrowStats, Faults, Meta, PeerLag, Persist, Replica, ReplicaConfig,
     Reply, Transmit,

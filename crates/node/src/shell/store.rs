@@ -24,7 +24,7 @@ use crate::shell::keys;
 use crate::shell::pending::Pending;
 use crate::shell::statements;
 use crate::shell::wal::Log;
-use crate::{Durable, Meta, Persist};
+use crate::{Durable, Meta, Packed, Persist};
 use crate::{HoldId, HoldState, IdempotencyRecord, Millis, RecordId, Seq};
 use ledger_crdt::{Account, RegionId, wire};
 use std::path::{Path, PathBuf};
@@ -266,7 +266,7 @@ impl Store {
                 .filter(|(_, v)| v.is_some()),
         );
         for (user, account) in &persist.accounts {
-            writes.push((keys::account(user), Some(account.to_bytes()?.to_vec())));
+            writes.push((keys::account(user), Some(wire::encode(account)?)));
         }
         for ((origin, user), seq) in &persist.seqs {
             writes.push((
@@ -364,8 +364,9 @@ impl Store {
         let mut all = Persist::default();
         for item in db.scan_prefix([keys::ACCOUNT]) {
             let (k, v) = item?;
+            let account = Account::from_bytes(&v)?;
             all.accounts
-                .push((text(keys::after_prefix(&k))?, Account::from_bytes(&v)?));
+                .push((text(keys::after_prefix(&k))?, Packed::pack(&account)));
         }
         for item in db.scan_prefix([keys::VERSION_HELD]) {
             let (k, v) = item?;
@@ -376,8 +377,10 @@ impl Store {
         }
         for item in db.scan_prefix([keys::OWN_ENTRY]) {
             let (k, v) = item?;
-            let own: (Seq, Account) = wire::decode::<_, { wire::MAX_ACCOUNT_BYTES + 16 }>(&v)?;
-            all.own.push((text(keys::after_prefix(&k))?, own));
+            let (seq, own): (Seq, Account) =
+                wire::decode::<_, { wire::MAX_ACCOUNT_BYTES + 16 }>(&v)?;
+            all.own
+                .push((text(keys::after_prefix(&k))?, (seq, Packed::pack(&own))));
         }
         for item in db.scan_prefix([keys::RECORD]) {
             let (k, v) = item?;

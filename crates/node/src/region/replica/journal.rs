@@ -9,6 +9,7 @@
 use super::state::{Durable, Persist};
 use crate::region::holds::HoldId;
 use crate::region::idempotency::RecordId;
+use crate::region::packed::Packed;
 use crate::region::units::Seq;
 use ledger_crdt::{Account, RegionId};
 use std::collections::{BTreeMap, BTreeSet};
@@ -115,16 +116,16 @@ impl Journal {
     /// Everything changed since the last call, as of our latest write.
     pub(super) fn prepare(&mut self, state: &Durable) -> Persist {
         let dirty = std::mem::take(&mut self.dirty);
-        let mut own: BTreeMap<String, (Seq, Account)> = BTreeMap::new();
+        let mut own: BTreeMap<String, (Seq, Packed<Account>)> = BTreeMap::new();
         for user in &dirty.users {
             if let Some((seq, entry)) = state.own.get(user.as_str()) {
-                own.insert(user.clone(), (*seq, entry.unpack()));
+                own.insert(user.clone(), (*seq, entry.clone()));
             }
         }
         // Writes not yet flushed become durable with this persist: promote them
         // on disk now, exactly as `flushed` will in memory.
         for w in &self.pending {
-            own.insert(w.user.clone(), (w.seq, w.entry.clone()));
+            own.insert(w.user.clone(), (w.seq, Packed::pack(&w.entry)));
         }
         self.prepared += 1;
         Persist {
@@ -133,7 +134,7 @@ impl Journal {
             accounts: dirty
                 .users
                 .iter()
-                .filter_map(|u| Some((u.clone(), state.accounts.get(u.as_str())?.unpack())))
+                .filter_map(|u| Some((u.clone(), state.accounts.get(u.as_str())?.clone())))
                 .collect(),
             seqs: dirty
                 .seqs

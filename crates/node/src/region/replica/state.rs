@@ -106,12 +106,13 @@ pub struct Persist {
     /// Which [`crate::Replica::prepare_persist`] made it (they are numbered
     /// from 1); hand it back to [`crate::Replica::handle_flushed`].
     pub number: u64,
-    /// Changed accounts.
-    pub accounts: Vec<(String, Account)>,
+    /// Changed accounts, packed as memory holds them (they encode as the
+    /// account would).
+    pub accounts: Vec<(String, Packed<Account>)>,
     /// Changed versions held of other origins' entries.
     pub seqs: Vec<((RegionId, String), Seq)>,
-    /// Our own entries as of their last durable write.
-    pub own: Vec<(String, (Seq, Account))>,
+    /// Our own entries as of their last durable write, packed.
+    pub own: Vec<(String, (Seq, Packed<Account>))>,
     /// Changed idempotency records; `None` deletes.
     pub records: Vec<(RecordId, Option<IdempotencyRecord>)>,
     /// Changed holds; `None` deletes.
@@ -139,14 +140,14 @@ impl Durable {
     /// startup (which loads everything as one big persist) build the state.
     pub fn apply(&mut self, persist: &Persist) {
         for (user, account) in &persist.accounts {
-            self.put_account(user, Packed::pack(account));
+            self.put_account(user, account.clone());
         }
         for (key, seq) in &persist.seqs {
             self.set_seq(key.clone(), *seq);
         }
         for (user, (seq, own)) in &persist.own {
             let user = self.user_id(user);
-            self.set_own(user, *seq, Packed::pack(own));
+            self.set_own(user, *seq, own.clone());
         }
         for (id, record) in &persist.records {
             match record {
