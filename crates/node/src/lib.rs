@@ -40,6 +40,8 @@
 //!     `keys.rs`: the key space, one prefix byte per kind of key, and every key built there.
 //!   - `wal.rs`: the write-ahead log: one fsynced record per group commit;
 //!     checkpoints flush sled and delete it; replayed at every open.
+//!   - `linger.rs`: how long a group commit waits for more writes to share
+//!     its flush (only while they come faster than one per flush).
 //!   - `limits.rs`: rate limits (GCRA) per user and per client IP.
 //!   - `statements.rs`: users' statement lines in sled (pages, usage by
 //!     day, retention, erasure); `pending.rs`: the lines logged but not yet

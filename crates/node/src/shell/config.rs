@@ -166,8 +166,8 @@ pub(crate) struct Cli {
     pub shutdown_grace: u64,
 
     /// Microseconds the group commit waits after a write before flushing, so
-    /// that more writes share one flush. Adds at most this much latency
-    /// (at most 100000).
+    /// that more writes share one flush; only while writes come faster than
+    /// one per flush. Adds at most this much latency (at most 100000).
     #[arg(long, env = "MAAS_COMMIT_LINGER_US", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub commit_linger_us: u64,

@@ -11,6 +11,7 @@
 //! once a second and retires the log behind it. One task ticks the replica
 //! when its [`Replica::poll_timeout`] comes, and sleeps otherwise.
 
+use crate::shell::linger::Linger;
 use crate::shell::metrics::Metrics;
 use crate::shell::notify::Notifier;
 use crate::shell::store::{Store, Write as StoreWrite};
@@ -94,7 +95,8 @@ struct Progress {
 pub(crate) struct Engine {
     inner: Mutex<Inner>,
     next_request: AtomicU64,
-    pending: Mutex<bool>,
+    /// Writes signalled since the group commit last began a flush.
+    pending: Mutex<u32>,
     kick: Condvar,
     /// Held for a whole commit: two commits in flight at once could release the
     /// replies of the first before its batch is durable.
@@ -133,7 +135,7 @@ impl Engine {
                 waiting: HashMap::new(),
             }),
             next_request: AtomicU64::new(0),
-            pending: Mutex::new(false),
+            pending: Mutex::new(0),
             kick: Condvar::new(),
             committing: Mutex::new(()),
             progress: watch::Sender::new(Progress {
@@ -435,17 +437,18 @@ impl Engine {
 
     fn wake_group_commit(&self) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        *pending = pending.saturating_add(1);
         // Only the first request since the last flush needs to wake the flusher;
         // the rest ride along, saving a futex syscall per request.
-        if !std::mem::replace(&mut *pending, true) {
+        if *pending == 1 {
             self.kick.notify_one();
         }
     }
 
     /// Starts the group-commit thread. `linger` is how long it waits after the
-    /// first write before flushing, so that more writes share one flush: each
-    /// flush costs a log append and an fsync, so fewer, larger flushes save
-    /// CPU at the price of at most `linger` added latency.
+    /// first write before flushing, so that more writes share one flush, while
+    /// writes come faster than one per flush ([`Linger`]); at most `linger`
+    /// added latency.
     ///
     /// The thread never dies of an error: a failed flush is kept and tried again
     /// every [`COMMIT_BEAT`] until storage recovers, and a panic inside the store
@@ -455,26 +458,30 @@ impl Engine {
         std::thread::Builder::new()
             .name("group-commit".into())
             .spawn(move || {
+                let mut linger = Linger::new(linger);
                 loop {
                     service.commit_beat_ms.store(now_ms(), Ordering::Relaxed);
                     let mut pending = service.pending.lock().unwrap_or_else(|p| p.into_inner());
-                    if !*pending {
+                    if *pending == 0 {
                         pending = service
                             .kick
                             .wait_timeout(pending, COMMIT_BEAT)
                             .unwrap_or_else(|p| p.into_inner())
                             .0;
                     }
-                    let woken = *pending;
+                    let woken = *pending > 0;
                     drop(pending);
                     if !woken && !service.storage_failing() {
                         continue;
                     }
-                    if woken && !linger.is_zero() {
-                        std::thread::sleep(linger);
+                    let wait = linger.before_flush();
+                    if woken && !wait.is_zero() {
+                        std::thread::sleep(wait);
                     }
                     // Cleared only now: writes during the linger ride this flush.
-                    *service.pending.lock().unwrap_or_else(|p| p.into_inner()) = false;
+                    let mut pending = service.pending.lock().unwrap_or_else(|p| p.into_inner());
+                    linger.flushing(std::mem::take(&mut *pending));
+                    drop(pending);
                     // Failures are logged and kept for the next round inside.
                     let _ = service.commit();
                 }

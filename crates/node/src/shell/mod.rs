@@ -15,6 +15,7 @@ pub(crate) mod images;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod limits;
+pub(crate) mod linger;
 pub(crate) mod listener;
 pub(crate) mod metrics;
 pub(crate) mod notify;
