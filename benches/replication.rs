@@ -10,7 +10,7 @@
 
 use ledger_crdt::{Account, Genesis, Op, RegionId};
 use maas_node::{
-    ClientRequest, Command, Durable, Message, Meta, Millis, Packed, Persist, Replica,
+    AccountWrite, ClientRequest, Command, Durable, Message, Meta, Millis, Packed, Persist, Replica,
     ReplicaConfig, RequestId, RulesConfig, Seq, SpendPolicy,
 };
 use std::time::{Duration, Instant};
@@ -72,12 +72,13 @@ fn replica(n: usize) -> Replica {
             },
         );
         persist
-            .own
-            .push((user.clone(), (Seq(i as u64 + 1), Packed::pack(&ours))));
-        persist
             .seqs
             .push(((RegionId(2), user.clone()), Seq(i as u64 + 1)));
-        persist.accounts.push((user, Packed::pack(&account)));
+        let write = AccountWrite {
+            account: Packed::pack(&account),
+            own: Some((Seq(i as u64 + 1), Packed::pack(&ours))),
+        };
+        persist.accounts.push((user, write));
     }
     persist.meta = Meta {
         last_written: Seq(n as u64),

@@ -49,4 +49,14 @@ impl Account {
         account.normalize();
         Ok(account)
     }
+
+    /// Decodes untrusted bytes holding an account followed by `T`, as
+    /// [`encode`] writes `(account, t)`: how a store keeps more beside an
+    /// account in one value. The account comes back in canonical form.
+    pub fn with_trailer_from_bytes<T: Decode<()>>(bytes: &[u8]) -> Result<(Account, T), Error> {
+        let (mut account, trailer): (Account, T) =
+            decode::<(Account, T), { 2 * MAX_ACCOUNT_BYTES + 16 }>(bytes)?;
+        account.normalize();
+        Ok((account, trailer))
+    }
 }

@@ -86,8 +86,8 @@ pub use region::membership::{
 pub use region::message::{Covered, Item, KeyState, MAX_MESSAGE_BYTES, Message};
 pub use region::packed::Packed;
 pub use region::replica::{
-    ClusterView, Durable, EscrowStats, Faults, Meta, PeerLag, Persist, Replica, ReplicaConfig,
-    Reply, Transmit,
+    AccountWrite, ClusterView, Durable, EscrowStats, Faults, Meta, PeerLag, Persist, Replica,
+    ReplicaConfig, Reply, Transmit,
 };
 pub use region::rules::{Executed, Rules, RulesConfig, SpendPolicy};
 pub use region::statement::{LineKind, StatementLine};

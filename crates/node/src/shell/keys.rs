@@ -12,11 +12,14 @@ use ledger_crdt::RegionId;
 
 // The ledger's keys: only `Store::load` reads them, at startup.
 
-/// `a` + user → the user's [`ledger_crdt::Account`].
+/// `a` + user → the user's [`ledger_crdt::Account`] with our own entry of
+/// the user ([`crate::AccountWrite`]); from older versions, the account alone.
 pub(crate) const ACCOUNT: u8 = b'a';
 /// `q` + origin region (2 bytes) + user → the version held of origin's entry.
 pub(crate) const VERSION_HELD: u8 = b'q';
-/// `o` + user → our own entry as of its last durable write, with its sequence.
+/// `o` + user → our own entry as of its last durable write, with its
+/// sequence: written by older versions only, and moved into the account at
+/// startup.
 pub(crate) const OWN_ENTRY: u8 = b'o';
 /// `i` + scope + `0x00` + idempotency key → an idempotency record.
 pub(crate) const RECORD: u8 = b'i';
@@ -108,7 +111,9 @@ pub(crate) fn split_version_held(key: &[u8]) -> Option<(RegionId, &[u8])> {
     Some((RegionId(u16::from_be_bytes([origin[0], origin[1]])), user))
 }
 
-/// The [`OWN_ENTRY`] key of `user`.
+/// The [`OWN_ENTRY`] key of `user`: only older versions wrote them (and
+/// tests, to check that they are still read).
+#[cfg(test)]
 pub(crate) fn own_entry(user: &str) -> Vec<u8> {
     under(OWN_ENTRY, user.as_bytes())
 }

@@ -9,7 +9,7 @@
 //!
 //! Keys (one sled tree) begin with a byte that says what they hold; the
 //! layout is in [`crate::shell::keys`]. Only [`Store::load`], at startup,
-//! reads the ledger's keys (accounts, versions held, own entries,
+//! reads the ledger's keys (accounts with our own entries, versions held,
 //! idempotency records, holds, the [`Meta`] scalars); a group commit logs
 //! them and a checkpoint writes them to sled, each key once however often it
 //! changed. The other keys are read while the node runs, so they reach sled
@@ -24,7 +24,7 @@ use crate::shell::keys;
 use crate::shell::pending::Pending;
 use crate::shell::statements;
 use crate::shell::wal::Log;
-use crate::{Durable, Meta, Packed, Persist};
+use crate::{AccountWrite, Durable, Meta, Packed, Persist};
 use crate::{HoldId, HoldState, IdempotencyRecord, Millis, RecordId, Seq};
 use ledger_crdt::{Account, RegionId, wire};
 use std::path::{Path, PathBuf};
@@ -265,17 +265,14 @@ impl Store {
                 .into_iter()
                 .filter(|(_, v)| v.is_some()),
         );
-        for (user, account) in &persist.accounts {
-            writes.push((keys::account(user), Some(wire::encode(account)?)));
+        for (user, write) in &persist.accounts {
+            writes.push((keys::account(user), Some(wire::encode(write)?)));
         }
         for ((origin, user), seq) in &persist.seqs {
             writes.push((
                 keys::version_held(*origin, user),
                 Some(seq.0.to_be_bytes().to_vec()),
             ));
-        }
-        for (user, own) in &persist.own {
-            writes.push((keys::own_entry(user), Some(wire::encode(own)?)));
         }
         for (id, record) in &persist.records {
             let value = record.as_ref().map(wire::encode).transpose()?;
@@ -358,15 +355,16 @@ impl Store {
         Ok(())
     }
 
-    /// Reads the whole durable state back.
+    /// Reads the whole durable state back. Own entries that an older version
+    /// kept under keys of their own are moved into their accounts first.
     pub(crate) fn load(&self) -> Result<Durable, NodeError> {
         let db = self.db()?;
+        move_own_entries_into_accounts(&db)?;
         let mut all = Persist::default();
         for item in db.scan_prefix([keys::ACCOUNT]) {
             let (k, v) = item?;
-            let account = Account::from_bytes(&v)?;
-            all.accounts
-                .push((text(keys::after_prefix(&k))?, Packed::pack(&account)));
+            let write = decode_account(&v)?;
+            all.accounts.push((text(keys::after_prefix(&k))?, write));
         }
         for item in db.scan_prefix([keys::VERSION_HELD]) {
             let (k, v) = item?;
@@ -374,13 +372,6 @@ impl Store {
             let seq: [u8; 8] = v.as_ref().try_into().map_err(|_| corrupt("seq value"))?;
             all.seqs
                 .push(((origin, text(user)?), Seq(u64::from_be_bytes(seq))));
-        }
-        for item in db.scan_prefix([keys::OWN_ENTRY]) {
-            let (k, v) = item?;
-            let (seq, own): (Seq, Account) =
-                wire::decode::<_, { wire::MAX_ACCOUNT_BYTES + 16 }>(&v)?;
-            all.own
-                .push((text(keys::after_prefix(&k))?, (seq, Packed::pack(&own))));
         }
         for item in db.scan_prefix([keys::RECORD]) {
             let (k, v) = item?;
@@ -539,6 +530,55 @@ struct RecordBeforeWrites {
 /// Decodes a stored record, in either format. An old one is taken as made by
 /// no known write (sequence 0): it still answers retries here, and is simply
 /// not part of catch-up.
+/// An account's value: [`AccountWrite`]'s encoding (the account, then our
+/// own entry if any), or, as versions before it wrote them, the account alone.
+fn decode_account(bytes: &[u8]) -> Result<AccountWrite, NodeError> {
+    let pack_own = |(seq, own): (Seq, Account)| (seq, Packed::pack(&own));
+    let (account, own) = match Account::with_trailer_from_bytes::<Option<(Seq, Account)>>(bytes) {
+        Ok((account, own)) => (account, own.map(pack_own)),
+        // The account alone has no byte left for the trailer's tag, so the
+        // two layouts never read as each other.
+        Err(_) => (Account::from_bytes(bytes)?, None),
+    };
+    Ok(AccountWrite {
+        account: Packed::pack(&account),
+        own,
+    })
+}
+
+/// Versions before [`AccountWrite`] kept our own entry of a user under a key
+/// of its own ([`keys::OWN_ENTRY`]), so a spend wrote two keys. Each such
+/// entry moves into its account's value, in a batch per user that also
+/// removes the old key, so a crash midway leaves every user whole; then sled
+/// is flushed. Runs at startup, after the log was replayed.
+fn move_own_entries_into_accounts(db: &sled::Db) -> Result<(), NodeError> {
+    let mut moved = 0u64;
+    for item in db.scan_prefix([keys::OWN_ENTRY]) {
+        let (k, v) = item?;
+        let user = keys::after_prefix(&k);
+        let (seq, own): (Seq, Account) = wire::decode::<_, { wire::MAX_ACCOUNT_BYTES + 16 }>(&v)?;
+        let account_key = keys::account(&text(user)?);
+        let account = match db.get(&account_key)? {
+            Some(bytes) => decode_account(&bytes)?.account,
+            None => Packed::pack(&Account::default()),
+        };
+        let write = AccountWrite {
+            account,
+            own: Some((seq, Packed::pack(&own))),
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(account_key, wire::encode(&write)?);
+        batch.remove(k);
+        db.apply_batch(batch)?;
+        moved += 1;
+    }
+    if moved > 0 {
+        db.flush()?;
+        tracing::info!(users = moved, "moved own entries into their accounts");
+    }
+    Ok(())
+}
+
 fn decode_record(bytes: &[u8]) -> Result<IdempotencyRecord, NodeError> {
     match wire::decode::<IdempotencyRecord, MAX_RECORD_BYTES>(bytes) {
         Ok(record) => Ok(record),
@@ -627,5 +667,79 @@ mod tests {
         let bytes = wire::encode(&new).expect("encode");
         assert_eq!(decode_record(&bytes).expect("decodes"), new);
         assert!(decode_record(&bytes[..bytes.len() / 2]).is_err());
+    }
+
+    fn spent(amount: u64) -> Account {
+        let genesis = ledger_crdt::Genesis::new(150, [RegionId(1)]).expect("genesis");
+        let mut account = Account::new();
+        let spend = ledger_crdt::Op::Spend { amount, call: true };
+        account.apply(&genesis, RegionId(1), spend).expect("spend");
+        account
+    }
+
+    #[test]
+    fn an_account_value_reads_with_its_own_entry_or_alone() {
+        let with = AccountWrite {
+            account: Packed::pack(&spent(3)),
+            own: Some((Seq(7), Packed::pack(&spent(2)))),
+        };
+        let without = AccountWrite {
+            account: Packed::pack(&spent(5)),
+            own: None,
+        };
+        for write in [&with, &without] {
+            let bytes = wire::encode(write).expect("encode");
+            assert_eq!(&decode_account(&bytes).expect("decodes"), write);
+        }
+        let bytes = wire::encode(&with).expect("encode");
+        assert!(decode_account(&bytes[..bytes.len() - 1]).is_err());
+        // As versions before AccountWrite wrote it: the account alone, which
+        // is `without` short of its trailer's "none" tag.
+        let alone = spent(5).to_bytes().expect("encode");
+        assert_eq!(decode_account(&alone).expect("decodes"), without);
+        let bytes = wire::encode(&without).expect("encode");
+        assert_eq!(&bytes[..bytes.len() - 1], alone.as_slice());
+    }
+
+    #[test]
+    fn own_entries_under_their_own_keys_move_into_their_accounts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), 1 << 20).expect("open");
+        let db = store.db().expect("db");
+        // As versions before AccountWrite wrote them: "ann" we wrote, "bob"
+        // only merged from another region.
+        let put = |key: Vec<u8>, value: Vec<u8>| db.insert(key, value).expect("insert");
+        put(keys::account("ann"), spent(3).to_bytes().expect("encode"));
+        put(
+            keys::own_entry("ann"),
+            wire::encode(&(Seq(4), spent(2))).expect("encode"),
+        );
+        put(keys::account("bob"), spent(9).to_bytes().expect("encode"));
+
+        let loaded = store.load().expect("load");
+        let mut expected = Durable::default();
+        expected.apply(&Persist {
+            accounts: vec![
+                (
+                    "ann".into(),
+                    AccountWrite {
+                        account: Packed::pack(&spent(3)),
+                        own: Some((Seq(4), Packed::pack(&spent(2)))),
+                    },
+                ),
+                (
+                    "bob".into(),
+                    AccountWrite {
+                        account: Packed::pack(&spent(9)),
+                        own: None,
+                    },
+                ),
+            ],
+            ..Persist::default()
+        });
+        assert_eq!(loaded, expected);
+        assert_eq!(db.scan_prefix([keys::OWN_ENTRY]).count(), 0);
+        // Moved once: the next start reads the same.
+        assert_eq!(store.load().expect("load again"), expected);
     }
 }

@@ -6,7 +6,7 @@
 //! writes and flushes it; [`Journal::flushed`] says which of our writes became
 //! durable with it, and only those may leave the region.
 
-use super::state::{Durable, Persist};
+use super::state::{AccountWrite, Durable, Persist};
 use crate::region::holds::HoldId;
 use crate::region::idempotency::RecordId;
 use crate::region::packed::Packed;
@@ -127,15 +127,27 @@ impl Journal {
         for w in &self.pending {
             own.insert(w.user.clone(), (w.seq, Packed::pack(&w.entry)));
         }
+        let mut users = dirty.users;
+        users.extend(own.keys().cloned());
+        let accounts = users
+            .into_iter()
+            .filter_map(|user| {
+                let own = own.remove(&user);
+                // Every user we wrote has an account; were one missing, an
+                // empty one keeps our entry from being dropped.
+                let account = match (state.accounts.get(user.as_str()), &own) {
+                    (Some(account), _) => account.clone(),
+                    (None, Some(_)) => Packed::pack(&Account::default()),
+                    (None, None) => return None,
+                };
+                Some((user, AccountWrite { account, own }))
+            })
+            .collect();
         self.prepared += 1;
         Persist {
             upto: state.last_written,
             number: self.prepared,
-            accounts: dirty
-                .users
-                .iter()
-                .filter_map(|u| Some((u.clone(), state.accounts.get(u.as_str())?.clone())))
-                .collect(),
+            accounts,
             seqs: dirty
                 .seqs
                 .into_iter()
@@ -144,7 +156,6 @@ impl Journal {
                     Some((k, seq))
                 })
                 .collect(),
-            own: own.into_iter().collect(),
             records: dirty
                 .records
                 .into_iter()
@@ -173,12 +184,7 @@ impl Journal {
     /// value), and new writes are refused until a flush succeeds.
     pub(super) fn failed(&mut self, persist: Persist) {
         self.storage_failing = true;
-        for (user, _) in persist.accounts.into_iter().chain(
-            persist
-                .own
-                .into_iter()
-                .map(|(user, (_, entry))| (user, entry)),
-        ) {
+        for (user, _) in persist.accounts {
             self.dirty.users.insert(user);
         }
         for (key, _) in persist.seqs {

@@ -46,7 +46,7 @@ pub use config::{Faults, ReplicaConfig};
 pub use escrow::EscrowStats;
 pub use output::{Reply, Transmit};
 pub use replication::PeerLag;
-pub use state::{Durable, Meta, Persist};
+pub use state::{AccountWrite, Durable, Meta, Persist};
 pub use view::ClusterView;
 
 use crate::region::command::{ClientRequest, Command, Receipt, Refusal};

@@ -106,13 +106,10 @@ pub struct Persist {
     /// Which [`crate::Replica::prepare_persist`] made it (they are numbered
     /// from 1); hand it back to [`crate::Replica::handle_flushed`].
     pub number: u64,
-    /// Changed accounts, packed as memory holds them (they encode as the
-    /// account would).
-    pub accounts: Vec<(String, Packed<Account>)>,
+    /// Changed accounts, each with our own entry of the user.
+    pub accounts: Vec<(String, AccountWrite)>,
     /// Changed versions held of other origins' entries.
     pub seqs: Vec<((RegionId, String), Seq)>,
-    /// Our own entries as of their last durable write, packed.
-    pub own: Vec<(String, (Seq, Packed<Account>))>,
     /// Changed idempotency records; `None` deletes.
     pub records: Vec<(RecordId, Option<IdempotencyRecord>)>,
     /// Changed holds; `None` deletes.
@@ -123,12 +120,22 @@ pub struct Persist {
     pub meta: Meta,
 }
 
+/// One user's account as a flush writes it: with our own entry of the user,
+/// so that a spend changes one stored value, not two.
+#[derive(Clone, Debug, PartialEq, Eq, Encode)]
+pub struct AccountWrite {
+    /// The account, packed as memory holds it (it encodes as the account would).
+    pub account: Packed<Account>,
+    /// Our own entry as of its last durable write (this flush's, if it
+    /// carries one), with its sequence; `None` if we never wrote the user.
+    pub own: Option<(Seq, Packed<Account>)>,
+}
+
 impl Persist {
     /// Whether the persist carries no key at all (only scalars).
     pub fn is_empty(&self) -> bool {
         self.accounts.is_empty()
             && self.seqs.is_empty()
-            && self.own.is_empty()
             && self.records.is_empty()
             && self.holds.is_empty()
             && self.statement.is_empty()
@@ -139,15 +146,15 @@ impl Durable {
     /// Applies one flush's changes: how the simulator's disk and the node's
     /// startup (which loads everything as one big persist) build the state.
     pub fn apply(&mut self, persist: &Persist) {
-        for (user, account) in &persist.accounts {
-            self.put_account(user, account.clone());
+        for (user, write) in &persist.accounts {
+            self.put_account(user, write.account.clone());
+            if let Some((seq, own)) = &write.own {
+                let user = self.user_id(user);
+                self.set_own(user, *seq, own.clone());
+            }
         }
         for (key, seq) in &persist.seqs {
             self.set_seq(key.clone(), *seq);
-        }
-        for (user, (seq, own)) in &persist.own {
-            let user = self.user_id(user);
-            self.set_own(user, *seq, own.clone());
         }
         for (id, record) in &persist.records {
             match record {
