@@ -527,9 +527,6 @@ struct RecordBeforeWrites {
     at_ms: u64,
 }
 
-/// Decodes a stored record, in either format. An old one is taken as made by
-/// no known write (sequence 0): it still answers retries here, and is simply
-/// not part of catch-up.
 /// An account's value: [`AccountWrite`]'s encoding (the account, then our
 /// own entry if any), or, as versions before it wrote them, the account alone.
 fn decode_account(bytes: &[u8]) -> Result<AccountWrite, NodeError> {
@@ -579,6 +576,9 @@ fn move_own_entries_into_accounts(db: &sled::Db) -> Result<(), NodeError> {
     Ok(())
 }
 
+/// Decodes a stored record, in either format. An old one is taken as made by
+/// no known write (sequence 0): it still answers retries here, and is simply
+/// not part of catch-up.
 fn decode_record(bytes: &[u8]) -> Result<IdempotencyRecord, NodeError> {
     match wire::decode::<IdempotencyRecord, MAX_RECORD_BYTES>(bytes) {
         Ok(record) => Ok(record),
@@ -706,35 +706,37 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), 1 << 20).expect("open");
         let db = store.db().expect("db");
-        // As versions before AccountWrite wrote them: "ann" we wrote, "bob"
-        // only merged from another region.
+        // As versions before AccountWrite wrote them: users we wrote, and
+        // "bob", only merged from another region.
         let put = |key: Vec<u8>, value: Vec<u8>| db.insert(key, value).expect("insert");
-        put(keys::account("ann"), spent(3).to_bytes().expect("encode"));
-        put(
-            keys::own_entry("ann"),
-            wire::encode(&(Seq(4), spent(2))).expect("encode"),
-        );
+        let mut accounts = Vec::new();
+        for i in 0..100u64 {
+            let user = format!("user-{i}");
+            put(
+                keys::account(&user),
+                spent(3 + i).to_bytes().expect("encode"),
+            );
+            let own = (Seq(i + 1), spent(2 + i));
+            put(keys::own_entry(&user), wire::encode(&own).expect("encode"));
+            let write = AccountWrite {
+                account: Packed::pack(&spent(3 + i)),
+                own: Some((own.0, Packed::pack(&own.1))),
+            };
+            accounts.push((user, write));
+        }
         put(keys::account("bob"), spent(9).to_bytes().expect("encode"));
+        accounts.push((
+            "bob".into(),
+            AccountWrite {
+                account: Packed::pack(&spent(9)),
+                own: None,
+            },
+        ));
 
         let loaded = store.load().expect("load");
         let mut expected = Durable::default();
         expected.apply(&Persist {
-            accounts: vec![
-                (
-                    "ann".into(),
-                    AccountWrite {
-                        account: Packed::pack(&spent(3)),
-                        own: Some((Seq(4), Packed::pack(&spent(2)))),
-                    },
-                ),
-                (
-                    "bob".into(),
-                    AccountWrite {
-                        account: Packed::pack(&spent(9)),
-                        own: None,
-                    },
-                ),
-            ],
+            accounts,
             ..Persist::default()
         });
         assert_eq!(loaded, expected);

@@ -148,9 +148,19 @@ impl Durable {
     pub fn apply(&mut self, persist: &Persist) {
         for (user, write) in &persist.accounts {
             self.put_account(user, write.account.clone());
-            if let Some((seq, own)) = &write.own {
-                let user = self.user_id(user);
-                self.set_own(user, *seq, own.clone());
+            match &write.own {
+                Some((seq, own)) => {
+                    let user = self.user_id(user);
+                    self.set_own(user, *seq, own.clone());
+                }
+                // The store keeps the two in one value, so an account written
+                // without our entry loses it there; here too, so that the
+                // simulator's disk is what the node's would be.
+                None => {
+                    if let Some((old, _)) = self.own.remove(user.as_str()) {
+                        self.own_by_seq.remove(&old);
+                    }
+                }
             }
         }
         for (key, seq) in &persist.seqs {
