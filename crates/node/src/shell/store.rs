@@ -552,6 +552,10 @@ fn move_own_entries_into_accounts(db: &sled::Db) -> Result<(), NodeError> {
     let mut moved = 0u64;
     for item in db.scan_prefix([keys::OWN_ENTRY]) {
         let (k, v) = item?;
+        if moved == 0 {
+            // Once, after an upgrade; with millions of users it takes a while.
+            tracing::info!("moving own entries into their accounts, as this version keeps them");
+        }
         let user = keys::after_prefix(&k);
         let (seq, own): (Seq, Account) = wire::decode::<_, { wire::MAX_ACCOUNT_BYTES + 16 }>(&v)?;
         let account_key = keys::account(&text(user)?);
