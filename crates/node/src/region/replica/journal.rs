@@ -19,8 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 pub(super) struct PendingWrite {
     pub(super) seq: Seq,
     pub(super) user: String,
-    /// Our whole entry for the user as of this write.
-    pub(super) entry: Account,
+    /// Our whole entry for the user as of this write, packed once here for
+    /// both the flush that writes it and the promotion after it.
+    pub(super) entry: Packed<Account>,
 }
 
 /// Keys changed since the state was last persisted.
@@ -92,7 +93,7 @@ impl Journal {
         self.pending.push(PendingWrite {
             seq,
             user: user.to_owned(),
-            entry,
+            entry: Packed::pack(&entry),
         });
         self.dirty.users.insert(user.to_owned());
     }
@@ -125,10 +126,16 @@ impl Journal {
         // Writes not yet flushed become durable with this persist: promote them
         // on disk now, exactly as `flushed` will in memory.
         for w in &self.pending {
-            own.insert(w.user.clone(), (w.seq, Packed::pack(&w.entry)));
+            own.insert(w.user.clone(), (w.seq, w.entry.clone()));
         }
+        // `wrote` marks a pending write's user dirty (and `failed` again), so
+        // this adds none; it keeps an entry from going unwritten if not.
         let mut users = dirty.users;
-        users.extend(own.keys().cloned());
+        for user in own.keys() {
+            if !users.contains(user) {
+                users.insert(user.clone());
+            }
+        }
         let accounts = users
             .into_iter()
             .filter_map(|user| {

@@ -234,7 +234,7 @@ impl Durable {
     pub(super) fn promote(&mut self, writes: Vec<super::journal::PendingWrite>) {
         for w in writes {
             let user = self.user_id(&w.user);
-            self.set_own(user, w.seq, Packed::pack(&w.entry));
+            self.set_own(user, w.seq, w.entry);
         }
     }
 
