@@ -138,7 +138,9 @@ impl Account {
 
     /// Every region that holds or ever held rights: genesis regions and writers.
     pub fn regions(&self, genesis: &Genesis) -> Vec<RegionId> {
-        let mut regions: Vec<RegionId> = genesis.regions().to_vec();
+        let genesis = genesis.regions();
+        let mut regions = Vec::with_capacity(genesis.len() + self.entries.len());
+        regions.extend_from_slice(genesis);
         regions.extend(self.entries.keys().copied());
         regions.sort_unstable();
         regions.dedup();

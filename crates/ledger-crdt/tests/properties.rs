@@ -105,6 +105,25 @@ proptest! {
         let bytes = a.to_bytes().expect("encodes");
         prop_assert_eq!(Account::from_bytes(&bytes), Ok(a));
     }
+
+    /// `encode_into` sizes its buffer first: what it appends must be exactly
+    /// what `encode` returns, after whatever the buffer held, and the buffer
+    /// must end up just large enough.
+    #[test]
+    fn encoding_into_a_buffer_appends_exactly_the_encoding(
+        a in any_account(),
+        prefix in proptest::collection::vec(any::<u8>(), 0..4),
+    ) {
+        let alone = ledger_crdt::wire::encode(&(&a, 7u64)).expect("encodes");
+        let mut out = prefix.clone();
+        ledger_crdt::wire::encode_into(&mut out, &(&a, 7u64)).expect("encodes");
+        prop_assert_eq!(&out[..prefix.len()], &prefix[..]);
+        prop_assert_eq!(&out[prefix.len()..], &alone[..]);
+        prop_assert_eq!(out.capacity(), out.len(), "grown once, to the size measured");
+        let mut exact = Vec::new();
+        ledger_crdt::wire::encode_into(&mut exact, &a).expect("encodes");
+        prop_assert_eq!(exact.capacity(), exact.len());
+    }
 }
 
 /// One step of a run against several replicas and a hostile network.

@@ -167,7 +167,9 @@ pub(crate) fn split_job(key: &[u8]) -> Option<(String, String)> {
 /// The key under `prefix` ([`JOB_MADE`], [`PNG_MADE`], [`STATEMENT_NOTE`])
 /// that says `entry` was made at `at_ms`.
 pub(crate) fn made(prefix: u8, at_ms: u64, entry: &[u8]) -> Vec<u8> {
-    let mut k = under(prefix, &at_ms.to_be_bytes());
+    let mut k = Vec::with_capacity(9 + entry.len());
+    k.push(prefix);
+    k.extend_from_slice(&at_ms.to_be_bytes());
     k.extend_from_slice(entry);
     k
 }

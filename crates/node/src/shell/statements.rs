@@ -352,9 +352,7 @@ pub(crate) fn line_writes(
                 keys::made(keys::STATEMENT_NOTE, line.at.0, &first.to_be_bytes())
             });
             push_note_key(&mut note, &key)?;
-            let mut value = vec![CHUNK_TAG];
-            value.extend(wire::encode(chunk)?);
-            writes.push((key, Some(value)));
+            writes.push((key, Some(chunk_value(chunk)?)));
         }
     }
     if let Some(k) = note_key {
@@ -419,10 +417,15 @@ impl Run {
     /// The merged chunk's write, its key added to `note`.
     fn write(self, note: &mut Vec<u8>) -> Result<Write, NodeError> {
         push_note_key(note, &self.key)?;
-        let mut value = vec![CHUNK_TAG];
-        value.extend(wire::encode(self.lines.as_slice())?);
-        Ok((self.key, Some(value)))
+        Ok((self.key, Some(chunk_value(&self.lines)?)))
     }
+}
+
+/// A chunk's value: the tag, then its lines, in one allocation.
+fn chunk_value<L: bincode::Encode>(lines: &[L]) -> Result<Vec<u8>, NodeError> {
+    let mut value = vec![CHUNK_TAG];
+    wire::encode_into(&mut value, lines)?;
+    Ok(value)
 }
 
 /// Adds `key` to a note: its length (2 bytes, big-endian), then it.

@@ -119,12 +119,14 @@ impl ReplyGate {
     /// Our writes up to `durable` are durable: their replies go, and their
     /// keys are no longer in flight.
     pub(super) fn release_durable(&mut self, durable: Seq) -> Vec<Reply> {
-        let (done, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|h| h.seq <= durable);
-        self.held = later;
-        done.into_iter()
+        // In place: the replies still held keep their buffer, and no second
+        // list is built only to be swapped in.
+        let in_flight = &mut self.in_flight;
+        self.held
+            .extract_if(.., |h| h.seq <= durable)
             .map(|h| {
                 if let Some(id) = &h.key {
-                    self.in_flight.remove(id);
+                    in_flight.remove(id);
                 }
                 Reply {
                     request: h.request,

@@ -12,7 +12,7 @@ use crate::region::idempotency::RecordId;
 use crate::region::packed::Packed;
 use crate::region::units::Seq;
 use ledger_crdt::{Account, RegionId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap};
 
 /// One of our writes not yet durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,29 +117,32 @@ impl Journal {
     /// Everything changed since the last call, as of our latest write.
     pub(super) fn prepare(&mut self, state: &Durable) -> Persist {
         let dirty = std::mem::take(&mut self.dirty);
-        let mut own: BTreeMap<String, (Seq, Packed<Account>)> = BTreeMap::new();
-        for user in &dirty.users {
-            if let Some((seq, entry)) = state.own.get(user.as_str()) {
-                own.insert(user.clone(), (*seq, entry.clone()));
-            }
-        }
         // Writes not yet flushed become durable with this persist: promote them
-        // on disk now, exactly as `flushed` will in memory.
+        // on disk now, exactly as `flushed` will in memory (the latest write
+        // of a user wins). Borrowed, not cloned: each entry is copied once,
+        // into the persist.
+        let mut latest: HashMap<&str, &PendingWrite> = HashMap::with_capacity(self.pending.len());
         for w in &self.pending {
-            own.insert(w.user.clone(), (w.seq, w.entry.clone()));
+            latest.insert(w.user.as_str(), w);
         }
         // `wrote` marks a pending write's user dirty (and `failed` again), so
         // this adds none; it keeps an entry from going unwritten if not.
         let mut users = dirty.users;
-        for user in own.keys() {
-            if !users.contains(user) {
-                users.insert(user.clone());
+        for user in latest.keys() {
+            if !users.contains(*user) {
+                users.insert((*user).to_owned());
             }
         }
         let accounts = users
             .into_iter()
             .filter_map(|user| {
-                let own = own.remove(&user);
+                let own = match latest.get(user.as_str()) {
+                    Some(w) => Some((w.seq, w.entry.clone())),
+                    None => state
+                        .own
+                        .get(user.as_str())
+                        .map(|(seq, entry)| (*seq, entry.clone())),
+                };
                 // Every user we wrote has an account; were one missing, an
                 // empty one keeps our entry from being dropped.
                 let account = match (state.accounts.get(user.as_str()), &own) {
@@ -215,8 +218,6 @@ impl Journal {
             return None;
         }
         self.durable = upto;
-        let (done, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|w| w.seq <= upto);
-        self.pending = later;
-        Some(done)
+        Some(self.pending.extract_if(.., |w| w.seq <= upto).collect())
     }
 }
