@@ -15,13 +15,14 @@ use crate::shell::rfc3339;
 use crate::shell::{ai, history, images, openapi};
 use crate::{Command, IdempotencyKey, Refusal};
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -471,12 +472,8 @@ macro_rules! memes_routes {
                 (status = 502, description = "`ai-failed`: the AI meme could not be made; nothing was charged", content_type = "application/problem+json", body = Object),
                 (status = 503, description = "`ai-busy` (queue full, nothing held) or `unavailable` (storage)", content_type = "application/problem+json", body = Object),
             ))]
-        async fn $get(
-            state: State<Shared>,
-            headers: HeaderMap,
-            query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-        ) -> Result<Response, Problem> {
-            memes(state, headers, query).await
+        async fn $get(state: State<Shared>, request: Request) -> Result<Response, Problem> {
+            memes(state, request).await
         }
 
         /// Refused: a GET spends tokens, and a HEAD must never spend.
@@ -744,11 +741,13 @@ const MAX_RIGHTS_WAIT_MS: u64 = 500;
 /// How long an AI meme is waited for without a `wait`, ms.
 const DEFAULT_AI_WAIT_MS: u64 = 5_000;
 
-fn parse_meme_query(pairs: Vec<(String, String)>) -> Result<MemeQuery, Problem> {
+fn parse_meme_query<'a>(
+    pairs: impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)>,
+) -> Result<MemeQuery, Problem> {
     let bad = |detail: String| Problem::new(ProblemKind::InvalidRequest, detail);
     let (mut lat, mut lon, mut query, mut wait, mut fallback) = (None, None, None, None, None);
     for (name, value) in pairs {
-        let slot = match name.as_str() {
+        let slot = match name.as_ref() {
             "lat" => &mut lat,
             "lon" => &mut lon,
             "query" => &mut query,
@@ -765,7 +764,7 @@ fn parse_meme_query(pairs: Vec<(String, String)>) -> Result<MemeQuery, Problem> 
             return Err(bad(format!("query parameter `{name}` given twice")));
         }
     }
-    let coordinate = |name: &str, value: String, limit: f64| -> Result<f64, Problem> {
+    let coordinate = |name: &str, value: Cow<'_, str>, limit: f64| -> Result<f64, Problem> {
         let v: f64 = value
             .trim()
             .parse()
@@ -803,7 +802,7 @@ fn parse_meme_query(pairs: Vec<(String, String)>) -> Result<MemeQuery, Problem> 
         Some("curated") => true,
         Some(_) => return Err(bad("`fallback` can only be `curated`".into())),
     };
-    let query = query.unwrap_or_default();
+    let query = query.unwrap_or_default().into_owned();
     if query.chars().count() > MAX_QUERY_CHARS {
         return Err(bad(format!(
             "`query` is longer than {MAX_QUERY_CHARS} characters"
@@ -822,16 +821,15 @@ fn truncate(s: &str) -> String {
     s.chars().take(40).collect()
 }
 
-async fn memes(
-    State(service): State<Shared>,
-    headers: HeaderMap,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
-) -> Result<Response, Problem> {
-    let user = client(&service, &headers)?;
-    let Query(pairs) =
-        query.map_err(|_| Problem::new(ProblemKind::InvalidRequest, "malformed query string"))?;
-    let request = parse_meme_query(pairs)?;
-    let raw_key = idempotency_key(&headers)?;
+async fn memes(State(service): State<Shared>, call: Request) -> Result<Response, Problem> {
+    // The call's own headers and query, read in place: the `HeaderMap` and
+    // `Query` extractors would copy every header and allocate every
+    // parameter, on the path every spend takes.
+    let headers = call.headers();
+    let user = client(&service, headers)?;
+    let query = call.uri().query().unwrap_or_default();
+    let request = parse_meme_query(form_urlencoded::parse(query.as_bytes()))?;
+    let raw_key = idempotency_key(headers)?;
     let curated_key =
         |k: &str| IdempotencyKey::meme_call(&user, k.to_owned(), request.position, &request.query);
     // The tier is read under the charge's own lock: `None` means premium.

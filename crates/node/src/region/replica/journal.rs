@@ -33,6 +33,16 @@ struct Dirty {
     holds: BTreeSet<HoldId>,
 }
 
+impl Dirty {
+    /// Marks `user` changed. A busy user changes many times between two
+    /// flushes: look before copying the name.
+    fn mark_user(&mut self, user: &str) {
+        if !self.users.contains(user) {
+            self.users.insert(user.to_owned());
+        }
+    }
+}
+
 /// Writes on their way to disk.
 #[derive(Debug)]
 pub(super) struct Journal {
@@ -95,12 +105,12 @@ impl Journal {
             user: user.to_owned(),
             entry: Packed::pack(&entry),
         });
-        self.dirty.users.insert(user.to_owned());
+        self.dirty.mark_user(user);
     }
 
     /// `user`'s account changed by a merge.
     pub(super) fn merged(&mut self, origin: RegionId, user: &str) {
-        self.dirty.users.insert(user.to_owned());
+        self.dirty.mark_user(user);
         self.dirty.seqs.insert((origin, user.to_owned()));
     }
 
