@@ -472,8 +472,8 @@ macro_rules! memes_routes {
                 (status = 502, description = "`ai-failed`: the AI meme could not be made; nothing was charged", content_type = "application/problem+json", body = Object),
                 (status = 503, description = "`ai-busy` (queue full, nothing held) or `unavailable` (storage)", content_type = "application/problem+json", body = Object),
             ))]
-        async fn $get(state: State<Shared>, request: Request) -> Result<Response, Problem> {
-            memes(state, request).await
+        async fn $get(state: State<Shared>, call: Request) -> Result<Response, Problem> {
+            memes(state, call).await
         }
 
         /// Refused: a GET spends tokens, and a HEAD must never spend.
