@@ -126,24 +126,20 @@ impl Journal {
 
     /// Everything changed since the last call, as of our latest write.
     pub(super) fn prepare(&mut self, state: &Durable) -> Persist {
-        let dirty = std::mem::take(&mut self.dirty);
         // Writes not yet flushed become durable with this persist: promote them
         // on disk now, exactly as `flushed` will in memory (the latest write
         // of a user wins). Borrowed, not cloned: each entry is copied once,
-        // into the persist.
+        // into the persist. `wrote` marks a pending write's user dirty (and
+        // `failed` again), so marking adds none; it keeps an entry from going
+        // unwritten if not.
         let mut latest: HashMap<&str, &PendingWrite> = HashMap::with_capacity(self.pending.len());
         for w in &self.pending {
             latest.insert(w.user.as_str(), w);
+            self.dirty.mark_user(&w.user);
         }
-        // `wrote` marks a pending write's user dirty (and `failed` again), so
-        // this adds none; it keeps an entry from going unwritten if not.
-        let mut users = dirty.users;
-        for user in latest.keys() {
-            if !users.contains(*user) {
-                users.insert((*user).to_owned());
-            }
-        }
-        let accounts = users
+        let dirty = std::mem::take(&mut self.dirty);
+        let accounts = dirty
+            .users
             .into_iter()
             .filter_map(|user| {
                 let own = match latest.get(user.as_str()) {

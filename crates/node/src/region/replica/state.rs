@@ -156,11 +156,7 @@ impl Durable {
                 // The store keeps the two in one value, so an account written
                 // without our entry loses it there; here too, so that the
                 // simulator's disk is what the node's would be.
-                None => {
-                    if let Some((old, _)) = self.own.remove(user.as_str()) {
-                        self.own_by_seq.remove(&old);
-                    }
-                }
+                None => self.remove_own(user),
             }
         }
         for (key, seq) in &persist.seqs {
@@ -244,6 +240,13 @@ impl Durable {
             self.own_by_seq.remove(&old);
         }
         self.own_by_seq.insert(seq, user);
+    }
+
+    /// Forgets our entry for `user`, and its index.
+    fn remove_own(&mut self, user: &str) {
+        if let Some((old, _)) = self.own.remove(user) {
+            self.own_by_seq.remove(&old);
+        }
     }
 
     /// The version `seq` of `origin`'s entry for `user` is held, indexed.
