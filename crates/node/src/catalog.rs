@@ -206,6 +206,11 @@ impl Catalog {
         }
     }
 
+    /// Every meme, in id order.
+    pub fn memes(&self) -> &[Meme] {
+        &self.memes
+    }
+
     /// Number of memes.
     pub fn len(&self) -> usize {
         self.memes.len()

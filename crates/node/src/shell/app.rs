@@ -3,6 +3,7 @@
 
 use crate::Catalog;
 use crate::shell::auth::Authenticator;
+use crate::shell::curated::CuratedBodies;
 use crate::shell::engine::Engine;
 use crate::shell::images::Images;
 use crate::shell::jobs::Jobs;
@@ -18,6 +19,8 @@ pub(crate) struct App {
     pub engine: Arc<Engine>,
     /// The meme catalog.
     pub catalog: Catalog,
+    /// The catalog's answers, rendered up to the balance.
+    pub curated: CuratedBodies,
     /// Credential checks.
     pub auth: Authenticator,
     /// Rate limits per user and per client IP.
@@ -52,9 +55,11 @@ impl App {
         webhook: WebhookVerifier,
         statements: Arc<Statements>,
     ) -> Self {
+        let curated = CuratedBodies::new(&memes.catalog, |id| memes.images.curated_url(id));
         Self {
             engine,
             catalog: memes.catalog,
+            curated,
             auth,
             limits,
             metrics,

@@ -707,17 +707,24 @@ pub(crate) fn failure(service: &App, failure: Failure) -> Problem {
 }
 
 /// The meme answered to a client, with its balance after the charge.
+/// Rendered by [`crate::shell::curated::CuratedBodies`], mostly ahead.
 #[derive(Serialize, ToSchema)]
-struct MemeResponse<'a> {
-    id: u32,
-    title: &'a str,
-    image: &'a str,
-    source: &'a str,
+pub(crate) struct MemeResponse<'a> {
+    pub(crate) id: u32,
+    pub(crate) title: &'a str,
+    pub(crate) image: &'a str,
+    pub(crate) source: &'a str,
     /// `curated` for the built-in catalog.
-    kind: &'static str,
-    balance: u64,
-    spendable_here: u64,
+    pub(crate) kind: &'static str,
+    pub(crate) balance: u64,
+    pub(crate) spendable_here: u64,
 }
+
+/// The content type `Json` answers with.
+const JSON_CONTENT: [(HeaderName, HeaderValue); 1] = [(
+    header::CONTENT_TYPE,
+    HeaderValue::from_static("application/json"),
+)];
 
 /// The query of `GET /memes`, validated.
 pub(crate) struct MemeQuery {
@@ -858,16 +865,10 @@ async fn memes(State(service): State<Shared>, call: Request) -> Result<Response,
         },
     };
     let meme = service.catalog.choose(&request.query, request.position);
-    let body = MemeResponse {
-        id: meme.id,
-        title: &meme.title,
-        image: service.images.curated_url(meme.id),
-        source: &meme.source,
-        kind: "curated",
-        balance: executed.receipt.balance,
-        spendable_here: executed.receipt.spendable_here,
-    };
-    let mut response = Json(body).into_response();
+    let body = service
+        .curated
+        .body(meme, service.images.curated_url(meme.id), &executed.receipt);
+    let mut response = (JSON_CONTENT, body).into_response();
     response
         .headers_mut()
         .insert(BALANCE_HEADER, HeaderValue::from(executed.receipt.balance));

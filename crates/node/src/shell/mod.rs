@@ -6,6 +6,7 @@ pub(crate) mod app;
 pub(crate) mod auth;
 pub(crate) mod certs;
 pub(crate) mod config;
+pub(crate) mod curated;
 pub(crate) mod dev;
 pub(crate) mod engine;
 pub(crate) mod generator;
