@@ -8,8 +8,8 @@
 //! Each meme's picture is drawn from its captions (see `art/`, served by
 //! `GET /v1/images/…`).
 
+use crate::hashing::Map;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 /// The most query words whose matches are kept. Words come from clients, so
@@ -109,9 +109,9 @@ pub struct Catalog {
     memes: Vec<Meme>,
     seed: u64,
     /// The memes of each locale.
-    by_locale: HashMap<&'static str, MemeSet>,
+    by_locale: Map<&'static str, MemeSet>,
     /// The memes each query word (lower case) matches, as met.
-    by_word: RwLock<HashMap<String, Arc<MemeSet>>>,
+    by_word: RwLock<Map<String, Arc<MemeSet>>>,
 }
 
 /// A set of memes, by their index in the catalog.
@@ -202,7 +202,7 @@ impl Catalog {
             memes,
             seed,
             by_locale,
-            by_word: RwLock::new(HashMap::new()),
+            by_word: RwLock::new(Map::default()),
         }
     }
 

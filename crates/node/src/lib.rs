@@ -51,6 +51,7 @@
 //!     before, so the next call skips the signature check.
 //!   - `problem.rs`, `metrics.rs`, `config.rs`, `dev.rs`, `server.rs`.
 //! - `error.rs`: [`NodeError`], this crate's one error type.
+//! - `hashing.rs`: the hash maps of the hot paths, with foldhash.
 //!
 //! # A spend, end to end
 //!
@@ -66,6 +67,7 @@
 mod art;
 mod catalog;
 mod error;
+mod hashing;
 mod region;
 #[cfg(feature = "shell")]
 mod shell;

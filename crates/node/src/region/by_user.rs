@@ -8,7 +8,7 @@
 //! so a pass costs a [`SLICES`]th as long. Readers must never depend on when
 //! an entry is forgotten: a sweep removes only what they would ignore.
 
-use std::collections::HashMap;
+use crate::hashing::Map;
 
 /// How many slices a full pass is split into.
 pub(crate) const SLICES: usize = 64;
@@ -16,7 +16,7 @@ pub(crate) const SLICES: usize = 64;
 /// A map from user id to `V`, swept one slice at a time.
 #[derive(Debug, Clone)]
 pub(crate) struct ByUser<V> {
-    slices: Vec<HashMap<String, V>>,
+    slices: Vec<Map<String, V>>,
     /// The slice the next sweep visits.
     next: usize,
 }
@@ -24,7 +24,7 @@ pub(crate) struct ByUser<V> {
 impl<V> Default for ByUser<V> {
     fn default() -> Self {
         Self {
-            slices: (0..SLICES).map(|_| HashMap::new()).collect(),
+            slices: (0..SLICES).map(|_| Map::default()).collect(),
             next: 0,
         }
     }
@@ -55,7 +55,7 @@ impl<V> ByUser<V> {
     /// How many users have an entry.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.slices.iter().map(HashMap::len).sum()
+        self.slices.iter().map(Map::len).sum()
     }
 }
 

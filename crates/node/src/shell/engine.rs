@@ -11,6 +11,7 @@
 //! once a second and retires the log behind it. One task ticks the replica
 //! when its [`Replica::poll_timeout`] comes, and sleeps otherwise.
 
+use crate::hashing::Map;
 use crate::shell::linger::Linger;
 use crate::shell::metrics::Metrics;
 use crate::shell::notify::Notifier;
@@ -20,7 +21,6 @@ use crate::{
     Replica, RequestId, Seq, Standing, Transmit,
 };
 use ledger_crdt::RegionId;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -79,7 +79,7 @@ struct Inner {
     replica: Replica,
     /// Where transmits go: the cluster transport, once started.
     outbound: Option<mpsc::UnboundedSender<Transmit>>,
-    waiting: HashMap<RequestId, oneshot::Sender<Outcome>>,
+    waiting: Map<RequestId, oneshot::Sender<Outcome>>,
 }
 
 /// How far group commit has come.
@@ -132,7 +132,7 @@ impl Engine {
             inner: Mutex::new(Inner {
                 replica,
                 outbound: None,
-                waiting: HashMap::new(),
+                waiting: Map::default(),
             }),
             next_request: AtomicU64::new(0),
             pending: Mutex::new(0),

@@ -7,12 +7,12 @@
 //! set from that state when `GET /metrics` renders.
 
 use crate::ClusterView;
+use crate::hashing::Map;
 use metrics::{
     Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge,
     histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -31,7 +31,7 @@ pub(crate) struct Metrics {
     /// registration builds and hashes an owned key, which every request paid
     /// before. Bounded by the router's route templates (plus `unmatched`)
     /// times the statuses the API answers.
-    requests: RwLock<HashMap<String, HashMap<u16, Histogram>>>,
+    requests: RwLock<Map<String, Map<u16, Histogram>>>,
     /// The families every spend or flush records, registered once for the
     /// same reason.
     spends: Counter,

@@ -42,12 +42,13 @@
 
 use crate::NodeError;
 use crate::StatementLine;
+use crate::hashing::Map;
 use crate::shell::engine::Engine;
 use crate::shell::keys;
 use crate::shell::pending::between;
 use crate::shell::store::{Store, Write};
 use ledger_crdt::wire;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The most bytes of a stored line.
@@ -331,7 +332,7 @@ pub(crate) fn line_writes(
     // Users in order of their first line, each with their lines in order (so
     // with growing ids).
     let mut by_user: Vec<(&str, Vec<(u64, &StatementLine)>)> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut index: Map<&str, usize> = Map::default();
     for (line, id) in lines.iter().zip(ids) {
         let at = *index.entry(&line.user).or_insert_with(|| {
             by_user.push((&line.user, Vec::new()));

@@ -7,7 +7,7 @@
 //! token said. The map is bounded, in tokens and in each token's length; when
 //! full it starts over, which costs one verification per client.
 
-use std::collections::HashMap;
+use crate::hashing::Map;
 use std::sync::{Mutex, PoisonError};
 
 /// Tokens kept at most: about 3 MiB of typical 200-byte tokens.
@@ -39,7 +39,7 @@ pub(crate) enum Lookup {
 /// Verified client tokens, by their bytes.
 #[derive(Debug)]
 pub(crate) struct VerifiedTokens {
-    tokens: Mutex<HashMap<Box<[u8]>, Verified>>,
+    tokens: Mutex<Map<Box<[u8]>, Verified>>,
     capacity: usize,
 }
 
@@ -52,7 +52,7 @@ impl Default for VerifiedTokens {
 impl VerifiedTokens {
     fn with_capacity(capacity: usize) -> Self {
         Self {
-            tokens: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(Map::default()),
             capacity,
         }
     }

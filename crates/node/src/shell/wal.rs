@@ -45,8 +45,8 @@
 //! wait ([`Log::defer`]) joins the next record, ahead of that record's own
 //! writes, as it used to ride the next flush of sled.
 
+use crate::hashing::Map;
 use crate::shell::store::{Write, batch_of};
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -81,7 +81,7 @@ pub(crate) struct Log {
     /// Logged writes not yet applied to sled, the latest value per key: a
     /// checkpoint applies them, so a key written many times a second is
     /// written to sled once (see [`Log::hold_back`]).
-    unapplied: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    unapplied: Map<Vec<u8>, Option<Vec<u8>>>,
 }
 
 #[derive(Debug)]
@@ -130,7 +130,7 @@ impl Log {
             sealed: generations.clone(),
             next_generation: generations.last().map_or(1, |g| g + 1),
             deferred: Vec::new(),
-            unapplied: HashMap::new(),
+            unapplied: Map::default(),
         };
         if !generations.is_empty() {
             db.flush()?;
@@ -213,7 +213,7 @@ impl Log {
     }
 
     /// The held-back writes, for a checkpoint to apply before it flushes.
-    pub(crate) fn take_unapplied(&mut self) -> HashMap<Vec<u8>, Option<Vec<u8>>> {
+    pub(crate) fn take_unapplied(&mut self) -> Map<Vec<u8>, Option<Vec<u8>>> {
         std::mem::take(&mut self.unapplied)
     }
 

@@ -8,11 +8,11 @@
 //! yet answered is **in flight**: a concurrent retry is told to wait.
 
 use super::output::Reply;
+use crate::hashing::Set;
 use crate::region::command::Receipt;
 use crate::region::idempotency::{IdempotencyRecord, RecordId};
 use crate::region::message::KeyState;
 use crate::region::units::{RequestId, Seq};
-use std::collections::HashSet;
 
 /// A reply waiting for its write to be durable.
 #[derive(Debug)]
@@ -38,7 +38,7 @@ struct HeldReplay {
 pub(super) struct ReplyGate {
     held: Vec<HeldReply>,
     replays: Vec<HeldReplay>,
-    in_flight: HashSet<RecordId>,
+    in_flight: Set<RecordId>,
 }
 
 impl ReplyGate {

@@ -7,12 +7,13 @@
 //! durable with it, and only those may leave the region.
 
 use super::state::{AccountWrite, Durable, Persist};
+use crate::hashing::Map;
 use crate::region::holds::HoldId;
 use crate::region::idempotency::RecordId;
 use crate::region::packed::Packed;
 use crate::region::units::Seq;
 use ledger_crdt::{Account, RegionId};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// One of our writes not yet durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,7 +133,8 @@ impl Journal {
         // into the persist. `wrote` marks a pending write's user dirty (and
         // `failed` again), so marking adds none; it keeps an entry from going
         // unwritten if not.
-        let mut latest: HashMap<&str, &PendingWrite> = HashMap::with_capacity(self.pending.len());
+        let mut latest: Map<&str, &PendingWrite> =
+            Map::with_capacity_and_hasher(self.pending.len(), Default::default());
         for w in &self.pending {
             latest.insert(w.user.as_str(), w);
             self.dirty.mark_user(&w.user);
