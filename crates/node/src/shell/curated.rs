@@ -20,7 +20,8 @@ const NOTHING: Receipt = Receipt {
     calls: 0,
 };
 
-/// What follows the head: the receipt's numbers, in the answer's order.
+/// Where a rendered answer is cut: its head ends with this comma, and the
+/// receipt's numbers follow, in the answer's order.
 const BALANCE_FIELD: &[u8] = b",\"balance\":";
 
 /// Each catalog meme's answer up to its balance, by meme id.
