@@ -10,6 +10,9 @@
 #   benches/instructions.sh                    # 1,000 of each
 #   benches/instructions.sh 3000               # 3,000 of each
 #   MAAS_BIN=/tmp/old/maas benches/instructions.sh   # another build, for an A/B
+#   MAAS_LOG_LEVEL=warn benches/instructions.sh      # without the request span
+# The node runs at the default log level (info), whose span per request is
+# part of what a request costs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-1000}"
@@ -32,7 +35,7 @@ trap cleanup EXIT
 
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out" \
     "$bin" --listen "127.0.0.1:$port" --data-dir "$work/data" \
-    --rate-limit 0 --rate-limit-ip 0 --log-level warn >"$work/out" 2>"$work/err" &
+    --rate-limit 0 --rate-limit-ip 0 --log-level "${MAAS_LOG_LEVEL:-info}" >"$work/out" 2>"$work/err" &
 node=$!
 # Under valgrind the node starts in seconds, not milliseconds.
 for _ in $(seq 1 600); do
