@@ -233,7 +233,18 @@ struct OpenApiDocument(bytes::Bytes);
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
 async fn openapi_json(axum::Extension(doc): axum::Extension<OpenApiDocument>) -> Response {
-    openapi::json_response(&doc.0)
+    json_answer(doc.0)
+}
+
+/// A JSON answer from bytes already encoded: the OpenAPI document, made once,
+/// and a curated meme, mostly rendered ahead (`shell/curated.rs`).
+fn json_answer(body: impl Into<Body>) -> Response {
+    let mut response = body.into().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// The API's docs (Swagger UI, served from the binary: no network needed).
@@ -722,12 +733,6 @@ pub(crate) struct MemeResponse<'a> {
     pub(crate) spendable_here: u64,
 }
 
-/// The content type `Json` answers with.
-const JSON_CONTENT: [(HeaderName, HeaderValue); 1] = [(
-    header::CONTENT_TYPE,
-    HeaderValue::from_static("application/json"),
-)];
-
 /// The query of `GET /memes`, validated.
 pub(crate) struct MemeQuery {
     pub(crate) position: Option<Position>,
@@ -870,7 +875,7 @@ async fn memes(State(service): State<Shared>, call: Request) -> Result<Response,
     let body = service
         .curated
         .body(meme, service.images.curated_url(meme.id), &executed.receipt);
-    let mut response = (JSON_CONTENT, body).into_response();
+    let mut response = json_answer(body);
     response
         .headers_mut()
         .insert(BALANCE_HEADER, HeaderValue::from(executed.receipt.balance));

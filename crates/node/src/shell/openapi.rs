@@ -162,16 +162,6 @@ pub(crate) fn document(api: utoipa::openapi::OpenApi) -> Value {
     doc
 }
 
-/// `GET /openapi.json`.
-pub(crate) fn json_response(doc: &bytes::Bytes) -> Response {
-    let mut response = Body::from(doc.clone()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
 /// Swagger UI, vendored (see `assets/swagger-ui/README.md`).
 const SWAGGER_JS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui-bundle.js");
 const SWAGGER_CSS: &[u8] = include_bytes!("../../assets/swagger-ui/swagger-ui.css");
