@@ -29,11 +29,8 @@ use std::time::{Duration, Instant};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
+use tracing::Instrument;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -59,39 +56,7 @@ pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The node's routes; a request taking longer than `request_timeout` (a slow
 /// body, say) is answered 408.
 pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Duration) -> Router {
-    // Each handler's `#[utoipa::path]` gives its route and its operation in
-    // the OpenAPI document: one list, so the two cannot drift apart.
-    let (routes, api) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        // A HEAD would run the GET handler and spend a token for a response
-        // with no meme: it is refused instead (HEAD must be safe).
-        .routes(routes!(memes_seed, head_memes_seed))
-        .routes(routes!(memes_v1, head_memes_v1))
-        .routes(routes!(balance))
-        .routes(routes!(history::own_history))
-        .routes(routes!(history::own_usage))
-        .routes(routes!(history::user_history))
-        .routes(routes!(history::remove_user_data))
-        .routes(routes!(history::user_usage))
-        .routes(routes!(update_token_balance))
-        .routes(routes!(user))
-        .routes(routes!(adjust))
-        .routes(routes!(premium::put_subscription))
-        .routes(routes!(premium::open_hold))
-        .routes(routes!(premium::capture_hold))
-        .routes(routes!(premium::release_hold))
-        .routes(routes!(premium::billing_webhook))
-        .routes(routes!(ai::job))
-        .routes(routes!(images::image))
-        .routes(routes!(health))
-        .routes(routes!(ready))
-        .routes(routes!(metrics))
-        .routes(routes!(cluster))
-        .routes(routes!(openapi_json))
-        .routes(routes!(docs))
-        .routes(routes!(docs_asset))
-        .split_for_parts();
-    let document = openapi::document(api);
-    let document = bytes::Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
+    let (routes, _) = api_routes().split_for_parts();
     // Inside the router only what needs the matched route (the admission
     // check, so that a refusal is counted under its route): `Router::layer`
     // boxes the route again for every layer and clones that box on every
@@ -99,25 +64,14 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
     let routes = routes
         .fallback(not_found)
         .layer(AdmitLayer(service.clone()));
+    let front = Arc::new(Front {
+        service: service.clone(),
+        request_timeout,
+        max_body_bytes,
+        ids: NextRequestId::new(service.engine.identity_prefix()),
+    });
     let stack = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::x_request_id(NextRequestId::new(
-            service.engine.identity_prefix(),
-        )))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        // A span per request carrying its id, so every log line a request
-        // causes names it (the id a client quotes from a problem's
-        // `instance`). Its own failure log is off: `observe` already logs a
-        // server error once, and a failing disk must not flood the log twice
-        // over.
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_failure(()),
-        )
-        .layer(middleware::from_fn_with_state(
-            (service.clone(), request_timeout, max_body_bytes),
-            observe,
-        ))
+        .layer(middleware::from_fn_with_state(front, observe))
         // A slow body or a stuck handler: 408, which `observe` makes a
         // problem.
         .layer(TimeoutLayer::with_status_code(
@@ -134,8 +88,6 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
         // extractor.
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
         .map_response(IntoResponse::into_response)
-        .layer(DefaultBodyLimit::disable())
-        .layer(axum::Extension(OpenApiDocument(document)))
         .service(routes.with_state(service));
     Router::new().fallback_service(stack)
 }
@@ -225,15 +177,58 @@ fn refusal(service: &App, request: &Request) -> Option<Response> {
     oversized(request).map(IntoResponse::into_response)
 }
 
-/// The served OpenAPI document, made once when the router is.
-#[derive(Clone)]
-struct OpenApiDocument(bytes::Bytes);
+/// Every route, each with its operation in the OpenAPI document: each
+/// handler's `#[utoipa::path]` gives both, one list, so the two cannot drift
+/// apart.
+fn api_routes() -> OpenApiRouter<Shared> {
+    // The routes that read a body. axum caps a body it reads at 2 MiB unless
+    // told otherwise; off, tower-http's `--max-body-bytes` (up to 16 MiB) is
+    // the one limit. Here alone: the layer puts an extension on every request
+    // it sees, an allocation a spend need not pay.
+    let with_body = OpenApiRouter::new()
+        .routes(routes!(update_token_balance))
+        .routes(routes!(adjust))
+        .routes(routes!(premium::put_subscription))
+        .routes(routes!(premium::open_hold))
+        .routes(routes!(premium::billing_webhook))
+        .layer(DefaultBodyLimit::disable());
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        // A HEAD would run the GET handler and spend a token for a response
+        // with no meme: it is refused instead (HEAD must be safe).
+        .routes(routes!(memes_seed, head_memes_seed))
+        .routes(routes!(memes_v1, head_memes_v1))
+        .routes(routes!(balance))
+        .routes(routes!(history::own_history))
+        .routes(routes!(history::own_usage))
+        .routes(routes!(history::user_history))
+        .routes(routes!(history::remove_user_data))
+        .routes(routes!(history::user_usage))
+        .routes(routes!(user))
+        .routes(routes!(premium::capture_hold))
+        .routes(routes!(premium::release_hold))
+        .routes(routes!(ai::job))
+        .routes(routes!(images::image))
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+        .routes(routes!(cluster))
+        .routes(routes!(openapi_json))
+        .routes(routes!(docs))
+        .routes(routes!(docs_asset))
+        .merge(with_body)
+}
 
 /// The OpenAPI 3.1 document of this API.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
-async fn openapi_json(axum::Extension(doc): axum::Extension<OpenApiDocument>) -> Response {
-    json_answer(doc.0)
+async fn openapi_json() -> Response {
+    // Made on first use, from the same routes the router serves.
+    static DOCUMENT: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let document = DOCUMENT.get_or_init(|| {
+        let (_, api) = api_routes().split_for_parts();
+        serde_json::to_vec(&openapi::document(api)).unwrap_or_default()
+    });
+    json_answer(bytes::Bytes::from_static(document))
 }
 
 /// A JSON answer from bytes already encoded: the OpenAPI document, made once,
@@ -271,44 +266,46 @@ async fn docs_asset(Path(asset): Path<String>) -> Response {
     }
 }
 
+/// The request-id header, which [`observe`] puts on every answer.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Request ids: this node's region and start, then a counter, so an id names
 /// one request across regions and restarts. A client's own `x-request-id` is
 /// kept.
-#[derive(Clone)]
 struct NextRequestId {
-    prefix: Arc<str>,
-    next: Arc<std::sync::atomic::AtomicU64>,
+    prefix: Box<[u8]>,
+    next: std::sync::atomic::AtomicU64,
 }
 
 impl NextRequestId {
     fn new(prefix: String) -> Self {
         Self {
-            prefix: prefix.into(),
-            next: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            prefix: prefix.into_bytes().into_boxed_slice(),
+            next: std::sync::atomic::AtomicU64::new(0),
         }
     }
-}
 
-impl MakeRequestId for NextRequestId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
-            .ok()
-            .map(RequestId::new)
+    /// The next id, `<prefix>-<counter in hex>`. Written by hand: `format!`
+    /// cost a request about 1,100 instructions (`benches/instructions.sh`).
+    fn next(&self) -> Option<HeaderValue> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut digits = [0u8; 16];
+        let mut from = digits.len();
+        loop {
+            from -= 1;
+            digits[from] = HEX[(n & 0xf) as usize];
+            n >>= 4;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut id = Vec::with_capacity(self.prefix.len() + 1 + digits.len() - from);
+        id.extend_from_slice(&self.prefix);
+        id.push(b'-');
+        id.extend_from_slice(&digits[from..]);
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(id)).ok()
     }
-}
-
-/// The span of one request: its id alone (set by the layer outside this
-/// one). The method and path cost a spend 2,100 instructions to format into
-/// every span (about 3 %; `benches/instructions.sh`), for the few lines a
-/// request logs; `observe`'s line for a server error names the route.
-fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!("request", request_id = %id)
 }
 
 /// A handler panicked: a 500 problem instead of a dropped connection.
@@ -334,21 +331,47 @@ fn rate_limited(denied: Denied, detail: &str) -> Problem {
         .with_rate_limit(denied.limit, denied.retry_after_secs)
 }
 
+/// What [`observe`] needs beside the request: one `Arc`, cloned per request.
+struct Front {
+    service: Shared,
+    request_timeout: Duration,
+    max_body_bytes: usize,
+    ids: NextRequestId,
+}
+
+/// Names the request (its `x-request-id`, the client's or a new one, on the
+/// answer and on a span around everything it causes, so every log line it
+/// leads to names it), then [`answer`]s it.
+///
+/// One layer instead of tower-http's three (set the id, put it on the
+/// answer, the span): each layer moves the request and its future again,
+/// and those layers each kept the id in an extension map, the answer's own
+/// allocated for it alone.
+async fn observe(State(front): State<Arc<Front>>, request: Request, next: Next) -> Response {
+    let request_id = match request.headers().get(X_REQUEST_ID) {
+        Some(theirs) => Some(theirs.clone()),
+        None => front.ids.next(),
+    };
+    let id_text = request_id.as_ref().and_then(|v| v.to_str().ok());
+    // The id alone: formatting the method and path into every span cost a
+    // spend 2,100 instructions, for the few lines a request logs; the line
+    // for a server error names the route.
+    let span = tracing::info_span!("request", request_id = %id_text.unwrap_or("-"));
+    let mut response = answer(&front, request, next, id_text)
+        .instrument(span)
+        .await;
+    if let Some(id) = request_id {
+        response.headers_mut().entry(X_REQUEST_ID).or_insert(id);
+    }
+    response
+}
+
 /// Puts the per-user rate limit's headers on an answer, records metrics
 /// (under the route [`Admit`] matched), logs a server error, and turns any
 /// error response that is not yet a problem (a 405, 408 or 413 from the
 /// framework) into one that names its request.
-async fn observe(
-    State((service, request_timeout, max_body_bytes)): State<(Shared, Duration, usize)>,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn answer(front: &Front, request: Request, next: Next, request_id: Option<&str>) -> Response {
     let started = Instant::now();
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     let (mut response, route) = SERVED
         .scope(Served::default(), async {
             let mut response = next.run(request).await;
@@ -376,10 +399,13 @@ async fn observe(
         };
         let detail = match kind {
             ProblemKind::RequestTimeout => {
-                format!("the request took longer than {request_timeout:?}")
+                format!("the request took longer than {:?}", front.request_timeout)
             }
             ProblemKind::PayloadTooLarge => {
-                format!("the body is larger than the {max_body_bytes} bytes accepted")
+                format!(
+                    "the body is larger than the {} bytes accepted",
+                    front.max_body_bytes
+                )
             }
             _ => status.canonical_reason().unwrap_or("error").to_owned(),
         };
@@ -392,16 +418,19 @@ async fn observe(
         }
     }
     if status.as_u16() >= 400
-        && let Some(id) = &request_id
+        && let Some(id) = request_id
     {
         response = with_instance(response, id).await;
         if status.is_server_error() {
             tracing::warn!(request_id = %id, %route, status = status.as_u16(), "answered with a server error");
         }
     }
-    service
+    let took = started.elapsed();
+    front
+        .service
         .metrics
-        .observe_request(route, response.status().as_u16(), started.elapsed());
+        .observe_request(route, response.status().as_u16(), took);
+    tracing::debug!(%route, status = response.status().as_u16(), took_us = took.as_micros(), "answered");
     response
 }
 
