@@ -45,10 +45,9 @@ use crate::StatementLine;
 use crate::hashing::Map;
 use crate::shell::engine::Engine;
 use crate::shell::keys;
-use crate::shell::pending::between;
+use crate::shell::pending::Held;
 use crate::shell::store::{Store, Write};
 use ledger_crdt::wire;
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The most bytes of a stored line.
@@ -367,34 +366,34 @@ pub(crate) fn line_writes(
 /// chunks in one while they hold at most [`LINES_PER_CHUNK`] lines, under
 /// the first one's key; and one note naming them all, under the newest
 /// commit's note's key (notes' keys begin with their time).
-pub(crate) fn merge_pending(pending: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<Vec<Write>, NodeError> {
+pub(crate) fn merge_pending(pending: &Held) -> Result<Vec<Write>, NodeError> {
     let mut writes = Vec::new();
     let mut note = Vec::new();
     let mut run: Option<Run> = None;
-    let (chunks, past_chunks) = keys::all_of(keys::STATEMENT_CHUNK);
-    for (key, value) in between(pending, &chunks, &past_chunks) {
-        let lines = decode_chunk(key, value)?;
+    for (key, value) in pending.chunks_in_order() {
+        let lines = decode_chunk(&key, value)?;
         match run.as_mut() {
-            Some(open) if open.takes(key, lines.len()) => open.lines.extend(lines),
+            Some(open) if open.takes(&key, lines.len()) => open.lines.extend(lines),
             _ => {
                 if let Some(done) = run.take() {
                     writes.push(done.write(&mut note)?);
                 }
-                run = Some(Run {
-                    key: key.clone(),
-                    lines,
-                });
+                run = Some(Run { key, lines });
             }
         }
     }
     if let Some(done) = run.take() {
         writes.push(done.write(&mut note)?);
     }
-    let (notes, past_notes) = keys::all_of(keys::STATEMENT_NOTE);
-    if let Some((key, _)) = between(pending, &notes, &past_notes).next_back()
+    // A statement key not shaped like a chunk's is never written; were one
+    // held, it goes to sled as it came.
+    for (key, value) in pending.odd_chunks() {
+        writes.push((key.clone(), Some(value.clone())));
+    }
+    if let Some(key) = pending.newest_note()
         && !note.is_empty()
     {
-        writes.push((key.clone(), Some(note)));
+        writes.push((key, Some(note)));
     }
     Ok(writes)
 }
