@@ -12,7 +12,7 @@ use crate::shell::limits::{Allowed, Denied};
 use crate::shell::premium;
 use crate::shell::problem::{Problem, ProblemKind, set_rate_limit};
 use crate::shell::rfc3339;
-use crate::shell::{ai, history, images, openapi};
+use crate::shell::{ai, history, images, openapi, query};
 use crate::{Command, IdempotencyKey, Refusal};
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection};
@@ -871,7 +871,7 @@ async fn memes(State(service): State<Shared>, call: Request) -> Result<Response,
     let headers = call.headers();
     let user = client(&service, headers)?;
     let query = call.uri().query().unwrap_or_default();
-    let request = parse_meme_query(form_urlencoded::parse(query.as_bytes()))?;
+    let request = parse_meme_query(query::pairs(query))?;
     let raw_key = idempotency_key(headers)?;
     let curated_key =
         |k: &str| IdempotencyKey::meme_call(&user, k.to_owned(), request.position, &request.query);

@@ -25,6 +25,7 @@ pub(crate) mod openapi;
 pub(crate) mod pending;
 pub(crate) mod premium;
 pub(crate) mod problem;
+pub(crate) mod query;
 pub(crate) mod rfc3339;
 pub(crate) mod server;
 pub(crate) mod statements;
