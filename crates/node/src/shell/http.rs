@@ -9,18 +9,19 @@ use crate::shell::app::App;
 use crate::shell::auth::{AuthFailure, Principal, valid_user_id};
 use crate::shell::engine::{Answer, Failure};
 use crate::shell::limits::{Allowed, Denied};
+use crate::shell::listener::HttpService;
 use crate::shell::premium;
 use crate::shell::problem::{Problem, ProblemKind, set_rate_limit};
 use crate::shell::rfc3339;
 use crate::shell::{ai, history, images, openapi, query};
 use crate::{Command, IdempotencyKey, Refusal};
+use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -55,7 +56,11 @@ pub(crate) const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// The node's routes; a request taking longer than `request_timeout` (a slow
 /// body, say) is answered 408.
-pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Duration) -> Router {
+pub(crate) fn router(
+    service: Shared,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+) -> impl HttpService {
     let (routes, _) = api_routes().split_for_parts();
     // Inside the router only what needs the matched route (the admission
     // check, so that a refusal is counted under its route): `Router::layer`
@@ -70,7 +75,9 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
         max_body_bytes,
         ids: NextRequestId::new(service.engine.identity_prefix()),
     });
-    let stack = ServiceBuilder::new()
+    // Served as it is: a router around it would match every request once
+    // more only to pass it on.
+    ServiceBuilder::new()
         .layer(middleware::from_fn_with_state(front, observe))
         // A slow body or a stuck handler: 408, which `observe` makes a
         // problem.
@@ -88,8 +95,7 @@ pub(crate) fn router(service: Shared, max_body_bytes: usize, request_timeout: Du
         // extractor.
         .layer(RequestBodyLimitLayer::new(max_body_bytes))
         .map_response(IntoResponse::into_response)
-        .service(routes.with_state(service));
-    Router::new().fallback_service(stack)
+        .service(routes.with_state(service))
 }
 
 tokio::task_local! {

@@ -17,11 +17,13 @@
 //!   431) are rewritten into problem+json ([`ParseErrorsAsProblems`]).
 
 use crate::shell::problem::{Problem, ProblemKind};
-use axum::Router;
-use axum::extract::ConnectInfo;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
+use axum::response::Response;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -34,6 +36,25 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
+
+/// What a connection serves: axum's `Router`, or a stack of middleware
+/// around one (`crate::shell::http::router`), without a router of its own
+/// outside it to pass every request on.
+pub(crate) trait HttpService:
+    tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
 
 /// The limits of the HTTP listener.
 #[derive(Clone, Copy, Debug)]
@@ -64,7 +85,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Serves `app` on `listener` until `shutdown` completes, then drains.
 pub(crate) async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl HttpService,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) -> Drained {
@@ -145,13 +166,14 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     http: &http1::Builder,
-    app: Router,
+    app: impl HttpService,
     mut stopped: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(ParseErrorsAsProblems::new(stream));
     // Handlers see the client's address (the per-IP rate limit needs it).
-    let app = app.map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+    let app = app.map_request(move |request: hyper::Request<hyper::body::Incoming>| {
+        let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(peer));
         request
     });
