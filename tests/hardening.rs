@@ -667,3 +667,24 @@ async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("/problems/payload-too-large"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_refused_as_it_is_read_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &["--max-body-bytes", "1024"]).await;
+    // No length to refuse up front: the cap must hold while the body is read.
+    let body = format!(r#"{{"amount":5,"pad":"{}"}}"#, "x".repeat(2000));
+    let request = format!(
+        "POST /v1/users/chunky/adjustments HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {OPERATOR}\r\n\
+         content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+         {:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let mut stream = hold(&node.addr, request.as_bytes()).await;
+    let answer = read_until_closed(&mut stream, std::time::Duration::from_secs(10))
+        .await
+        .expect("answered and closed");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("/problems/payload-too-large"), "{answer}");
+    assert_eq!(node.balance_if_seen("chunky").await, None);
+}

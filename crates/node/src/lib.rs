@@ -33,7 +33,9 @@
 //!   - `app.rs`: what an HTTP handler needs (engine, catalog, auth, limiter,
 //!     metrics).
 //!   - `http.rs`: axum routes, parsing and responses (`query.rs`: a URL
-//!     query's pairs, decoded only if they hold an escape); `listener.rs`: the
+//!     query's pairs, decoded only if they hold an escape); `front.rs`: what
+//!     every request passes through around its route (id, span, body limit,
+//!     timeout, panic, metrics, problems); `listener.rs`: the
 //!     accept loop (header timeout, connection cap, bounded drain);
 //!     `openapi.rs`: the OpenAPI 3.1 document and the offline docs UI.
 //!   - `transport.rs`: QUIC between regions (quinn, mutual TLS); `certs.rs`.

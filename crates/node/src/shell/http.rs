@@ -8,10 +8,11 @@ use crate::shell::ai::JobBody;
 use crate::shell::app::App;
 use crate::shell::auth::{AuthFailure, Principal, valid_user_id};
 use crate::shell::engine::{Answer, Failure};
-use crate::shell::limits::{Allowed, Denied};
+use crate::shell::front::{self, Front};
+use crate::shell::limits::Denied;
 use crate::shell::listener::HttpService;
 use crate::shell::premium;
-use crate::shell::problem::{Problem, ProblemKind, set_rate_limit};
+use crate::shell::problem::{Problem, ProblemKind};
 use crate::shell::rfc3339;
 use crate::shell::{ai, history, images, openapi, query};
 use crate::{Command, IdempotencyKey, Refusal};
@@ -20,18 +21,13 @@ use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
-use tracing::Instrument;
+use std::time::Duration;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -69,49 +65,15 @@ pub(crate) fn router(
     let routes = routes
         .fallback(not_found)
         .layer(AdmitLayer(service.clone()));
-    let front = Arc::new(Front {
-        service: service.clone(),
+    let settings = front::Settings {
+        metrics: service.metrics.clone(),
         request_timeout,
         max_body_bytes,
-        ids: NextRequestId::new(service.engine.identity_prefix()),
-    });
+        ids: front::NextRequestId::new(service.engine.identity_prefix()),
+    };
     // Served as it is: a router around it would match every request once
     // more only to pass it on.
-    ServiceBuilder::new()
-        .layer(middleware::from_fn_with_state(front, observe))
-        // A slow body or a stuck handler: 408, which `observe` makes a
-        // problem.
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ))
-        .map_response(IntoResponse::into_response)
-        // Inside `observe`, so a panic is answered, measured and logged like
-        // any other 500.
-        .layer(CatchPanicLayer::custom(panicked))
-        .map_response(IntoResponse::into_response)
-        // One body limit, tower-http's (it refuses an oversized
-        // Content-Length before reading a byte), instead of axum's per
-        // extractor.
-        .layer(RequestBodyLimitLayer::new(max_body_bytes))
-        .map_response(IntoResponse::into_response)
-        .service(routes.with_state(service))
-}
-
-tokio::task_local! {
-    /// What is learned inside the router about the request being served, for
-    /// [`observe`] (outside it) to put on the answer and in the metrics.
-    static SERVED: Served;
-}
-
-/// See [`SERVED`].
-#[derive(Default)]
-struct Served {
-    /// The route template the router matched (none for the fallback), set by
-    /// [`Admit`].
-    route: std::cell::Cell<Option<MatchedPath>>,
-    /// The per-user limit's state, set by [`client`].
-    user_rate: std::cell::Cell<Option<Allowed>>,
+    Front::new(routes.with_state(service), settings)
 }
 
 /// Adds [`Admit`]: the only layer inside the router, so that every other one
@@ -138,9 +100,9 @@ struct Admit<S> {
     inner: S,
 }
 
-type Admitted = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
->;
+/// A refusal, ready, or the route's own future: no box.
+type Admitted<F> =
+    futures_util::future::Either<std::future::Ready<Result<Response, Infallible>>, F>;
 
 impl<S> tower::Service<Request> for Admit<S>
 where
@@ -149,7 +111,7 @@ where
 {
     type Response = Response;
     type Error = std::convert::Infallible;
-    type Future = Admitted;
+    type Future = Admitted<S::Future>;
 
     fn poll_ready(
         &mut self,
@@ -158,14 +120,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Admitted {
+    fn call(&mut self, request: Request) -> Admitted<S::Future> {
         if let Some(path) = request.extensions().get::<MatchedPath>() {
-            // Fails only outside `observe`'s scope, where nobody asks.
-            let _ = SERVED.try_with(|served| served.route.set(Some(path.clone())));
+            front::note_route(path);
         }
         match refusal(&self.service, &request) {
-            Some(refused) => Box::pin(std::future::ready(Ok(refused))),
-            None => Box::pin(self.inner.call(request)),
+            Some(refused) => futures_util::future::Either::Left(std::future::ready(Ok(refused))),
+            None => futures_util::future::Either::Right(self.inner.call(request)),
         }
     }
 }
@@ -188,7 +149,7 @@ fn refusal(service: &App, request: &Request) -> Option<Response> {
 /// apart.
 fn api_routes() -> OpenApiRouter<Shared> {
     // The routes that read a body. axum caps a body it reads at 2 MiB unless
-    // told otherwise; off, tower-http's `--max-body-bytes` (up to 16 MiB) is
+    // told otherwise; off, the front's `--max-body-bytes` (up to 16 MiB) is
     // the one limit. Here alone: the layer puts an extension on every request
     // it sees, an allocation a spend need not pay.
     let with_body = OpenApiRouter::new()
@@ -272,190 +233,11 @@ async fn docs_asset(Path(asset): Path<String>) -> Response {
     }
 }
 
-/// The request-id header, which [`observe`] puts on every answer.
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Request ids: this node's region and start, then a counter, so an id names
-/// one request across regions and restarts. A client's own `x-request-id` is
-/// kept.
-struct NextRequestId {
-    prefix: Box<[u8]>,
-    next: std::sync::atomic::AtomicU64,
-}
-
-impl NextRequestId {
-    fn new(prefix: String) -> Self {
-        Self {
-            prefix: prefix.into_bytes().into_boxed_slice(),
-            next: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// The next id, `<prefix>-<counter in hex>`. Written by hand: `format!`
-    /// cost a request about 1,100 instructions (`benches/instructions.sh`).
-    fn next(&self) -> Option<HeaderValue> {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut digits = [0u8; 16];
-        let mut from = digits.len();
-        loop {
-            from -= 1;
-            digits[from] = HEX[(n & 0xf) as usize];
-            n >>= 4;
-            if n == 0 {
-                break;
-            }
-        }
-        let mut id = Vec::with_capacity(self.prefix.len() + 1 + digits.len() - from);
-        id.extend_from_slice(&self.prefix);
-        id.push(b'-');
-        id.extend_from_slice(&digits[from..]);
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(id)).ok()
-    }
-}
-
-/// A handler panicked: a 500 problem instead of a dropped connection.
-fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    tracing::error!(panic = %what, "a request handler panicked");
-    Problem::new(
-        ProblemKind::Internal,
-        "the server hit a bug; the request may or may not have taken effect: retry with \
-         the same Idempotency-Key to find out without being charged twice",
-    )
-    .into_response()
-}
-
 /// A 429 with `Retry-After` and the `RateLimit-*` headers.
 fn rate_limited(denied: Denied, detail: &str) -> Problem {
     Problem::new(ProblemKind::RateLimited, detail)
         .retry_after(denied.retry_after_secs)
         .with_rate_limit(denied.limit, denied.retry_after_secs)
-}
-
-/// What [`observe`] needs beside the request: one `Arc`, cloned per request.
-struct Front {
-    service: Shared,
-    request_timeout: Duration,
-    max_body_bytes: usize,
-    ids: NextRequestId,
-}
-
-/// Names the request (its `x-request-id`, the client's or a new one, on the
-/// answer and on a span around everything it causes, so every log line it
-/// leads to names it), then [`answer`]s it.
-///
-/// One layer instead of tower-http's three (set the id, put it on the
-/// answer, the span): each layer moves the request and its future again,
-/// and those layers each kept the id in an extension map, the answer's own
-/// allocated for it alone.
-async fn observe(State(front): State<Arc<Front>>, request: Request, next: Next) -> Response {
-    let request_id = match request.headers().get(X_REQUEST_ID) {
-        Some(theirs) => Some(theirs.clone()),
-        None => front.ids.next(),
-    };
-    let id_text = request_id.as_ref().and_then(|v| v.to_str().ok());
-    // The id alone: formatting the method and path into every span cost a
-    // spend 2,100 instructions, for the few lines a request logs; the line
-    // for a server error names the route.
-    let span = tracing::info_span!("request", request_id = %id_text.unwrap_or("-"));
-    let mut response = answer(&front, request, next, id_text)
-        .instrument(span)
-        .await;
-    if let Some(id) = request_id {
-        response.headers_mut().entry(X_REQUEST_ID).or_insert(id);
-    }
-    response
-}
-
-/// Puts the per-user rate limit's headers on an answer, records metrics
-/// (under the route [`Admit`] matched), logs a server error, and turns any
-/// error response that is not yet a problem (a 405, 408 or 413 from the
-/// framework) into one that names its request.
-async fn answer(front: &Front, request: Request, next: Next, request_id: Option<&str>) -> Response {
-    let started = Instant::now();
-    let (mut response, route) = SERVED
-        .scope(Served::default(), async {
-            let mut response = next.run(request).await;
-            let (user_rate, route) = SERVED.with(|s| (s.user_rate.get(), s.route.take()));
-            if let Some(allowed) = user_rate {
-                set_rate_limit(response.headers_mut(), allowed.limit, allowed.remaining, 1);
-            }
-            (response, route)
-        })
-        .await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
-    if status.as_u16() >= 400 && !is_problem {
-        let kind = match status {
-            StatusCode::METHOD_NOT_ALLOWED => ProblemKind::MethodNotAllowed,
-            StatusCode::PAYLOAD_TOO_LARGE => ProblemKind::PayloadTooLarge,
-            StatusCode::NOT_FOUND => ProblemKind::NotFound,
-            StatusCode::REQUEST_TIMEOUT => ProblemKind::RequestTimeout,
-            s if s.is_server_error() => ProblemKind::Internal,
-            _ => ProblemKind::InvalidRequest,
-        };
-        let detail = match kind {
-            ProblemKind::RequestTimeout => {
-                format!("the request took longer than {:?}", front.request_timeout)
-            }
-            ProblemKind::PayloadTooLarge => {
-                format!(
-                    "the body is larger than the {} bytes accepted",
-                    front.max_body_bytes
-                )
-            }
-            _ => status.canonical_reason().unwrap_or("error").to_owned(),
-        };
-        // The router sets `Allow` on a 405 (RFC 9110 §15.5.6), outside
-        // any of its routes' layers: it must survive the rewrite.
-        let allow = response.headers().get(header::ALLOW).cloned();
-        response = Problem::new(kind, detail).into_response();
-        if let Some(allow) = allow {
-            response.headers_mut().insert(header::ALLOW, allow);
-        }
-    }
-    if status.as_u16() >= 400
-        && let Some(id) = request_id
-    {
-        response = with_instance(response, id).await;
-        if status.is_server_error() {
-            tracing::warn!(request_id = %id, %route, status = status.as_u16(), "answered with a server error");
-        }
-    }
-    let took = started.elapsed();
-    front
-        .service
-        .metrics
-        .observe_request(route, response.status().as_u16(), took);
-    tracing::debug!(%route, status = response.status().as_u16(), took_us = took.as_micros(), "answered");
-    response
-}
-
-/// Sets a problem's `instance` to the request's id (RFC 9457): what a client
-/// quotes, and what the node's logs carry.
-async fn with_instance(response: Response, request_id: &str) -> Response {
-    let (parts, body) = response.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
-        return Response::from_parts(parts, Body::empty());
-    };
-    let mut problem: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(v @ serde_json::Value::Object(_)) => v,
-        _ => return Response::from_parts(parts, Body::from(bytes)),
-    };
-    problem["instance"] = serde_json::Value::String(format!("/requests/{request_id}"));
-    let body = serde_json::to_vec(&problem).map_or(Body::from(bytes), Body::from);
-    let mut parts = parts;
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, body)
 }
 
 /// A problem if the request's target or headers are larger than we accept.
@@ -605,8 +387,8 @@ pub(crate) fn client(service: &App, headers: &HeaderMap) -> Result<String, Probl
     match principal(service, headers)? {
         Principal::User(user) => match service.limits.user(&user) {
             Ok(allowed) => {
-                // For `observe`, which puts it on the answer.
-                let _ = SERVED.try_with(|served| served.user_rate.set(allowed));
+                // For the front, which puts it on the answer.
+                front::note_user_rate(allowed);
                 Ok(user)
             }
             Err(denied) => {

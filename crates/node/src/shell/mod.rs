@@ -9,6 +9,7 @@ pub(crate) mod config;
 pub(crate) mod curated;
 pub(crate) mod dev;
 pub(crate) mod engine;
+pub(crate) mod front;
 pub(crate) mod generator;
 pub(crate) mod history;
 pub(crate) mod http;

@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 pub(crate) struct ApiDoc;
 
 /// Statuses any request may be answered with, whatever its route: a limit,
-/// a timeout, a bug (see `observe` in [`crate::shell::http`]).
+/// a timeout, a bug (see [`crate::shell::front`]).
 const ANY_ROUTE: [(u16, &str); 6] = [
     (408, "The request took longer than the node allows"),
     (413, "The request body is larger than the node accepts"),
