@@ -330,8 +330,9 @@ pub(crate) fn line_writes(
 ) -> Result<Vec<Write>, NodeError> {
     // Users in order of their first line, each with their lines in order (so
     // with growing ids).
-    let mut by_user: Vec<(&str, Vec<(u64, &StatementLine)>)> = Vec::new();
-    let mut index: Map<&str, usize> = Map::default();
+    let mut by_user: Vec<(&str, Vec<(u64, &StatementLine)>)> = Vec::with_capacity(lines.len());
+    let mut index: Map<&str, usize> =
+        Map::with_capacity_and_hasher(lines.len(), Default::default());
     for (line, id) in lines.iter().zip(ids) {
         let at = *index.entry(&line.user).or_insert_with(|| {
             by_user.push((&line.user, Vec::new()));
@@ -341,7 +342,8 @@ pub(crate) fn line_writes(
     }
     let mut writes = Vec::with_capacity(by_user.len() + 1);
     let mut note_key = None;
-    let mut note = Vec::new();
+    // Each key named: two bytes of length, then about 30.
+    let mut note = Vec::with_capacity(by_user.len() * 32);
     for (user, own) in &by_user {
         for chunk in own.chunks(LINES_PER_CHUNK) {
             let Some(&(first, line)) = chunk.first() else {
