@@ -15,8 +15,8 @@
 //!
 //! Only the `l` and `L` keys come here (statement chunks and the notes of
 //! when they were made); a removal goes to sled as always and drops the key
-//! here too. Chunks are held by user, then id, not in one ordered map of
-//! whole keys (see [`Held`]).
+//! here too. Chunks are held by user, then id, and notes as numbers, not in
+//! one ordered map of whole keys (see [`Held`]).
 
 use crate::hashing::Map;
 use crate::shell::keys;
