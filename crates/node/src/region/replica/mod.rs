@@ -492,6 +492,7 @@ impl Replica {
         }
         let me = self.me();
         let mut account = self.ledger.state.account(user);
+        let unchanged = self.ledger.state.before_change(&account);
         let held = self.ledger.state.holds.held(user);
         let spent_before = state::spent_at(&account, me);
         let executed = self.ledger.rules.execute(
@@ -512,7 +513,9 @@ impl Replica {
             }
             Ok(Executed::Applied { receipt, record }) => {
                 let spent = state::spent_at(&account, me) - spent_before;
-                self.ledger.state.set_account(user, &account);
+                self.ledger
+                    .state
+                    .set_changed_account(user, unchanged.as_ref(), &account);
                 let seq = self.ledger.write_own(user, &account);
                 let key = request.key.map(|k| k.id);
                 let reference = key.as_ref().map(|k| k.key.as_str());
