@@ -61,7 +61,7 @@ pub(crate) fn router(
     // Inside the router only what needs the matched route (the admission
     // check, so that a refusal is counted under its route): `Router::layer`
     // boxes the route again for every layer and clones that box on every
-    // request, so the middleware below is one static stack around it.
+    // request, so everything else is the front around it (`shell/front.rs`).
     let routes = routes
         .fallback(not_found)
         .layer(AdmitLayer(service.clone()));
@@ -91,7 +91,7 @@ impl<S> tower::Layer<S> for AdmitLayer {
     }
 }
 
-/// Records the matched route in [`SERVED`], and refuses a request
+/// Notes the matched route for the front (its metrics), and refuses a request
 /// over its address's rate limit (before any authentication) or with an
 /// oversized target or headers, without running its handler.
 #[derive(Clone)]

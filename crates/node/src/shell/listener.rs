@@ -37,8 +37,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-/// What a connection serves: axum's `Router`, or a stack of middleware
-/// around one (`crate::shell::http::router`), without a router of its own
+/// What a connection serves: axum's `Router`, or the front around one
+/// ([`crate::shell::front::Front`]), served as it is: no router of its own
 /// outside it to pass every request on.
 pub(crate) trait HttpService:
     tower::Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
