@@ -692,9 +692,9 @@ async fn help_documents_every_flag_with_its_environment_variable() {
 
 #[tokio::test]
 async fn every_route_that_reads_a_body_takes_one_up_to_the_configured_limit() {
-    // axum caps a body it reads at 2 MiB unless told otherwise, per route:
-    // a route missing from the router's list of body routes would refuse
-    // 3 MiB under a 4 MiB `--max-body-bytes`.
+    // axum caps a body it reads at 2 MiB unless told otherwise: a request
+    // with a body that missed the front's lifting of that cap would be
+    // refused 3 MiB under a 4 MiB `--max-body-bytes`.
     let dir = tempfile::tempdir().expect("tempdir");
     let node = Node::start(dir.path(), &["--max-body-bytes", "4194304"]).await;
     let operator = format!("Bearer {OPERATOR}");

@@ -6,14 +6,16 @@
 //! id, propagation, trace, timeout, catch-panic and body limit, axum's
 //! `from_fn` and three `map_response`s): each layer moved the request and its
 //! future again, boxed or cloned the service inside it, and some put an
-//! extension on the request. Together they were a sixth of what a `/health`
-//! cost (`benches/instructions.sh`).
+//! extension on the request. Together they were about a fifth of what a
+//! `/health` cost (`benches/instructions.sh`). axum's 2 MiB cap on a body
+//! it reads is lifted here too, for requests that carry a body (see
+//! [`Front`]'s `bodied`).
 
 use crate::shell::limits::Allowed;
 use crate::shell::metrics::Metrics;
 use crate::shell::problem::{Problem, ProblemKind, set_rate_limit};
 use axum::body::{Body, HttpBody};
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
@@ -70,13 +72,20 @@ pub(crate) struct Settings {
 /// The service around the routes (`S`); see the module's documentation.
 #[derive(Clone)]
 pub(crate) struct Front<S> {
+    /// The routes, for a request without a body.
     inner: S,
+    /// The same routes for a request with a body, with axum's own 2 MiB cap
+    /// on a body it reads turned off: the front's `--max-body-bytes` (up to
+    /// 16 MiB) is the one limit. Only these: turning it off puts an
+    /// extension on each request, an allocation a spend need not pay.
+    bodied: <DefaultBodyLimit as tower::Layer<S>>::Service,
     settings: Arc<Settings>,
 }
 
-impl<S> Front<S> {
+impl<S: Clone> Front<S> {
     pub(crate) fn new(inner: S, settings: Settings) -> Self {
         Self {
+            bodied: tower::Layer::layer(&DefaultBodyLimit::disable(), inner.clone()),
             inner,
             settings: Arc::new(settings),
         }
@@ -95,16 +104,28 @@ where
     type Future = Answered;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+        std::task::ready!(self.inner.poll_ready(cx))?;
+        self.bodied.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request) -> Answered {
-        // The clone polled ready serves this request; a fresh one waits.
-        let fresh = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, fresh);
         let settings = self.settings.clone();
-        Box::pin(async move { Ok(observe(&settings, request, inner).await) })
+        // hyper knows a request without a body (no length, or zero).
+        if request.body().size_hint().exact() == Some(0) {
+            let inner = take_ready(&mut self.inner);
+            Box::pin(async move { Ok(observe(&settings, request, inner).await) })
+        } else {
+            let bodied = take_ready(&mut self.bodied);
+            Box::pin(async move { Ok(observe(&settings, request, bodied).await) })
+        }
     }
+}
+
+/// The service in `slot`, polled ready, to serve one request; a fresh clone
+/// takes its place and waits for the next.
+fn take_ready<T: Clone>(slot: &mut T) -> T {
+    let fresh = slot.clone();
+    std::mem::replace(slot, fresh)
 }
 
 /// Names the request (its `x-request-id`, the client's or a new one, on the
@@ -327,7 +348,7 @@ mod tests {
     use super::*;
 
     /// A front around `route`, with a short timeout.
-    fn front<S>(route: S) -> Front<S> {
+    fn front<S: Clone>(route: S) -> Front<S> {
         let settings = Settings {
             metrics: Arc::new(Metrics::default()),
             request_timeout: Duration::from_millis(200),

@@ -19,7 +19,7 @@ use crate::{Command, IdempotencyKey, Refusal};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -148,17 +148,6 @@ fn refusal(service: &App, request: &Request) -> Option<Response> {
 /// handler's `#[utoipa::path]` gives both, one list, so the two cannot drift
 /// apart.
 fn api_routes() -> OpenApiRouter<Shared> {
-    // The routes that read a body. axum caps a body it reads at 2 MiB unless
-    // told otherwise; off, the front's `--max-body-bytes` (up to 16 MiB) is
-    // the one limit. Here alone: the layer puts an extension on every request
-    // it sees, an allocation a spend need not pay.
-    let with_body = OpenApiRouter::new()
-        .routes(routes!(update_token_balance))
-        .routes(routes!(adjust))
-        .routes(routes!(premium::put_subscription))
-        .routes(routes!(premium::open_hold))
-        .routes(routes!(premium::billing_webhook))
-        .layer(DefaultBodyLimit::disable());
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         // A HEAD would run the GET handler and spend a token for a response
         // with no meme: it is refused instead (HEAD must be safe).
@@ -170,9 +159,14 @@ fn api_routes() -> OpenApiRouter<Shared> {
         .routes(routes!(history::user_history))
         .routes(routes!(history::remove_user_data))
         .routes(routes!(history::user_usage))
+        .routes(routes!(update_token_balance))
         .routes(routes!(user))
+        .routes(routes!(adjust))
+        .routes(routes!(premium::put_subscription))
+        .routes(routes!(premium::open_hold))
         .routes(routes!(premium::capture_hold))
         .routes(routes!(premium::release_hold))
+        .routes(routes!(premium::billing_webhook))
         .routes(routes!(ai::job))
         .routes(routes!(images::image))
         .routes(routes!(health))
@@ -182,7 +176,6 @@ fn api_routes() -> OpenApiRouter<Shared> {
         .routes(routes!(openapi_json))
         .routes(routes!(docs))
         .routes(routes!(docs_asset))
-        .merge(with_body)
 }
 
 /// The OpenAPI 3.1 document of this API.
