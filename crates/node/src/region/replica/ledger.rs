@@ -89,10 +89,11 @@ impl Ledger {
         if amount == 0 {
             return None;
         }
+        let unsent = self.state.before_change(&account);
         self.rules
             .apply(&mut account, Op::Transfer { to, amount })
             .ok()?;
-        self.state.set_account(user, &account);
+        self.state.set_account(user, unsent.as_ref(), &account);
         self.write_own(user, &account);
         Some(amount)
     }

@@ -515,7 +515,7 @@ impl Replica {
                 let spent = state::spent_at(&account, me) - spent_before;
                 self.ledger
                     .state
-                    .set_changed_account(user, unchanged.as_ref(), &account);
+                    .set_account(user, unchanged.as_ref(), &account);
                 let seq = self.ledger.write_own(user, &account);
                 let key = request.key.map(|k| k.id);
                 let reference = key.as_ref().map(|k| k.key.as_str());

@@ -201,38 +201,23 @@ impl Durable {
             .unwrap_or_default()
     }
 
-    /// Stores `user`'s account; every change of an account passes here, so
-    /// the statement sees every change of a balance.
-    pub(super) fn set_account(&mut self, user: &str, account: &Account) {
-        let old = self.put_account(user, Packed::pack(account));
-        if self.statement.is_on() {
-            let old = old.map(|p| p.unpack()).unwrap_or_default();
-            self.statement.changed(user, &old, account);
-        }
-    }
-
     /// A copy of `account` as it is before a change, if the statement will
-    /// diff against it (see [`Durable::set_changed_account`]).
+    /// diff against it (see [`Durable::set_account`]).
     pub(super) fn before_change(&self, account: &Account) -> Option<Account> {
         self.statement.is_on().then(|| account.clone())
     }
 
     /// Stores `user`'s account, which was `before` until the change (taken by
-    /// [`Durable::before_change`]): the statement diffs against that copy,
-    /// where [`Durable::set_account`] decodes the stored account again. A
-    /// decode was the costlier, about 1,000 instructions more a spend.
-    pub(super) fn set_changed_account(
-        &mut self,
-        user: &str,
-        before: Option<&Account>,
-        account: &Account,
-    ) {
-        match before {
-            Some(before) => {
-                self.put_account(user, Packed::pack(account));
-                self.statement.changed(user, before, account);
-            }
-            None => self.set_account(user, account),
+    /// [`Durable::before_change`]); every change of an account passes here,
+    /// so the statement sees every change of a balance. It diffs against the
+    /// caller's copy: decoding the stored account again cost a spend about
+    /// 1,000 instructions more. `before` is `None` only while the statement
+    /// is off.
+    pub(super) fn set_account(&mut self, user: &str, before: Option<&Account>, account: &Account) {
+        debug_assert_eq!(before.is_some(), self.statement.is_on());
+        self.put_account(user, Packed::pack(account));
+        if let Some(before) = before {
+            self.statement.changed(user, before, account);
         }
     }
 
@@ -305,7 +290,7 @@ impl Durable {
         if faults.statement_own_only {
             self.put_account(&item.user, Packed::pack(&account));
         } else {
-            self.set_changed_account(&item.user, unmerged.as_ref(), &account);
+            self.set_account(&item.user, unmerged.as_ref(), &account);
         }
         let key = (item.origin, item.user.clone());
         if self.seqs.get(&key).is_none_or(|&held| held < item.seq) {
@@ -367,10 +352,11 @@ impl Durable {
                 (true, answer(receipt, false))
             }
             HoldStep::Capture(amount) => {
+                let uncaptured = self.before_change(&account);
                 match rules.capture(&mut account, amount, held.saturating_sub(amount)) {
                     Err(refusal) => (false, HoldOutcome::Refused(refusal)),
                     Ok(receipt) => {
-                        self.set_account(&id.user, &account);
+                        self.set_account(&id.user, uncaptured.as_ref(), &account);
                         let captured = HoldState::Captured {
                             amount,
                             receipt,
