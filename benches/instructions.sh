@@ -10,9 +10,8 @@
 #   benches/instructions.sh                    # 1,000 of each
 #   benches/instructions.sh 3000               # 3,000 of each
 #   MAAS_BIN=/tmp/old/maas benches/instructions.sh   # another build, for an A/B
-#   MAAS_LOG_LEVEL=warn benches/instructions.sh      # without the request span
-# The node runs at the default log level (info), whose span per request is
-# part of what a request costs.
+#   MAAS_LOG_LEVEL=warn benches/instructions.sh      # another log level
+# The node runs at the default log level (info), as deployed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-1000}"

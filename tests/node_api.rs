@@ -2,7 +2,9 @@
 
 mod support;
 
-use support::{Node, OPERATOR, SECRET, request, run_to_exit, token};
+use support::{
+    Node, OPERATOR, SECRET, WEBHOOK_SECRET, billing_body, request, run_to_exit, token, unix_now,
+};
 
 #[tokio::test]
 async fn client_routes_charge_and_report_the_balance() {
@@ -755,6 +757,85 @@ async fn every_answer_carries_a_request_id_and_a_problem_names_it() {
     theirs.assert_problem(401, "unauthenticated");
     assert_eq!(theirs.header("x-request-id"), Some("client-chose-this"));
     assert_eq!(theirs.json()["instance"], "/requests/client-chose-this");
+}
+
+#[tokio::test]
+async fn a_line_logged_while_serving_a_request_names_it_in_both_formats() {
+    // The billing webhook logs each event it takes, inside its request.
+    for format in ["json", "text"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let node = Node::start_logging_to(
+            dir.path(),
+            &[
+                "--jwt-secret",
+                SECRET,
+                "--operator-token",
+                OPERATOR,
+                "--billing-webhook-secret",
+                WEBHOOK_SECRET,
+                "--log-format",
+                format,
+                "--log-level",
+                "info",
+            ],
+            log.reopen().expect("log").into(),
+        )
+        .await;
+        let send = |event: &'static str, id: Option<&'static str>| {
+            let body = billing_body(event, "ivy", "2099-01-01T00:00:00Z", 1);
+            let signature =
+                maas_node::sign_webhook(WEBHOOK_SECRET.as_bytes(), unix_now(), body.as_bytes());
+            let node = &node;
+            async move {
+                let mut headers = vec![
+                    ("maas-signature", signature),
+                    ("content-type", "application/json".to_owned()),
+                ];
+                if let Some(id) = id {
+                    headers.push(("x-request-id", id.to_owned()));
+                }
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let r = node
+                    .send("POST", "/v1/webhooks/billing", &headers, &body)
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.body);
+                r.header("x-request-id").expect("a request id").to_owned()
+            }
+        };
+        let ours = send("evt_ours", None).await;
+        // A client's id may hold a quote, which JSON must escape.
+        let theirs = send("evt_theirs", Some("client \"7\"")).await;
+        assert_eq!(theirs, "client \"7\"");
+        let text = std::fs::read_to_string(log.path()).expect("read log");
+        let line_of = |event: &str| {
+            text.lines()
+                .find(|l| l.contains("billing event") && l.contains(event))
+                .unwrap_or_else(|| panic!("no line for {event}: {text}"))
+                .to_owned()
+        };
+        for (event, id) in [("evt_ours", &ours), ("evt_theirs", &theirs)] {
+            let line = line_of(event);
+            if format == "json" {
+                let line: serde_json::Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert_eq!(line["request_id"], id.as_str(), "{line}");
+                assert_eq!(line["fields"]["event"], event, "{line}");
+            } else {
+                assert!(
+                    line.contains(&format!("request{{request_id={id}}}: ")),
+                    "{line}"
+                );
+            }
+        }
+        // Lines outside any request name none.
+        let startup = text
+            .lines()
+            .find(|l| !l.contains("billing event"))
+            .unwrap_or_else(|| panic!("a line logged at startup: {text}"));
+        assert!(!startup.contains("request_id"), "{startup}");
+    }
 }
 
 #[tokio::test]

@@ -34,8 +34,9 @@
 //!     metrics).
 //!   - `http.rs`: axum routes, parsing and responses (`query.rs`: a URL
 //!     query's pairs, decoded only if they hold an escape); `front.rs`: what
-//!     every request passes through around its route (id, span, body limit,
-//!     timeout, panic, metrics, problems); `listener.rs`: the
+//!     every request passes through around its route (id, body limit,
+//!     timeout, panic, metrics, problems); `log_lines.rs`: the log line
+//!     formats, which name the request being served; `listener.rs`: the
 //!     accept loop (header timeout, connection cap, bounded drain);
 //!     `openapi.rs`: the OpenAPI 3.1 document and the offline docs UI.
 //!   - `transport.rs`: QUIC between regions (quinn, mutual TLS); `certs.rs`.

@@ -1,5 +1,6 @@
-//! What every request passes through before and after its route: its id,
-//! its span, the body limit, the timeout, a panic caught, metrics, and an
+//! What every request passes through before and after its route: its id
+//! (on the answer, and on every log line written while it is served), the
+//! body limit, the timeout, a panic caught, metrics, and an
 //! error answer made a problem.
 //!
 //! One service ([`Front`]) instead of a stack of layers (tower-http's request
@@ -19,7 +20,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -28,24 +29,41 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tracing::Instrument;
 
 /// The request-id header, which every answer carries.
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
-    /// What is learned inside the router about the request being served, for
-    /// [`Front`] (outside it) to put on the answer and in the metrics.
+    /// The request being served on this task: its id, for log lines, and
+    /// what is learned inside the router, for [`Front`] (outside it) to put
+    /// on the answer and in the metrics.
     static SERVED: Served;
 }
 
 /// See [`SERVED`].
 #[derive(Default)]
 struct Served {
+    /// The request's id, which [`with_request_id`] lends to the log lines
+    /// written while it is served, until the front takes it back for the
+    /// answer. A task-local, not a span: a span per request cost a spend
+    /// about 3,500 instructions (6 %), for the rare request that logs.
+    request_id: RefCell<Option<HeaderValue>>,
     /// The route template the router matched (none for the fallback).
     route: Cell<Option<MatchedPath>>,
     /// The per-user limit's state, once the caller is known.
     user_rate: Cell<Option<Allowed>>,
+}
+
+/// Calls `f` with the id of the request this task is serving, if it is
+/// serving one (the log lines' formatter asks).
+pub(crate) fn with_request_id(f: impl FnOnce(&str)) {
+    let _ = SERVED.try_with(|served| {
+        if let Ok(id) = served.request_id.try_borrow()
+            && let Some(text) = id.as_ref().and_then(|v| v.to_str().ok())
+        {
+            f(text);
+        }
+    });
 }
 
 /// Notes the route the router matched, for the metrics (a no-op outside a
@@ -129,8 +147,7 @@ fn take_ready<T: Clone>(slot: &mut T) -> T {
 }
 
 /// Names the request (its `x-request-id`, the client's or a new one, on the
-/// answer and on a span around everything it causes, so every log line it
-/// leads to names it), then [`answer`]s it.
+/// answer and on every log line it leads to), then [`answer`]s it.
 async fn observe<S>(settings: &Settings, request: Request, inner: S) -> Response
 where
     S: tower::Service<Request, Response = Response, Error = Infallible>,
@@ -139,14 +156,7 @@ where
         Some(theirs) => Some(theirs.clone()),
         None => settings.ids.next(),
     };
-    let id_text = request_id.as_ref().and_then(|v| v.to_str().ok());
-    // The id alone: formatting the method and path into every span cost a
-    // spend 2,100 instructions, for the few lines a request logs; the line
-    // for a server error names the route.
-    let span = tracing::info_span!("request", request_id = %id_text.unwrap_or("-"));
-    let mut response = answer(settings, request, inner, id_text)
-        .instrument(span)
-        .await;
+    let (mut response, request_id) = answer(settings, request, inner, request_id).await;
     if let Some(id) = request_id {
         response.headers_mut().entry(X_REQUEST_ID).or_insert(id);
     }
@@ -156,28 +166,35 @@ where
 /// Serves the request, puts the per-user rate limit's headers on the answer,
 /// records metrics (under the route the router matched), logs a server
 /// error, and turns any error answer that is not yet a problem (a 405, 408
-/// or 413 from the framework) into one that names its request.
+/// or 413 from the framework) into one that names its request. Gives the
+/// request's id back with the answer.
 async fn answer<S>(
     settings: &Settings,
     request: Request,
     inner: S,
-    request_id: Option<&str>,
-) -> Response
+    request_id: Option<HeaderValue>,
+) -> (Response, Option<HeaderValue>)
 where
     S: tower::Service<Request, Response = Response, Error = Infallible>,
 {
     let started = Instant::now();
-    let (mut response, route) = SERVED
-        .scope(Served::default(), async {
+    let served = Served {
+        request_id: RefCell::new(request_id),
+        ..Served::default()
+    };
+    let (mut response, route, request_id) = SERVED
+        .scope(served, async {
             let mut response = guarded(settings, request, inner).await;
-            let (user_rate, route) = SERVED.with(|s| (s.user_rate.get(), s.route.take()));
+            let (user_rate, route, request_id) =
+                SERVED.with(|s| (s.user_rate.get(), s.route.take(), s.request_id.take()));
             if let Some(allowed) = user_rate {
                 set_rate_limit(response.headers_mut(), allowed.limit, allowed.remaining, 1);
             }
-            (response, route)
+            (response, route, request_id)
         })
         .await;
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let id_text = request_id.as_ref().and_then(|v| v.to_str().ok());
     let status = response.status();
     let is_problem = response
         .headers()
@@ -187,7 +204,7 @@ where
         response = as_problem(settings, response);
     }
     if status.as_u16() >= 400
-        && let Some(id) = request_id
+        && let Some(id) = id_text
     {
         response = with_instance(response, id).await;
         if status.is_server_error() {
@@ -198,8 +215,8 @@ where
     settings
         .metrics
         .observe_request(route, response.status().as_u16(), took);
-    tracing::debug!(%route, status = response.status().as_u16(), took_us = took.as_micros(), "answered");
-    response
+    tracing::debug!(request_id = %id_text.unwrap_or("-"), %route, status = response.status().as_u16(), took_us = took.as_micros(), "answered");
+    (response, request_id)
 }
 
 /// Runs the routes on `request` within the body limit and the timeout,

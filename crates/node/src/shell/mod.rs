@@ -19,6 +19,7 @@ pub(crate) mod keys;
 pub(crate) mod limits;
 pub(crate) mod linger;
 pub(crate) mod listener;
+pub(crate) mod log_lines;
 pub(crate) mod metrics;
 pub(crate) mod notify;
 pub(crate) mod openai;

@@ -13,6 +13,7 @@ use crate::shell::http;
 use crate::shell::images::Images;
 use crate::shell::jobs::{Jobs, JobsConfig};
 use crate::shell::limits::{FORGET_IDLE_EVERY, Limits};
+use crate::shell::log_lines::LogLines;
 use crate::shell::metrics::Metrics;
 use crate::shell::notify::{Notifier, NotifyConfig};
 use crate::shell::openai::{OpenAi, OpenAiConfig};
@@ -130,8 +131,11 @@ fn init_logging(cli: &Cli) {
         .log_internal_errors(false);
     // Ignore a second initialisation (tests may run several nodes in one process).
     let _ = match cli.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(LogLines::Json)
+            .try_init(),
+        LogFormat::Text => builder.event_format(LogLines::Text).try_init(),
     };
 }
 
