@@ -12,7 +12,6 @@
 
 use crate::{Account, Genesis, RegionId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// Tuning for [`plan_transfers`] and [`answer_request`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,9 +50,10 @@ pub struct Transfer {
 
 /// The transfers region `me` should make for one user.
 ///
-/// `demand` maps every live region (the caller decides who is live) to its recent
-/// spend rate for this user, in any unit shared by all regions; `me` is always taken
-/// as live. Rights of regions not in `demand` are treated as stranded.
+/// `demand` gives every live region (the caller decides who is live) its recent
+/// spend rate for this user, in any unit shared by all regions; a region listed
+/// twice counts once, with its first rate. `me` is always taken as live. Rights
+/// of regions not in `demand` are treated as stranded.
 ///
 /// Targets: each live region gets the failover reserve, and the rest of the live
 /// rights is split in proportion to demand. `me` sends only its surplus over its own
@@ -64,54 +64,66 @@ pub fn plan_transfers(
     account: &Account,
     genesis: &Genesis,
     me: RegionId,
-    demand: &BTreeMap<RegionId, u64>,
+    demand: &[(RegionId, u64)],
     config: &RebalanceConfig,
 ) -> Vec<Transfer> {
-    let mut live: BTreeMap<RegionId, u128> = demand.iter().map(|(&r, &d)| (r, d.into())).collect();
-    live.entry(me).or_insert(0);
-    let total_demand: u128 = live.values().sum();
+    // A few regions, so a sorted vector: this runs after every change to a
+    // user, and maps per plan were most of what a merge cost.
+    let mut live: Vec<Live> = demand
+        .iter()
+        .chain([&(me, 0)])
+        .map(|&(region, rate)| Live {
+            region,
+            demand: rate.into(),
+            rights: 0,
+            target: 0,
+        })
+        .collect();
+    live.sort_by_key(|l| l.region);
+    live.dedup_by_key(|l| l.region);
+    let total_demand: u128 = live.iter().map(|l| l.demand).sum();
     if total_demand == 0 {
         return Vec::new();
     }
     // Rights already on their way to a region count as its own: otherwise a holder
     // would send again before the first transfer is accepted, overshoot, and the
     // surplus would bounce back and forth.
-    let rights: BTreeMap<RegionId, u128> = live
-        .keys()
-        .map(|&r| {
-            let have = u128::from(account.rights(genesis, r)) + u128::from(account.incoming(r));
-            (r, have)
-        })
-        .collect();
-    let targets = targets(&live, &rights, total_demand, config.failover_reserve);
+    for l in &mut live {
+        l.rights =
+            u128::from(account.rights(genesis, l.region)) + u128::from(account.incoming(l.region));
+    }
+    set_targets(&mut live, total_demand, config.failover_reserve);
 
-    let surplus = |r: &RegionId| rights[r].saturating_sub(targets[r]);
+    let Some(mine) = live.iter().find(|l| l.region == me) else {
+        return Vec::new();
+    };
     // I can only give what I hold now, not what is still coming to me.
-    let mine = surplus(&me).min(account.rights(genesis, me).into());
-    if mine == 0 || rights[&me] * 100 <= targets[&me] * u128::from(config.give_above_percent) {
+    let mine_to_give = mine.surplus().min(account.rights(genesis, me).into());
+    if mine_to_give == 0 || mine.rights * 100 <= mine.target * u128::from(config.give_above_percent)
+    {
         return Vec::new();
     }
-    let all_surplus: u128 = live.keys().map(surplus).sum();
-    let reserve = reserve_each(&rights, config.failover_reserve);
+    let all_surplus: u128 = live.iter().map(Live::surplus).sum();
+    let reserve = reserve_each(&live, config.failover_reserve);
 
     let mut needy: Vec<(u128, RegionId)> = live
-        .keys()
-        .filter(|&&r| r != me)
-        .filter(|&r| {
-            let (have, want) = (rights[r], targets[r]);
-            have < want
-                && (have * 100 < want * u128::from(config.low_water_percent) || have < reserve)
+        .iter()
+        .filter(|l| l.region != me)
+        .filter(|l| {
+            l.rights < l.target
+                && (l.rights * 100 < l.target * u128::from(config.low_water_percent)
+                    || l.rights < reserve)
         })
-        .map(|&r| (targets[&r] - rights[&r], r))
+        .map(|l| (l.target - l.rights, l.region))
         .collect();
     // Largest deficit first; region id breaks ties so every replica plans alike.
     needy.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
 
-    let mut left = mine;
+    let mut left = mine_to_give;
     let mut plan = Vec::new();
     for (deficit, to) in needy {
         // My proportional part of this deficit, rounded up so small deficits move.
-        let part = (deficit * mine).div_ceil(all_surplus).min(left);
+        let part = (deficit * mine_to_give).div_ceil(all_surplus).min(left);
         if part == 0 {
             break;
         }
@@ -123,6 +135,21 @@ pub fn plan_transfers(
         });
     }
     plan
+}
+
+/// One live region, as a plan sees it.
+struct Live {
+    region: RegionId,
+    demand: u128,
+    /// What it holds, and what is on its way to it.
+    rights: u128,
+    target: u128,
+}
+
+impl Live {
+    fn surplus(&self) -> u128 {
+        self.rights.saturating_sub(self.target)
+    }
 }
 
 /// How much region `me` sends to a region that asked for `wanted` tokens' rights
@@ -148,42 +175,35 @@ pub fn answer_request(
 /// The failover reserve each live region keeps: the configured amount, but never
 /// more than a quarter of an even share, so that a small balance still flows to
 /// where the user spends instead of sitting in reserves.
-fn reserve_each(rights: &BTreeMap<RegionId, u128>, failover_reserve: u64) -> u128 {
-    let total: u128 = rights.values().sum();
-    // `rights` always holds at least `me`.
-    let n = rights.len().max(1) as u128;
+fn reserve_each(live: &[Live], failover_reserve: u64) -> u128 {
+    let total: u128 = live.iter().map(|l| l.rights).sum();
+    // `live` always holds at least `me`.
+    let n = live.len().max(1) as u128;
     u128::from(failover_reserve).min(total / (4 * n))
 }
 
-/// Each live region's target: the reserve, plus the rest in proportion to demand.
-/// Rounding leftovers go to the busiest region (lowest id among equals).
-fn targets(
-    demand: &BTreeMap<RegionId, u128>,
-    rights: &BTreeMap<RegionId, u128>,
-    total_demand: u128,
-    failover_reserve: u64,
-) -> BTreeMap<RegionId, u128> {
-    let total: u128 = rights.values().sum();
-    let reserve = reserve_each(rights, failover_reserve);
-    let distributable = total - reserve * rights.len() as u128;
-    let mut targets: BTreeMap<RegionId, u128> = demand
-        .iter()
-        .map(|(&r, &d)| (r, reserve + distributable * d / total_demand))
-        .collect();
-    let assigned: u128 = targets.values().sum();
-    let busiest = demand
-        .iter()
-        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-        .map(|(&r, _)| r);
-    if let Some(t) = busiest.and_then(|r| targets.get_mut(&r)) {
-        *t += total - assigned;
+/// Sets each live region's target: the reserve, plus the rest in proportion to
+/// demand. Rounding leftovers go to the busiest region (lowest id among equals).
+fn set_targets(live: &mut [Live], total_demand: u128, failover_reserve: u64) {
+    let total: u128 = live.iter().map(|l| l.rights).sum();
+    let reserve = reserve_each(live, failover_reserve);
+    let distributable = total - reserve * live.len() as u128;
+    for l in live.iter_mut() {
+        l.target = reserve + distributable * l.demand / total_demand;
     }
-    targets
+    let assigned: u128 = live.iter().map(|l| l.target).sum();
+    let busiest = live
+        .iter_mut()
+        .max_by(|a, b| a.demand.cmp(&b.demand).then(b.region.cmp(&a.region)));
+    if let Some(l) = busiest {
+        l.target += total - assigned;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn setup() -> (Genesis, Account) {
         let genesis = Genesis::new(150, [RegionId(1), RegionId(2), RegionId(3)]).expect("genesis");
@@ -193,7 +213,7 @@ mod tests {
     #[test]
     fn idle_regions_send_rights_to_the_busy_one_before_it_runs_dry() {
         let (g, account) = setup();
-        let demand = BTreeMap::from([(RegionId(1), 0), (RegionId(2), 10), (RegionId(3), 0)]);
+        let demand = [(RegionId(1), 0), (RegionId(2), 10), (RegionId(3), 0)];
         let config = RebalanceConfig::default();
         // Region 2 holds 50 of 150 yet does all the spending: 1 and 3 each keep the
         // reserve of 5 and send the other 45 to region 2.
@@ -219,7 +239,7 @@ mod tests {
     #[test]
     fn rights_in_transit_are_not_sent_twice() {
         let (g, mut account) = setup();
-        let demand = BTreeMap::from([(RegionId(1), 0), (RegionId(2), 10), (RegionId(3), 0)]);
+        let demand = [(RegionId(1), 0), (RegionId(2), 10), (RegionId(3), 0)];
         let config = RebalanceConfig::default();
         for t in plan_transfers(&account, &g, RegionId(1), &demand, &config) {
             let op = crate::Op::Transfer {
@@ -239,9 +259,9 @@ mod tests {
     fn no_demand_moves_nothing_and_balanced_regions_stay_put() {
         let (g, account) = setup();
         let config = RebalanceConfig::default();
-        let idle = BTreeMap::from([(RegionId(1), 0), (RegionId(2), 0)]);
+        let idle = [(RegionId(1), 0), (RegionId(2), 0)];
         assert!(plan_transfers(&account, &g, RegionId(1), &idle, &config).is_empty());
-        let even = BTreeMap::from([(RegionId(1), 3), (RegionId(2), 3), (RegionId(3), 3)]);
+        let even = [(RegionId(1), 3), (RegionId(2), 3), (RegionId(3), 3)];
         for r in 1..=3 {
             assert!(plan_transfers(&account, &g, RegionId(r), &even, &config).is_empty());
         }
@@ -267,5 +287,118 @@ mod tests {
             answer_request(&account, &g, RegionId(7), 10, 0, &config),
             None
         );
+    }
+
+    /// The policy as it was written with maps, before rows: what
+    /// [`plan_transfers`] must still decide.
+    fn reference_plan(
+        account: &Account,
+        genesis: &Genesis,
+        me: RegionId,
+        demand: &BTreeMap<RegionId, u64>,
+        config: &RebalanceConfig,
+    ) -> Vec<Transfer> {
+        let mut live: BTreeMap<RegionId, u128> =
+            demand.iter().map(|(&r, &d)| (r, d.into())).collect();
+        live.entry(me).or_insert(0);
+        let total_demand: u128 = live.values().sum();
+        if total_demand == 0 {
+            return Vec::new();
+        }
+        let rights: BTreeMap<RegionId, u128> = live
+            .keys()
+            .map(|&r| {
+                let have = u128::from(account.rights(genesis, r)) + u128::from(account.incoming(r));
+                (r, have)
+            })
+            .collect();
+        let total: u128 = rights.values().sum();
+        let n = rights.len().max(1) as u128;
+        let reserve = u128::from(config.failover_reserve).min(total / (4 * n));
+        let distributable = total - reserve * rights.len() as u128;
+        let mut targets: BTreeMap<RegionId, u128> = live
+            .iter()
+            .map(|(&r, &d)| (r, reserve + distributable * d / total_demand))
+            .collect();
+        let assigned: u128 = targets.values().sum();
+        let busiest = live
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+            .map(|(&r, _)| r);
+        if let Some(t) = busiest.and_then(|r| targets.get_mut(&r)) {
+            *t += total - assigned;
+        }
+        let surplus = |r: &RegionId| rights[r].saturating_sub(targets[r]);
+        let mine = surplus(&me).min(account.rights(genesis, me).into());
+        if mine == 0 || rights[&me] * 100 <= targets[&me] * u128::from(config.give_above_percent) {
+            return Vec::new();
+        }
+        let all_surplus: u128 = live.keys().map(surplus).sum();
+        let mut needy: Vec<(u128, RegionId)> = live
+            .keys()
+            .filter(|&&r| r != me)
+            .filter(|&r| {
+                let (have, want) = (rights[r], targets[r]);
+                have < want
+                    && (have * 100 < want * u128::from(config.low_water_percent) || have < reserve)
+            })
+            .map(|&r| (targets[&r] - rights[&r], r))
+            .collect();
+        needy.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut left = mine;
+        let mut plan = Vec::new();
+        for (deficit, to) in needy {
+            let part = (deficit * mine).div_ceil(all_surplus).min(left);
+            if part == 0 {
+                break;
+            }
+            left -= part;
+            plan.push(Transfer {
+                to,
+                amount: u64::try_from(part).unwrap_or(u64::MAX),
+            });
+        }
+        plan
+    }
+
+    proptest::proptest! {
+        /// Rows decide exactly what the maps decided: any balance, rights
+        /// moved about (some still in transit), any live regions and demand,
+        /// any planner and tuning.
+        #[test]
+        fn rows_plan_what_the_maps_planned(
+            balance in 0u64..2_000,
+            regions in 1u16..=5,
+            moves in proptest::collection::vec((1u16..=5, 1u16..=6, 1u64..400, proptest::bool::ANY), 0..12),
+            demand in proptest::collection::btree_map(1u16..=6, 0u64..50, 0..6),
+            me in 1u16..=6,
+            reserve in 0u64..20,
+            low in 1u64..100,
+            give in 100u64..300,
+        ) {
+            let genesis = Genesis::new(balance, (1..=regions).map(RegionId)).expect("genesis");
+            // Each region's view differs; one account, with moves from
+            // several regions applied, some accepted, is enough here.
+            let mut account = Account::new();
+            for (from, to, amount, accept) in moves {
+                let op = crate::Op::Transfer { to: RegionId(to), amount };
+                if account.apply(&genesis, RegionId(from), op).is_ok() && accept {
+                    let _ = account.accept_transfers(RegionId(to));
+                }
+            }
+            let demand: BTreeMap<RegionId, u64> =
+                demand.into_iter().map(|(r, d)| (RegionId(r), d)).collect();
+            let rows: Vec<(RegionId, u64)> = demand.iter().map(|(&r, &d)| (r, d)).collect();
+            let config = RebalanceConfig {
+                failover_reserve: reserve,
+                low_water_percent: low,
+                give_above_percent: give,
+            };
+            let me = RegionId(me);
+            proptest::prop_assert_eq!(
+                plan_transfers(&account, &genesis, me, &rows, &config),
+                reference_plan(&account, &genesis, me, &demand, &config)
+            );
+        }
     }
 }

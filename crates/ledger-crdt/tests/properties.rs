@@ -4,7 +4,6 @@ use ledger_crdt::{
     Account, Error, Genesis, Op, RebalanceConfig, RegionId, Subscription, plan_transfers,
 };
 use proptest::prelude::*;
-use std::collections::BTreeMap;
 
 /// An arbitrary account: any counters at all, valid or not. The merge laws must hold
 /// for every state, not only for the ones the escrow rule produces.
@@ -282,7 +281,7 @@ proptest! {
                     let _ = c.local(at, Op::Transfer { to: Cluster::region(to), amount });
                 }
                 Step::Rebalance { at, demand } => {
-                    let demand: BTreeMap<RegionId, u64> = demand
+                    let demand: Vec<(RegionId, u64)> = demand
                         .into_iter()
                         .enumerate()
                         .map(|(i, d)| (Cluster::region(i), d))

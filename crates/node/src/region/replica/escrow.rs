@@ -114,13 +114,14 @@ impl Escrow {
     /// (A → B → C → A) until every rate decayed, and the cluster never went
     /// quiet (the simulator's soak found it, about 4 runs in 10,000). Explicit
     /// rights requests still answer any later need.
-    /// `account` reads the user's account, only if a plan is made.
+    /// `account` is the user's account as it stands (the caller changed it
+    /// just now, so it holds it decoded).
     pub(super) fn plan(
         &mut self,
         user: &str,
         live: &[RegionId],
         now: Millis,
-        account: impl FnOnce() -> Account,
+        account: &Account,
     ) -> Vec<Transfer> {
         if !self.moves_rights {
             return Vec::new();
@@ -135,10 +136,10 @@ impl Escrow {
         if !self.rebalances.allow(user, now) {
             return Vec::new();
         }
-        let demand: BTreeMap<RegionId, u64> = everyone()
+        let demand: Vec<(RegionId, u64)> = everyone()
             .map(|r| (r, self.demand.milli_rate(user, r, now)))
             .collect();
-        let mut plan = plan_transfers(&account(), &self.genesis, self.me, &demand, &self.rebalance);
+        let mut plan = plan_transfers(account, &self.genesis, self.me, &demand, &self.rebalance);
         // Rights just accepted from a region are not sent straight back: two
         // regions whose delayed views of demand disagree would bounce them.
         plan.retain(|t| {

@@ -13,7 +13,7 @@ use crate::region::idempotency::RecordId;
 use crate::region::packed::Packed;
 use crate::region::units::Seq;
 use ledger_crdt::{Account, RegionId};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One of our writes not yet durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,7 +29,8 @@ pub(super) struct PendingWrite {
 #[derive(Debug, Default)]
 struct Dirty {
     users: BTreeSet<String>,
-    seqs: BTreeSet<(RegionId, String)>,
+    /// By origin, then user, like [`Durable::seqs`].
+    seqs: BTreeMap<RegionId, BTreeSet<String>>,
     records: BTreeSet<RecordId>,
     holds: BTreeSet<HoldId>,
 }
@@ -40,6 +41,15 @@ impl Dirty {
     fn mark_user(&mut self, user: &str) {
         if !self.users.contains(user) {
             self.users.insert(user.to_owned());
+        }
+    }
+
+    /// Marks the version held of `origin`'s entry for `user` changed; it
+    /// looks before copying the name too.
+    fn mark_seq(&mut self, origin: RegionId, user: &str) {
+        let users = self.seqs.entry(origin).or_default();
+        if !users.contains(user) {
+            users.insert(user.to_owned());
         }
     }
 }
@@ -112,7 +122,7 @@ impl Journal {
     /// `user`'s account changed by a merge.
     pub(super) fn merged(&mut self, origin: RegionId, user: &str) {
         self.dirty.mark_user(user);
-        self.dirty.seqs.insert((origin, user.to_owned()));
+        self.dirty.mark_seq(origin, user);
     }
 
     /// The record under `id` was stored or removed.
@@ -169,9 +179,10 @@ impl Journal {
             seqs: dirty
                 .seqs
                 .into_iter()
-                .filter_map(|k| {
-                    let seq = *state.seqs.get(&k)?;
-                    Some((k, seq))
+                .flat_map(|(origin, users)| users.into_iter().map(move |user| (origin, user)))
+                .filter_map(|(origin, user)| {
+                    let seq = state.seq_held(origin, &user)?;
+                    Some(((origin, user), seq))
                 })
                 .collect(),
             records: dirty
@@ -205,8 +216,8 @@ impl Journal {
         for (user, _) in persist.accounts {
             self.dirty.users.insert(user);
         }
-        for (key, _) in persist.seqs {
-            self.dirty.seqs.insert(key);
+        for ((origin, user), _) in persist.seqs {
+            self.dirty.seqs.entry(origin).or_default().insert(user);
         }
         for (id, _) in persist.records {
             self.dirty.records.insert(id);

@@ -61,7 +61,7 @@ use escrow::Escrow;
 use gate::ReplyGate;
 use key_queries::{KeyQueries, Settled};
 use ledger::Ledger;
-use ledger_crdt::RegionId;
+use ledger_crdt::{Account, RegionId};
 use peers::Peers;
 use replication::Replication;
 use rights_waits::RightsWaits;
@@ -532,7 +532,7 @@ impl Replica {
                 } else {
                     self.gate.hold(seq, request.id, receipt, key);
                 }
-                self.rebalance(user, now);
+                self.rebalance(user, &account, now);
             }
         }
     }
@@ -645,7 +645,7 @@ impl Replica {
                 } else {
                     self.gate.hold(seq, request.id, receipt, None);
                 }
-                self.rebalance(&id.user, now);
+                self.rebalance(&id.user, &account, now);
             }
         }
     }
@@ -658,14 +658,12 @@ impl Replica {
         }
     }
 
-    fn rebalance(&mut self, user: &str, now: Millis) {
+    /// Weighs moving `user`'s rights, whose account is now `account`.
+    fn rebalance(&mut self, user: &str, account: &Account, now: Millis) {
         if self.leaving() {
             return;
         }
-        let state = &self.ledger.state;
-        let plan = self
-            .escrow
-            .plan(user, self.peers.live(), now, || state.account(user));
+        let plan = self.escrow.plan(user, self.peers.live(), now, account);
         for t in plan {
             self.transfer(user, t.to, t.amount);
         }
@@ -695,14 +693,20 @@ impl Replica {
         self.ledger.journal.merged(item.origin, &item.user);
         self.escrow
             .observe(&item.user, item.origin, merged.spent, now);
-        if let Some(account) = merged.accepted {
+        let mut account = merged.account;
+        if merged.accepted {
             self.escrow.accepted_from(&item.user, item.origin, now);
             self.ledger.write_own(&item.user, &account);
-            for waiting in self.rights_waits.rights_arrived(&item.user, now) {
-                self.execute(now, waiting);
+            let waiting = self.rights_waits.rights_arrived(&item.user, now);
+            if !waiting.is_empty() {
+                for request in waiting {
+                    self.execute(now, request);
+                }
+                // The spends that waited for these rights changed it.
+                account = self.ledger.state.account(&item.user);
             }
         }
-        self.rebalance(&item.user, now);
+        self.rebalance(&item.user, &account, now);
     }
 
     fn send_batch(&mut self) {

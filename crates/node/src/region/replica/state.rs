@@ -26,7 +26,9 @@ use std::sync::Arc;
 pub struct Durable {
     pub(super) accounts: BTreeMap<Arc<str>, Packed<Account>>,
     /// For other origins: the sequence number of the version held, per user.
-    pub(super) seqs: BTreeMap<(RegionId, String), Seq>,
+    /// By origin, then user: a merge looks its user up by name, with no key
+    /// to build (a `(RegionId, String)` key cost a copy of the name each).
+    pub(super) seqs: BTreeMap<RegionId, BTreeMap<Arc<str>, Seq>>,
     /// Per other origin: every write up to here is held.
     pub(super) watermarks: BTreeMap<RegionId, Seq>,
     /// Our own last write.
@@ -53,9 +55,11 @@ pub struct Durable {
 pub(super) struct Merged {
     /// Tokens the entry's region spent that we had not seen.
     pub(super) spent: u64,
-    /// The account, if rights sent to us were accepted with the merge (a
-    /// write of ours).
-    pub(super) accepted: Option<Account>,
+    /// The account after the merge (stored already).
+    pub(super) account: Account,
+    /// Whether rights sent to us were accepted with the merge (a write of
+    /// ours).
+    pub(super) accepted: bool,
 }
 
 /// What a hold command did.
@@ -159,8 +163,8 @@ impl Durable {
                 None => self.remove_own(user),
             }
         }
-        for (key, seq) in &persist.seqs {
-            self.set_seq(key.clone(), *seq);
+        for ((origin, user), seq) in &persist.seqs {
+            self.set_seq(*origin, user, *seq);
         }
         for (id, record) in &persist.records {
             match record {
@@ -259,10 +263,16 @@ impl Durable {
         }
     }
 
+    /// The version of `origin`'s entry for `user` held, if any.
+    pub(super) fn seq_held(&self, origin: RegionId, user: &str) -> Option<Seq> {
+        self.seqs.get(&origin)?.get(user).copied()
+    }
+
     /// The version `seq` of `origin`'s entry for `user` is held, indexed.
-    fn set_seq(&mut self, (origin, user): (RegionId, String), seq: Seq) {
-        let indexed = self.user_id(&user);
-        if let Some(old) = self.seqs.insert((origin, user), seq) {
+    fn set_seq(&mut self, origin: RegionId, user: &str, seq: Seq) {
+        let indexed = self.user_id(user);
+        let held = self.seqs.entry(origin).or_default();
+        if let Some(old) = held.insert(indexed.clone(), seq) {
             self.seqs_by_origin.remove(&(origin, old));
         }
         self.seqs_by_origin.insert((origin, seq), indexed);
@@ -292,13 +302,16 @@ impl Durable {
         } else {
             self.set_account(&item.user, unmerged.as_ref(), &account);
         }
-        let key = (item.origin, item.user.clone());
-        if self.seqs.get(&key).is_none_or(|&held| held < item.seq) {
-            self.set_seq(key, item.seq);
+        if self
+            .seq_held(item.origin, &item.user)
+            .is_none_or(|held| held < item.seq)
+        {
+            self.set_seq(item.origin, &item.user, item.seq);
         }
         Merged {
             spent,
-            accepted: accepted.then_some(account),
+            account,
+            accepted,
         }
     }
 
