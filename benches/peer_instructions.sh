@@ -149,11 +149,28 @@ PY
 
 parts=$(ls "$work"/cg.out.* | sort -t. -k3 -n)
 read -r spends idle < <(for f in $parts; do awk '/^totals:/ {print $2}' "$f"; done | paste -sd' ')
-python3 - "$n" "$spends" "$idle" <<'PY'
-import sys
+first=$(echo "$parts" | head -1)
+callgrind_annotate --inclusive=yes --tree=calling "$first" >"$work/tree" 2>/dev/null
+python3 - "$n" "$spends" "$idle" "$work/tree" <<'PY'
+import re, sys
 n, spends, idle = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+tree = open(sys.argv[4]).read()
+
+def inclusive(name):
+    # A function's own line in the tree (marked `*`): its inclusive count.
+    m = re.search(r"^\s*([\d,]+) \([ \d.]+%\)  \*  \S*" + re.escape(name) + r" ", tree, re.M)
+    return int(m.group(1).replace(",", "")) if m else 0
+
+calls = re.search(r">\s+\S*Replica::merge_item \(([\d,]+)x\)", tree)
+items = int(calls.group(1).replace(",", "")) if calls else 0
 print(f"user-space instructions at the peer region per spend made elsewhere ({n} spends, callgrind):")
 print(f"  window with the spends: {spends / n:,.0f} per spend")
 print(f"  idle window as long:    {idle / n:,.0f} per spend")
 print(f"  a spend merged:         {(spends - idle) / n:,.0f}")
+print(f"of which, per spend ({items:,} entries merged: the spends, and rights moved between the two):")
+for label, name in [("receiving and merging", "Replica::handle_peer"),
+                    ("  the merges alone", "Replica::merge_item"),
+                    ("group commit", "Engine::commit"),
+                    ("checkpoint into sled", "Store::checkpoint")]:
+    print(f"  {label + ':':24}{inclusive(name) / n:,.0f}")
 PY

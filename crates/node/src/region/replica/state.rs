@@ -164,7 +164,7 @@ impl Durable {
             }
         }
         for ((origin, user), seq) in &persist.seqs {
-            self.set_seq(*origin, user, *seq);
+            self.raise_seq(*origin, user, *seq);
         }
         for (id, record) in &persist.records {
             match record {
@@ -268,14 +268,28 @@ impl Durable {
         self.seqs.get(&origin)?.get(user).copied()
     }
 
-    /// The version `seq` of `origin`'s entry for `user` is held, indexed.
-    fn set_seq(&mut self, origin: RegionId, user: &str, seq: Seq) {
-        let indexed = self.user_id(user);
+    /// The version `seq` of `origin`'s entry for `user` is held, indexed,
+    /// unless a later one is held already (versions only grow: a persist
+    /// never lists an older one than the state holds).
+    fn raise_seq(&mut self, origin: RegionId, user: &str, seq: Seq) {
         let held = self.seqs.entry(origin).or_default();
-        if let Some(old) = held.insert(indexed.clone(), seq) {
-            self.seqs_by_origin.remove(&(origin, old));
-        }
-        self.seqs_by_origin.insert((origin, seq), indexed);
+        let id = match held.get_mut(user) {
+            Some(slot) if *slot >= seq => return,
+            Some(slot) => {
+                let old = std::mem::replace(slot, seq);
+                // The index's entry gives its id: no second look-up by name.
+                match self.seqs_by_origin.remove(&(origin, old)) {
+                    Some(id) => id,
+                    None => self.user_id(user),
+                }
+            }
+            None => {
+                let id = self.user_id(user);
+                self.seqs.entry(origin).or_default().insert(id.clone(), seq);
+                id
+            }
+        };
+        self.seqs_by_origin.insert((origin, seq), id);
     }
 
     /// Merges `item` (another region's entry) into its user's account, and
@@ -302,12 +316,7 @@ impl Durable {
         } else {
             self.set_account(&item.user, unmerged.as_ref(), &account);
         }
-        if self
-            .seq_held(item.origin, &item.user)
-            .is_none_or(|held| held < item.seq)
-        {
-            self.set_seq(item.origin, &item.user, item.seq);
-        }
+        self.raise_seq(item.origin, &item.user, item.seq);
         Merged {
             spent,
             account,
