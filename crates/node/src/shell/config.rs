@@ -590,9 +590,11 @@ pub(crate) enum PublicKeyAlgorithm {
 /// Log output formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
-    /// Human-readable lines.
+    /// Human-readable lines; one written while a request is served names it
+    /// (`request{request_id=…}:`).
     Text,
-    /// One JSON object per line.
+    /// One JSON object per line: `timestamp`, `level`, `request_id` (while a
+    /// request is served), `fields`, `target`, and `spans` if any.
     Json,
 }
 
