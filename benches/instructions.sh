@@ -15,13 +15,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-1000}"
-if ! command -v valgrind >/dev/null; then
-    apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
-fi
-bin="${MAAS_BIN:-target/release/maas}"
-if [ -z "${MAAS_BIN:-}" ]; then
-    cargo build --release --locked --bin maas >&2
-fi
+# shellcheck source=benches/callgrind_prelude.sh
+. benches/callgrind_prelude.sh
 port="${MAAS_BENCH_PORT:-18181}"
 work=$(mktemp -d)
 node=""

@@ -358,19 +358,7 @@ async fn a_full_disk_and_a_dead_log_fail_writes_cleanly_and_recover_without_rest
         .open("/dev/full")
         .expect("/dev/full");
     let data = disk.data();
-    let node = Node::start_logging_to(
-        &data,
-        &[
-            "--jwt-secret",
-            SECRET,
-            "--operator-token",
-            OPERATOR,
-            "--log-level",
-            "info",
-        ],
-        dev_full.into(),
-    )
-    .await;
+    let node = Node::start_logged(&data, &["--log-level", "info"], dev_full.into()).await;
     // A user written while the disk had room.
     assert_eq!(node.get("/memes", &token("early")).await.status, 200);
 

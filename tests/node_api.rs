@@ -626,16 +626,9 @@ async fn kill_9_before_any_checkpoint_recovers_every_acknowledged_write_from_the
     node.kill9().await;
 
     let log = tempfile::NamedTempFile::new().expect("log file");
-    let node = Node::start_logging_to(
+    let node = Node::start_logged(
         dir.path(),
-        &[
-            "--jwt-secret",
-            SECRET,
-            "--operator-token",
-            OPERATOR,
-            "--log-level",
-            "info",
-        ],
+        &["--log-level", "info"],
         log.reopen().expect("log").into(),
     )
     .await;
@@ -765,20 +758,9 @@ async fn a_line_logged_while_serving_a_request_names_it_in_both_formats() {
     for format in ["json", "text"] {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = tempfile::NamedTempFile::new().expect("log file");
-        let node = Node::start_logging_to(
+        let node = Node::start_logged(
             dir.path(),
-            &[
-                "--jwt-secret",
-                SECRET,
-                "--operator-token",
-                OPERATOR,
-                "--billing-webhook-secret",
-                WEBHOOK_SECRET,
-                "--log-format",
-                format,
-                "--log-level",
-                "info",
-            ],
+            &["--log-format", format, "--log-level", "info"],
             log.reopen().expect("log").into(),
         )
         .await;

@@ -33,6 +33,12 @@ impl Node {
     /// Starts a node on a fresh port with its data in `dir`, the test
     /// credentials, plus `extra` flags.
     pub async fn start(dir: &Path, extra: &[&str]) -> Node {
+        Node::start_logged(dir, extra, Stdio::inherit()).await
+    }
+
+    /// Like [`Node::start`], with the node's stderr (its log) going to
+    /// `stderr`.
+    pub async fn start_logged(dir: &Path, extra: &[&str], stderr: Stdio) -> Node {
         let mut args = vec![
             "--jwt-secret",
             SECRET,
@@ -42,7 +48,7 @@ impl Node {
             WEBHOOK_SECRET,
         ];
         args.extend_from_slice(extra);
-        Node::start_bare(dir, &args).await
+        Node::start_logging_to(dir, &args, stderr).await
     }
 
     /// Starts a node on a fresh port with its data in `dir` and only `extra`
