@@ -165,9 +165,10 @@ pub(crate) struct Cli {
           value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace: u64,
 
-    /// Microseconds the group commit waits after a write before flushing, so
-    /// that more writes share one flush; only while writes come faster than
-    /// one per flush. Adds at most this much latency (at most 100000).
+    /// Microseconds the group commit waits at most after a write before
+    /// flushing, so that more writes share one flush; only while writes come
+    /// faster than one per flush, and only until none has come for a quarter
+    /// of it. Adds at most this much latency (at most 100000).
     #[arg(long, env = "MAAS_COMMIT_LINGER_US", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub commit_linger_us: u64,

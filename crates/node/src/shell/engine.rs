@@ -91,12 +91,19 @@ struct Progress {
     failing: bool,
 }
 
+/// Writes signalled to the group commit since it last began a flush.
+struct PendingWrites {
+    count: u32,
+    /// When the latest was signalled (also before the count was last cleared).
+    last_at: Instant,
+}
+
 /// The replica, driven: group commit, reply routing, ticks.
 pub(crate) struct Engine {
     inner: Mutex<Inner>,
     next_request: AtomicU64,
     /// Writes signalled since the group commit last began a flush.
-    pending: Mutex<u32>,
+    pending: Mutex<PendingWrites>,
     kick: Condvar,
     /// Held for a whole commit: two commits in flight at once could release the
     /// replies of the first before its batch is durable.
@@ -135,7 +142,10 @@ impl Engine {
                 waiting: Map::default(),
             }),
             next_request: AtomicU64::new(0),
-            pending: Mutex::new(0),
+            pending: Mutex::new(PendingWrites {
+                count: 0,
+                last_at: Instant::now(),
+            }),
             kick: Condvar::new(),
             committing: Mutex::new(()),
             progress: watch::Sender::new(Progress {
@@ -435,20 +445,30 @@ impl Engine {
         removed
     }
 
+    /// When the latest write was signalled to the group commit.
+    fn last_write_at(&self) -> Instant {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_at
+    }
+
     fn wake_group_commit(&self) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        *pending = pending.saturating_add(1);
+        pending.count = pending.count.saturating_add(1);
+        // The linger ends once writes stop coming.
+        pending.last_at = Instant::now();
         // Only the first request since the last flush needs to wake the flusher;
         // the rest ride along, saving a futex syscall per request.
-        if *pending == 1 {
+        if pending.count == 1 {
             self.kick.notify_one();
         }
     }
 
-    /// Starts the group-commit thread. `linger` is how long it waits after the
-    /// first write before flushing, so that more writes share one flush, while
-    /// writes come faster than one per flush ([`Linger`]); at most `linger`
-    /// added latency.
+    /// Starts the group-commit thread. `linger` is the longest it waits after
+    /// the first write before flushing, so that more writes share one flush,
+    /// while writes come faster than one per flush and until they stop coming
+    /// ([`Linger`]); at most `linger` added latency.
     ///
     /// The thread never dies of an error: a failed flush is kept and tried again
     /// every [`COMMIT_BEAT`] until storage recovers, and a panic inside the store
@@ -462,25 +482,29 @@ impl Engine {
                 loop {
                     service.commit_beat_ms.store(now_ms(), Ordering::Relaxed);
                     let mut pending = service.pending.lock().unwrap_or_else(|p| p.into_inner());
-                    if *pending == 0 {
+                    if pending.count == 0 {
                         pending = service
                             .kick
                             .wait_timeout(pending, COMMIT_BEAT)
                             .unwrap_or_else(|p| p.into_inner())
                             .0;
                     }
-                    let woken = *pending > 0;
+                    let woken = pending.count > 0;
                     drop(pending);
                     if !woken && !service.storage_failing() {
                         continue;
                     }
-                    let wait = linger.before_flush();
-                    if woken && !wait.is_zero() {
-                        std::thread::sleep(wait);
+                    let woke = Instant::now();
+                    if woken {
+                        while let Some(wait) =
+                            linger.wait_before_flush(woke, service.last_write_at(), Instant::now())
+                        {
+                            std::thread::sleep(wait);
+                        }
                     }
                     // Cleared only now: writes during the linger ride this flush.
                     let mut pending = service.pending.lock().unwrap_or_else(|p| p.into_inner());
-                    linger.flushing(std::mem::take(&mut *pending));
+                    linger.flushing(std::mem::take(&mut pending.count));
                     drop(pending);
                     // Failures are logged and kept for the next round inside.
                     let _ = service.commit();
