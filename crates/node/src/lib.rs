@@ -45,7 +45,8 @@
 //!   - `wal.rs`: the write-ahead log: one fsynced record per group commit;
 //!     checkpoints flush sled and delete it; replayed at every open.
 //!   - `linger.rs`: how long a group commit waits for more writes to share
-//!     its flush (only while they come faster than one per flush).
+//!     its flush (only while they come faster than one per flush, and until
+//!     they stop coming).
 //!   - `limits.rs`: rate limits (GCRA) per user and per client IP.
 //!   - `statements.rs`: users' statement lines in sled (pages, usage by
 //!     day, retention, erasure); `pending.rs`: the lines logged but not yet
