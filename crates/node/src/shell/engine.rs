@@ -494,8 +494,8 @@ impl Engine {
                     if !woken && !service.storage_failing() {
                         continue;
                     }
-                    let woke = Instant::now();
                     if woken {
+                        let woke = Instant::now();
                         while let Some(wait) =
                             linger.wait_before_flush(woke, service.last_write_at(), Instant::now())
                         {
