@@ -54,7 +54,8 @@ pub struct ClientRequest {
     /// How long the client lets the region wait for rights held by other
     /// regions (ms; 0 answers a shortfall here at once). The region has asked
     /// for rights the moment it refused; a waiting request runs again when
-    /// rights arrive for its user, and is refused at the deadline.
+    /// rights arrive for its user, and is refused at the deadline. With no
+    /// live region holding rights, it is refused at once.
     pub wait_for_rights_ms: u64,
 }
 

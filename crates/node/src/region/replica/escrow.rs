@@ -163,16 +163,23 @@ impl Escrow {
         if !self.moves_rights || !self.requests.allow(user, now) {
             return Vec::new();
         }
-        let account = account();
-        let holders: Vec<RegionId> = live
-            .iter()
-            .copied()
-            .filter(|&r| account.rights(&self.genesis, r) > 0)
-            .collect();
+        let holders = self.live_holders(live, &account());
         if !holders.is_empty() {
             self.stats.rights_requests += 1;
         }
         holders
+    }
+
+    /// The live regions holding some of the rights in `account`: the only
+    /// ones a spend refused here can get rights from before a partition heals.
+    pub(super) fn live_holders(&self, live: &[RegionId], account: &Account) -> Vec<RegionId> {
+        if !self.moves_rights {
+            return Vec::new();
+        }
+        live.iter()
+            .copied()
+            .filter(|&r| account.rights(&self.genesis, r) > 0)
+            .collect()
     }
 
     /// How much of `user`'s rights to give a region that asked for `amount`:

@@ -538,12 +538,13 @@ impl Replica {
     }
 
     /// A refusal; one for lack of rights here asks the holders for some, and
-    /// holds the request if its client lets it wait.
+    /// holds the request if its client lets it wait and a live region holds
+    /// rights to give (with none, as in a partition, waiting is only delay).
     fn refused(&mut self, now: Millis, request: ClientRequest, refusal: Refusal) {
         if let Refusal::TokensInOtherRegion { .. } = refusal {
             let cost = self.ledger.rules.cost(&request.command);
             self.ask_for_rights(&request.user, cost, now);
-            if request.wait_for_rights_ms > 0 {
+            if request.wait_for_rights_ms > 0 && self.live_holder_exists(&request.user) {
                 let deadline = now.after(request.wait_for_rights_ms);
                 self.rights_waits.hold(request, deadline);
                 return;
@@ -667,6 +668,15 @@ impl Replica {
         for t in plan {
             self.transfer(user, t.to, t.amount);
         }
+    }
+
+    /// Whether a live peer holds some of `user`'s rights.
+    fn live_holder_exists(&self, user: &str) -> bool {
+        let account = self.ledger.state.account(user);
+        !self
+            .escrow
+            .live_holders(self.peers.live(), &account)
+            .is_empty()
     }
 
     fn ask_for_rights(&mut self, user: &str, amount: u64, now: Millis) {

@@ -332,6 +332,39 @@ fn a_spend_waits_no_longer_than_asked() {
 }
 
 #[test]
+fn a_spend_does_not_wait_when_no_live_region_holds_rights() {
+    let mut h = Harness::new(2, &[0], |_| {});
+    // Region 0, which holds all of erin's rights, is cut off long enough for
+    // the membership to call it down: waiting could only delay the 402.
+    h.cut.insert((0, 1));
+    for _ in 0..600 {
+        if h.replicas[1].peers.live().is_empty() {
+            break;
+        }
+        h.run(100);
+    }
+    assert!(h.replicas[1].peers.live().is_empty(), "region 0 is down");
+    let id = h.client(1, "erin", Command::ChargeCall, None, 500);
+    assert!(matches!(
+        h.reply(1, id).map(|r| &r.result),
+        Some(Err(Refusal::TokensInOtherRegion { here: 0, .. }))
+    ));
+    // Healed, the same wait is held until rights come.
+    h.cut.clear();
+    for _ in 0..600 {
+        if !h.replicas[1].peers.live().is_empty() {
+            break;
+        }
+        h.run(100);
+    }
+    let id = h.client(1, "erin", Command::ChargeCall, None, 500);
+    assert!(h.reply(1, id).is_none(), "held while region 0 is live");
+    h.run(300);
+    let reply = h.reply(1, id).expect("answered once rights came");
+    assert_eq!(reply.result.as_ref().map(|r| r.balance), Ok(99));
+}
+
+#[test]
 fn a_retry_in_another_region_replays_the_first_regions_record() {
     let mut h = Harness::new(2, &[0, 1], |_| {});
     let first = h.client(0, "erin", Command::ChargeCall, Some("k"), 0);
@@ -415,6 +448,23 @@ fn a_hold_sets_rights_aside_until_it_is_captured_once() {
         Some(&Err(Refusal::HoldCaptured))
     );
     assert_eq!(h.replicas[0].receipt("gil").calls, 41);
+}
+
+#[test]
+fn a_hold_that_may_wait_is_taken_when_rights_arrive() {
+    // All of hal's rights start at region 0; an AI meme's hold at region 1.
+    let mut h = Harness::new(2, &[0], |_| {});
+    let quick = h.client(1, "hal", hold("job-q", 5), None, 0);
+    assert!(matches!(
+        h.reply(1, quick).map(|r| &r.result),
+        Some(Err(Refusal::TokensInOtherRegion { .. }))
+    ));
+    let patient = h.client(1, "hal", hold("job-p", 5), None, 500);
+    assert!(h.reply(1, patient).is_none(), "held, not refused");
+    h.run(300);
+    let reply = h.reply(1, patient).expect("answered once rights came");
+    assert!(reply.result.is_ok(), "{:?}", reply.result);
+    assert_eq!(h.replicas[1].open_holds().get("hal"), Some(&5));
 }
 
 #[test]
