@@ -434,15 +434,22 @@ async fn a_fourth_region_joins_and_serves_and_a_leaving_region_hands_over_its_ri
     let mut cluster = Cluster::start(4, 3, 4).await;
     cluster.wait_all_up(Duration::from_secs(20)).await;
 
-    // Region 4 starts with no rights and earns them: with `wait`, a spend there
-    // waits for the rights it asked for.
+    // Region 4 starts with no rights and earns them: a spend there waits for
+    // the rights it asked for, unless its client says `wait=0`.
     cluster.start_node(4).await;
     cluster.wait_all_up(Duration::from_secs(20)).await;
     let d = cluster.node(4);
     for _ in 0..10 {
-        let r = d.get("/memes?wait=500", &token("joiner")).await;
+        let r = d.get("/memes", &token("joiner")).await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
+    let r = d.get("/memes?wait=0", &token("hasty")).await;
+    assert_eq!(r.status, 402, "{}", r.body);
+    assert!(
+        r.body.contains("/problems/tokens-in-other-region"),
+        "{}",
+        r.body
+    );
     cluster
         .wait_balance("joiner", GRANT - 10, Duration::from_secs(10))
         .await;

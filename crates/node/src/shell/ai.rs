@@ -71,7 +71,14 @@ pub(crate) async fn ai_meme(
         |k: &str| IdempotencyKey::ai_meme(user, k.to_owned(), request.position, &request.query);
     let fingerprint = idempotency("").fingerprint;
     let submitted = jobs
-        .submit(user, &id, fingerprint, key.map(idempotency), generate)
+        .submit(
+            user,
+            &id,
+            fingerprint,
+            key.map(idempotency),
+            generate,
+            request.rights_wait,
+        )
         .await;
     let (job, replay) = match submitted {
         Ok(Submitted::New(job)) => (job, false),

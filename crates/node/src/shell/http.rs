@@ -1,5 +1,5 @@
 //! The HTTP API: routes, request parsing, responses. The ledger's decisions are
-//! the core's (the opt-in `wait` of `GET /memes` included: the region holds
+//! the core's (the wait of `GET /memes` for rights included: the region holds
 //! the spend until rights arrive); what is decided here is HTTP's own (limits,
 //! problem answers).
 
@@ -289,7 +289,7 @@ macro_rules! memes_routes {
                 )),
                 (status = 400, description = "A malformed query: `invalid-request`", content_type = "application/problem+json", body = Object),
                 (status = 401, description = "No valid client token: `unauthenticated`", content_type = "application/problem+json", body = Object),
-                (status = 402, description = "`insufficient-tokens`, or `tokens-in-other-region` (the balance covers it, but this region's share does not yet; retry with `wait`)", content_type = "application/problem+json", body = Object),
+                (status = 402, description = "`insufficient-tokens`, or `tokens-in-other-region` (the balance covers it, but this region's share did not, and no rights came from the live regions holding them within `wait`, at most 500 ms)", content_type = "application/problem+json", body = Object),
                 (status = 409, description = "`idempotency-key-in-use` (the first attempt still runs) or `job-in-another-region`", content_type = "application/problem+json", body = Object),
                 (status = 422, description = "`idempotency-key-reused` for another request", content_type = "application/problem+json", body = Object),
                 (status = 502, description = "`ai-failed`: the AI meme could not be made; nothing was charged", content_type = "application/problem+json", body = Object),
@@ -327,8 +327,8 @@ struct MemesParams {
     #[param(max_length = 200)]
     query: Option<String>,
     /// Milliseconds the caller lets the region wait: for rights held by
-    /// another region (at most 500 are used), or for an AI meme before a 202
-    /// (default 5000).
+    /// another region (at most 500 are used, the default; 0 answers a 402 at
+    /// once), or for an AI meme before a 202 (default 5000).
     #[param(minimum = 0, maximum = 10000)]
     wait: Option<u64>,
     /// `curated`: when the AI queue is full, a curated meme at the normal
@@ -559,8 +559,10 @@ pub(crate) struct MemeQuery {
 /// The longest `wait` a client may ask for, ms.
 const MAX_WAIT_MS: u64 = 10_000;
 /// The longest a spend waits for rights from another region, whatever the
-/// `wait`: the one place a request waits on another region, so it stays
-/// short and opt-in.
+/// `wait`, and how long it waits without one: the one place a request waits
+/// on another region, so it stays short. Without it, a client whose balance
+/// covers the call got a 402 whenever this region's share had just run out;
+/// `wait=0` still asks for that answer at once.
 const MAX_RIGHTS_WAIT_MS: u64 = 500;
 /// How long an AI meme is waited for without a `wait`, ms.
 const DEFAULT_AI_WAIT_MS: u64 = 5_000;
@@ -635,7 +637,9 @@ fn parse_meme_query<'a>(
     Ok(MemeQuery {
         position,
         query,
-        rights_wait: Duration::from_millis(wait.unwrap_or(0).min(MAX_RIGHTS_WAIT_MS)),
+        rights_wait: Duration::from_millis(
+            wait.unwrap_or(MAX_RIGHTS_WAIT_MS).min(MAX_RIGHTS_WAIT_MS),
+        ),
         ai_budget: Duration::from_millis(wait.unwrap_or(DEFAULT_AI_WAIT_MS)),
         fallback_curated,
     })

@@ -289,7 +289,8 @@ impl Jobs {
     /// Submits `user`'s job `id` for `request` (`fingerprint` identifies the
     /// request, for key reuse): reserves a queue slot, writes the record,
     /// takes the hold (with the client's `key`, so that a retry in another
-    /// region finds it), queues the job.
+    /// region finds it; waiting up to `rights_wait` for rights held in
+    /// another region), queues the job.
     pub(crate) async fn submit(
         &self,
         user: &str,
@@ -297,6 +298,7 @@ impl Jobs {
         fingerprint: String,
         key: Option<IdempotencyKey>,
         request: GenRequest,
+        rights_wait: Duration,
     ) -> Result<Submitted, SubmitError> {
         let existing = self
             .find(user, id)
@@ -346,7 +348,7 @@ impl Jobs {
                     job: id.to_owned(),
                     amount: self.cost,
                 };
-                self.engine.execute(user, hold, key, Duration::ZERO).await
+                self.engine.execute(user, hold, key, rights_wait).await
             }
             Err(_) => Err(Failure::NotAcknowledged),
         };
