@@ -17,7 +17,7 @@
 //!   persist planning) and the rules that change them;
 //! - [`gate`]: replies held until their write is durable; keys in flight;
 //! - [`key_queries`]: keyed requests held until peers say if they know the key;
-//! - [`rights_waits`]: spends waiting (by the client's leave) for rights;
+//! - [`rights_waits`]: spends waiting for rights (bounded, within their wait);
 //! - [`replication`]: batches, digests, catch-ups, peer lag; [`horizon`]:
 //!   what catch-ups leave out as still on its way;
 //! - [`escrow`]: demand, rebalancing plans, rights requests and answers;
@@ -540,14 +540,17 @@ impl Replica {
     /// A refusal; one for lack of rights here asks the holders for some, and
     /// holds the request if its client lets it wait and a live region holds
     /// rights to give (with none, as in a partition, waiting is only delay).
-    fn refused(&mut self, now: Millis, request: ClientRequest, refusal: Refusal) {
+    fn refused(&mut self, now: Millis, mut request: ClientRequest, refusal: Refusal) {
         if let Refusal::TokensInOtherRegion { .. } = refusal {
             let cost = self.ledger.rules.cost(&request.command);
             self.ask_for_rights(&request.user, cost, now);
             if request.wait_for_rights_ms > 0 && self.live_holder_exists(&request.user) {
                 let deadline = now.after(request.wait_for_rights_ms);
-                self.rights_waits.hold(request, deadline);
-                return;
+                match self.rights_waits.hold(request, deadline) {
+                    None => return,
+                    // Too many wait already: refused at once.
+                    Some(given_back) => request = given_back,
+                }
             }
         }
         self.reply(request.id, Err(refusal));
