@@ -450,6 +450,15 @@ async fn a_fourth_region_joins_and_serves_and_a_leaving_region_hands_over_its_ri
         "{}",
         r.body
     );
+    // The metrics show the wait, and that nothing waits now.
+    let text = d.send("GET", "/metrics", &[], "").await.body;
+    let waits = text
+        .lines()
+        .find_map(|l| l.strip_prefix("maas_rights_waits_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .expect("rights waits counter");
+    assert!(waits >= 1, "{text}");
+    assert!(text.contains("maas_rights_waiting 0"), "{text}");
     cluster
         .wait_balance("joiner", GRANT - 10, Duration::from_secs(10))
         .await;

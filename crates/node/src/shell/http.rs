@@ -973,6 +973,11 @@ struct ClusterBody {
     transfers: u64,
     tokens_moved: u64,
     rights_requests: u64,
+    /// Times a spend was held here to wait for rights.
+    rights_waits: u64,
+    /// Spends waiting here for rights now (at most 10,000; past that, a
+    /// spend is refused at once).
+    waiting_for_rights: usize,
 }
 
 /// The cluster as this region sees it: members, their state, replication
@@ -1013,6 +1018,8 @@ async fn cluster(
         transfers: view.escrow.transfers,
         tokens_moved: view.escrow.tokens_moved,
         rights_requests: view.escrow.rights_requests,
+        rights_waits: view.escrow.rights_waits,
+        waiting_for_rights: view.waiting_for_rights,
     }))
 }
 

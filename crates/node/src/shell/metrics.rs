@@ -181,6 +181,8 @@ fn set_cluster(view: &ClusterView) {
     counter!("maas_rights_transfers_total").absolute(view.escrow.transfers);
     counter!("maas_rights_tokens_moved_total").absolute(view.escrow.tokens_moved);
     counter!("maas_rights_requests_total").absolute(view.escrow.rights_requests);
+    counter!("maas_rights_waits_total").absolute(view.escrow.rights_waits);
+    gauge!("maas_rights_waiting").set(view.waiting_for_rights as f64);
 }
 
 fn describe() {
@@ -253,5 +255,13 @@ fn describe() {
     describe_counter!(
         "maas_rights_requests_total",
         "Rights requests sent to other regions"
+    );
+    describe_counter!(
+        "maas_rights_waits_total",
+        "Spends held to wait for rights from another region (again if those that came were not enough)"
+    );
+    describe_gauge!(
+        "maas_rights_waiting",
+        "Spends waiting for rights from another region now"
     );
 }

@@ -29,6 +29,9 @@ pub struct EscrowStats {
     pub tokens_moved: u64,
     /// Rights requests this region sent after refusing a spend.
     pub rights_requests: u64,
+    /// Times a spend refused here for lack of rights was held to wait for
+    /// them (again, if rights came and were not enough).
+    pub rights_waits: u64,
 }
 
 /// The escrow sub-state of a replica.
@@ -73,6 +76,11 @@ impl Escrow {
     /// Counters since start.
     pub(super) fn stats(&self) -> EscrowStats {
         self.stats
+    }
+
+    /// A spend was held to wait for rights.
+    pub(super) fn spend_waits(&mut self) {
+        self.stats.rights_waits += 1;
     }
 
     /// `user` spent `amount` at `region`.

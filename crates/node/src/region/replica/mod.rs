@@ -547,7 +547,10 @@ impl Replica {
             if request.wait_for_rights_ms > 0 && self.live_holder_exists(&request.user) {
                 let deadline = now.after(request.wait_for_rights_ms);
                 match self.rights_waits.hold(request, deadline) {
-                    None => return,
+                    None => {
+                        self.escrow.spend_waits();
+                        return;
+                    }
                     // Too many wait already: refused at once.
                     Some(given_back) => request = given_back,
                 }

@@ -87,6 +87,11 @@ impl RightsWaits {
         due
     }
 
+    /// How many spends wait.
+    pub(super) fn len(&self) -> usize {
+        self.by_deadline.len()
+    }
+
     /// The earliest deadline, if any spend waits.
     pub(super) fn next_deadline(&self) -> Option<Millis> {
         self.by_deadline

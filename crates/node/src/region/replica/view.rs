@@ -19,6 +19,8 @@ pub struct ClusterView {
     pub lag: BTreeMap<RegionId, PeerLag>,
     /// Escrow counters.
     pub escrow: EscrowStats,
+    /// Spends waiting here for rights now.
+    pub waiting_for_rights: usize,
     /// When the snapshot was taken.
     pub now: Millis,
 }
@@ -125,6 +127,7 @@ impl Replica {
             members: self.members().clone(),
             lag: self.lag(now),
             escrow: self.stats(),
+            waiting_for_rights: self.rights_waits.len(),
             now,
         }
     }
