@@ -981,13 +981,18 @@ impl World {
         }
         let now = self.local_now(region);
         if let Some(replica) = self.regions[region].replica.as_mut() {
-            let call = command == Command::ChargeCall;
+            let may_wait = matches!(command, Command::ChargeCall | Command::Hold { .. });
             let mut request = ClientRequest::new(RequestId(id), user, command, idempotency);
-            // A quarter of meme calls let the region wait 100–499 ms for rights
-            // (the API's `wait`), drawn from the id so the seed's other draws stay
-            // as they were.
-            if call && id.is_multiple_of(4) {
-                request.wait_for_rights_ms = 100 + id.wrapping_mul(37) % 400;
+            // Meme calls and AI memes' holds wait for rights as `GET /memes` does
+            // by default (500 ms), but a quarter ask `wait=0` and a quarter a
+            // shorter wait (100–499 ms); drawn from the id so the seed's other
+            // draws stay as they were.
+            if may_wait {
+                request.wait_for_rights_ms = match id % 4 {
+                    0 => 100 + id.wrapping_mul(37) % 400,
+                    1 => 0,
+                    _ => 500,
+                };
             }
             replica.handle_client(Millis(now), request);
         }
