@@ -75,14 +75,21 @@ impl RightsWaits {
             if entry.key().0 > now {
                 break;
             }
-            let ((deadline, id), request) = entry.remove_entry();
-            if let Some(keys) = self.by_user.get_mut(request.user.as_str()) {
-                keys.retain(|&(_, waiting)| waiting != id);
+            let ((deadline, _), request) = entry.remove_entry();
+            due.push(with_wait_left(request, deadline, now));
+        }
+        // Each user's list once, however many of its spends ran out: every
+        // key due by `now` has left `by_deadline`.
+        let mut users: Vec<&str> = due.iter().map(|r| r.user.as_str()).collect();
+        users.sort_unstable();
+        users.dedup();
+        for user in users {
+            if let Some(keys) = self.by_user.get_mut(user) {
+                keys.retain(|&(deadline, _)| deadline > now);
                 if keys.is_empty() {
-                    self.by_user.remove(request.user.as_str());
+                    self.by_user.remove(user);
                 }
             }
-            due.push(with_wait_left(request, deadline, now));
         }
         due
     }
@@ -158,6 +165,19 @@ mod tests {
         assert_eq!(woken, [1, 4]);
         assert_eq!(waits.next_deadline(), None);
         assert!(waits.by_user.is_empty() && waits.by_deadline.is_empty());
+    }
+
+    #[test]
+    fn many_spends_of_one_user_run_out_together_and_leave_none_behind() {
+        let mut waits = RightsWaits::default();
+        for id in 0..1_000 {
+            assert!(waits.hold(spend(id, "gus"), Millis(100 + id % 7)).is_none());
+        }
+        assert!(waits.hold(spend(5_000, "gus"), Millis(900)).is_none());
+        assert_eq!(waits.overdue(Millis(106)).len(), 1_000);
+        assert_eq!(waits.by_user.get("gus").map(Vec::len), Some(1));
+        let woken = waits.rights_arrived("gus", Millis(200));
+        assert_eq!((woken.len(), woken[0].wait_for_rights_ms), (1, 700));
     }
 
     #[test]
