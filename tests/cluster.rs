@@ -459,6 +459,29 @@ async fn a_fourth_region_joins_and_serves_and_a_leaving_region_hands_over_its_ri
         .expect("rights waits counter");
     assert!(waits >= 1, "{text}");
     assert!(text.contains("maas_rights_waiting 0"), "{text}");
+
+    // A subscriber's AI meme there: its hold waits for rights the same way
+    // (it used to be refused at once), and it is charged once delivered.
+    let upgrade = billing_body("evt_20", "painter", "2099-01-01T00:00:00Z", 20);
+    let r = cluster
+        .node(1)
+        .billing_event(&upgrade, unix_now(), WEBHOOK_SECRET)
+        .await;
+    assert_eq!(r.json()["applied"], true, "{}", r.body);
+    eventually(
+        Duration::from_secs(10),
+        "the subscription reached region 4",
+        || async { d.get("/v1/balance", &token("painter")).await.json()["tier"] == "memes-ai" },
+    )
+    .await;
+    assert_eq!(
+        spendable_here(d, "painter").await,
+        0,
+        "no rights at region 4"
+    );
+    let r = d.get("/memes?query=cats", &token("painter")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["kind"], "ai", "{}", r.body);
     cluster
         .wait_balance("joiner", GRANT - 10, Duration::from_secs(10))
         .await;
