@@ -459,6 +459,22 @@ async fn a_fourth_region_joins_and_serves_and_a_leaving_region_hands_over_its_ri
         .expect("rights waits counter");
     assert!(waits >= 1, "{text}");
     assert!(text.contains("maas_rights_waiting 0"), "{text}");
+    // An operator's debit there waits for rights the same way. The user is
+    // credited at region 1, which holds those rights, and known at region 4.
+    assert_eq!(cluster.node(1).adjust("debited", 1).await.status, 200);
+    eventually(
+        Duration::from_secs(10),
+        "region 4 knows the user",
+        || async { d.get("/v1/users/debited", OPERATOR).await.status == 200 },
+    )
+    .await;
+    assert_eq!(
+        spendable_here(d, "debited").await,
+        0,
+        "no rights at region 4"
+    );
+    let r = d.adjust("debited", -5).await;
+    assert_eq!(r.status, 200, "{}", r.body);
 
     // A subscriber's AI meme there: its hold waits for rights the same way
     // (it used to be refused at once), and it is charged once delivered.

@@ -846,9 +846,16 @@ async fn adjust_balance(
         ));
     }
     let key = idempotency_key(headers)?.map(|k| IdempotencyKey::adjustment(user, amount, k));
+    // A debit this region's share does not cover waits for rights, as a
+    // spend does; a credit needs none.
+    let rights_wait = if amount < 0 {
+        Duration::from_millis(MAX_RIGHTS_WAIT_MS)
+    } else {
+        Duration::ZERO
+    };
     service
         .engine
-        .execute(user, Command::Adjust(amount), key, Duration::ZERO)
+        .execute(user, Command::Adjust(amount), key, rights_wait)
         .await
         .map_err(|f| failure(service, f))
 }
@@ -866,7 +873,7 @@ async fn adjust_balance(
         )),
         (status = 400, description = "`invalid-request`: not JSON", content_type = "application/problem+json", body = Object),
         (status = 401, description = "`unauthenticated`", content_type = "application/problem+json", body = Object),
-        (status = 402, description = "`insufficient-tokens` or `tokens-in-other-region`: a debit the balance (or this region's share) does not cover", content_type = "application/problem+json", body = Object),
+        (status = 402, description = "`insufficient-tokens` or `tokens-in-other-region`: a debit the balance does not cover, or this region's share with no rights come from the live regions holding them within 500 ms", content_type = "application/problem+json", body = Object),
         (status = 403, description = "`forbidden`", content_type = "application/problem+json", body = Object),
         (status = 409, description = "`idempotency-key-in-use`", content_type = "application/problem+json", body = Object),
         (status = 415, description = "Not `application/json`", content_type = "application/problem+json", body = Object),
