@@ -567,6 +567,15 @@ const MAX_RIGHTS_WAIT_MS: u64 = 500;
 /// How long an AI meme is waited for without a `wait`, ms.
 const DEFAULT_AI_WAIT_MS: u64 = 5_000;
 
+/// How long a write waits for rights, given the client's `wait` (ms), if any.
+fn rights_wait(asked_ms: Option<u64>) -> Duration {
+    Duration::from_millis(
+        asked_ms
+            .unwrap_or(MAX_RIGHTS_WAIT_MS)
+            .min(MAX_RIGHTS_WAIT_MS),
+    )
+}
+
 fn parse_meme_query<'a>(
     pairs: impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)>,
 ) -> Result<MemeQuery, Problem> {
@@ -637,9 +646,7 @@ fn parse_meme_query<'a>(
     Ok(MemeQuery {
         position,
         query,
-        rights_wait: Duration::from_millis(
-            wait.unwrap_or(MAX_RIGHTS_WAIT_MS).min(MAX_RIGHTS_WAIT_MS),
-        ),
+        rights_wait: rights_wait(wait),
         ai_budget: Duration::from_millis(wait.unwrap_or(DEFAULT_AI_WAIT_MS)),
         fallback_curated,
     })
@@ -848,14 +855,14 @@ async fn adjust_balance(
     let key = idempotency_key(headers)?.map(|k| IdempotencyKey::adjustment(user, amount, k));
     // A debit this region's share does not cover waits for rights, as a
     // spend does; a credit needs none.
-    let rights_wait = if amount < 0 {
-        Duration::from_millis(MAX_RIGHTS_WAIT_MS)
+    let wait = if amount < 0 {
+        rights_wait(None)
     } else {
         Duration::ZERO
     };
     service
         .engine
-        .execute(user, Command::Adjust(amount), key, rights_wait)
+        .execute(user, Command::Adjust(amount), key, wait)
         .await
         .map_err(|f| failure(service, f))
 }

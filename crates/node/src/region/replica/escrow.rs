@@ -158,24 +158,15 @@ impl Escrow {
         plan
     }
 
-    /// After a spend of `user` was refused here for lack of rights: the live
-    /// regions to ask for rights (those holding some), at most once per user
-    /// every `rights_request_every_ms`.
-    pub(super) fn rights_request(
-        &mut self,
-        user: &str,
-        live: &[RegionId],
-        now: Millis,
-        account: impl FnOnce() -> Account,
-    ) -> Vec<RegionId> {
-        if !self.moves_rights || !self.requests.allow(user, now) {
-            return Vec::new();
+    /// After a spend of `user` was refused here for lack of rights: whether
+    /// to ask `holders` (the live regions holding some, [`Escrow::live_holders`])
+    /// for rights, at most once per user every `rights_request_every_ms`.
+    pub(super) fn rights_request(&mut self, user: &str, holders: &[RegionId], now: Millis) -> bool {
+        if !self.moves_rights || !self.requests.allow(user, now) || holders.is_empty() {
+            return false;
         }
-        let holders = self.live_holders(live, &account());
-        if !holders.is_empty() {
-            self.stats.rights_requests += 1;
-        }
-        holders
+        self.stats.rights_requests += 1;
+        true
     }
 
     /// The live regions holding some of the rights in `account`: the only

@@ -542,9 +542,11 @@ impl Replica {
     /// rights to give (with none, as in a partition, waiting is only delay).
     fn refused(&mut self, now: Millis, mut request: ClientRequest, refusal: Refusal) {
         if let Refusal::TokensInOtherRegion { .. } = refusal {
+            let account = self.ledger.state.account(&request.user);
+            let holders = self.escrow.live_holders(self.peers.live(), &account);
             let cost = self.ledger.rules.cost(&request.command);
-            self.ask_for_rights(&request.user, cost, now);
-            if request.wait_for_rights_ms > 0 && self.live_holder_exists(&request.user) {
+            self.ask_for_rights(&request.user, &holders, cost, now);
+            if request.wait_for_rights_ms > 0 && !holders.is_empty() {
                 let deadline = now.after(request.wait_for_rights_ms);
                 match self.rights_waits.hold(request, deadline) {
                     None => {
@@ -676,26 +678,15 @@ impl Replica {
         }
     }
 
-    /// Whether a live peer holds some of `user`'s rights.
-    fn live_holder_exists(&self, user: &str) -> bool {
-        let account = self.ledger.state.account(user);
-        !self
-            .escrow
-            .live_holders(self.peers.live(), &account)
-            .is_empty()
-    }
-
-    fn ask_for_rights(&mut self, user: &str, amount: u64, now: Millis) {
-        let state = &self.ledger.state;
-        let holders = self
-            .escrow
-            .rights_request(user, self.peers.live(), now, || state.account(user));
-        if !holders.is_empty() {
+    /// Asks `holders` (the live regions holding some of `user`'s rights) for
+    /// `amount`, unless asked lately.
+    fn ask_for_rights(&mut self, user: &str, holders: &[RegionId], amount: u64, now: Millis) {
+        if self.escrow.rights_request(user, holders, now) {
             let message = Message::RightsRequest {
                 user: user.to_owned(),
                 amount,
             };
-            self.peers.broadcast(&holders, &message);
+            self.peers.broadcast(holders, &message);
         }
     }
 
