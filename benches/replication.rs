@@ -71,12 +71,10 @@ fn replica(n: usize) -> Replica {
                 call: true,
             },
         );
-        persist
-            .seqs
-            .push(((RegionId(2), user.clone()), Seq(i as u64 + 1)));
         let write = AccountWrite {
             account: Packed::pack(&account),
             own: Some((Seq(i as u64 + 1), Packed::pack(&ours))),
+            held: vec![(RegionId(2), Seq(i as u64 + 1))],
         };
         persist.accounts.push((user, write));
     }

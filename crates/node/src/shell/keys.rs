@@ -13,9 +13,13 @@ use ledger_crdt::RegionId;
 // The ledger's keys: only `Store::load` reads them, at startup.
 
 /// `a` + user → the user's [`ledger_crdt::Account`] with our own entry of
-/// the user ([`crate::AccountWrite`]); from older versions, the account alone.
+/// the user and the versions held of other origins' entries
+/// ([`crate::AccountWrite`]); from older versions, the account with our
+/// entry, or the account alone.
 pub(crate) const ACCOUNT: u8 = b'a';
-/// `q` + origin region (2 bytes) + user → the version held of origin's entry.
+/// `q` + origin region (2 bytes) + user → the version held of origin's
+/// entry: written by older versions only, and moved into the account at
+/// startup.
 pub(crate) const VERSION_HELD: u8 = b'q';
 /// `o` + user → our own entry as of its last durable write, with its
 /// sequence: written by older versions only, and moved into the account at
@@ -98,7 +102,9 @@ pub(crate) fn account(user: &str) -> Vec<u8> {
     under(ACCOUNT, user.as_bytes())
 }
 
-/// The [`VERSION_HELD`] key of `origin`'s entry for `user`.
+/// The [`VERSION_HELD`] key of `origin`'s entry for `user`: only older
+/// versions wrote them (and tests, to check that they are still read).
+#[cfg(test)]
 pub(crate) fn version_held(origin: RegionId, user: &str) -> Vec<u8> {
     let mut k = under(VERSION_HELD, &origin.0.to_be_bytes());
     k.extend_from_slice(user.as_bytes());

@@ -268,12 +268,6 @@ impl Store {
         for (user, write) in &persist.accounts {
             writes.push((keys::account(user), Some(wire::encode(write)?)));
         }
-        for ((origin, user), seq) in &persist.seqs {
-            writes.push((
-                keys::version_held(*origin, user),
-                Some(seq.0.to_be_bytes().to_vec()),
-            ));
-        }
         for (id, record) in &persist.records {
             let value = record.as_ref().map(wire::encode).transpose()?;
             writes.push((keys::record(&id.scope, &id.key), value));
@@ -355,23 +349,23 @@ impl Store {
         Ok(())
     }
 
-    /// Reads the whole durable state back. Own entries that an older version
-    /// kept under keys of their own are moved into their accounts first.
+    /// Reads the whole durable state back. Own entries and versions held that
+    /// an older version kept under keys of their own are moved into their
+    /// accounts first.
     pub(crate) fn load(&self) -> Result<Durable, NodeError> {
         let db = self.db()?;
-        move_own_entries_into_accounts(&db)?;
+        move_into_accounts(&db, keys::OWN_ENTRY, "own entries", legacy_own_entry)?;
+        move_into_accounts(
+            &db,
+            keys::VERSION_HELD,
+            "versions held",
+            legacy_version_held,
+        )?;
         let mut all = Persist::default();
         for item in db.scan_prefix([keys::ACCOUNT]) {
             let (k, v) = item?;
             let write = decode_account(&v)?;
             all.accounts.push((text(keys::after_prefix(&k))?, write));
-        }
-        for item in db.scan_prefix([keys::VERSION_HELD]) {
-            let (k, v) = item?;
-            let (origin, user) = keys::split_version_held(&k).ok_or_else(|| corrupt("seq key"))?;
-            let seq: [u8; 8] = v.as_ref().try_into().map_err(|_| corrupt("seq value"))?;
-            all.seqs
-                .push(((origin, text(user)?), Seq(u64::from_be_bytes(seq))));
         }
         for item in db.scan_prefix([keys::RECORD]) {
             let (k, v) = item?;
@@ -527,46 +521,100 @@ struct RecordBeforeWrites {
     at_ms: u64,
 }
 
-/// An account's value: [`AccountWrite`]'s encoding (the account, then our
-/// own entry if any), or, as versions before it wrote them, the account alone.
+/// The versions held, as an account's value carries them.
+type Held = Vec<(RegionId, Seq)>;
+
+/// An account's value: [`AccountWrite`]'s encoding (the account, our own
+/// entry if any, the versions held), or as older versions wrote it: the
+/// account and our own entry, or the account alone.
 fn decode_account(bytes: &[u8]) -> Result<AccountWrite, NodeError> {
     let pack_own = |(seq, own): (Seq, Account)| (seq, Packed::pack(&own));
-    let (account, own) = match Account::with_trailer_from_bytes::<Option<(Seq, Account)>>(bytes) {
-        Ok((account, own)) => (account, own.map(pack_own)),
-        // The account alone has no byte left for the trailer's tag, so the
-        // two layouts never read as each other.
-        Err(_) => (Account::from_bytes(bytes)?, None),
-    };
+    // Each layout is the one before it plus a trailer, and decoding rejects
+    // both trailing and missing bytes, so no layout reads as another.
+    let (account, own, held) =
+        match Account::with_trailer_from_bytes::<(Option<(Seq, Account)>, Held)>(bytes) {
+            Ok((account, (own, held))) => (account, own.map(pack_own), held),
+            Err(_) => match Account::with_trailer_from_bytes::<Option<(Seq, Account)>>(bytes) {
+                Ok((account, own)) => (account, own.map(pack_own), Held::new()),
+                Err(_) => (Account::from_bytes(bytes)?, None, Held::new()),
+            },
+        };
     Ok(AccountWrite {
         account: Packed::pack(&account),
         own,
+        held,
     })
 }
 
-/// Versions before [`AccountWrite`] kept our own entry of a user under a key
-/// of its own ([`keys::OWN_ENTRY`]), so a spend wrote two keys. Each such
-/// entry moves into its account's value, in a batch per user that also
-/// removes the old key, so a crash midway leaves every user whole; then sled
-/// is flushed. Runs at startup, after the log was replayed.
-fn move_own_entries_into_accounts(db: &sled::Db) -> Result<(), NodeError> {
+/// A value that older versions kept under a key of its own, and this version
+/// keeps in the user's account value.
+enum Legacy {
+    /// Our own entry of the user ([`keys::OWN_ENTRY`]): before
+    /// [`AccountWrite`], a spend wrote two keys.
+    OwnEntry(Seq, Account),
+    /// The version held of `origin`'s entry ([`keys::VERSION_HELD`]): before
+    /// [`AccountWrite::held`], a merge wrote two keys.
+    VersionHeld(RegionId, Seq),
+}
+
+/// Reads one key of a [`Legacy`] kind and its value: the user, and the value.
+type LegacyDecoder = fn(&[u8], &[u8]) -> Result<(String, Legacy), NodeError>;
+
+/// The user and value of a [`keys::OWN_ENTRY`] key.
+fn legacy_own_entry(key: &[u8], value: &[u8]) -> Result<(String, Legacy), NodeError> {
+    let (seq, own): (Seq, Account) = wire::decode::<_, { wire::MAX_ACCOUNT_BYTES + 16 }>(value)?;
+    Ok((text(keys::after_prefix(key))?, Legacy::OwnEntry(seq, own)))
+}
+
+/// The user and value of a [`keys::VERSION_HELD`] key.
+fn legacy_version_held(key: &[u8], value: &[u8]) -> Result<(String, Legacy), NodeError> {
+    let (origin, user) = keys::split_version_held(key).ok_or_else(|| corrupt("seq key"))?;
+    let seq: [u8; 8] = value.try_into().map_err(|_| corrupt("seq value"))?;
+    Ok((
+        text(user)?,
+        Legacy::VersionHeld(origin, Seq(u64::from_be_bytes(seq))),
+    ))
+}
+
+/// Moves every value under `prefix`, which older versions kept under keys of
+/// their own ([`Legacy`]), into its account's value, in a batch per key that
+/// also removes the old key, so a crash midway leaves every user whole; then
+/// sled is flushed. Runs at startup, after the log was replayed.
+fn move_into_accounts(
+    db: &sled::Db,
+    prefix: u8,
+    what: &str,
+    decode: LegacyDecoder,
+) -> Result<(), NodeError> {
     let mut moved = 0u64;
-    for item in db.scan_prefix([keys::OWN_ENTRY]) {
+    for item in db.scan_prefix([prefix]) {
         let (k, v) = item?;
         if moved == 0 {
             // Once, after an upgrade; with millions of users it takes a while.
-            tracing::info!("moving own entries into their accounts, as this version keeps them");
+            tracing::info!("moving {what} into their accounts, as this version keeps them");
         }
-        let user = keys::after_prefix(&k);
-        let (seq, own): (Seq, Account) = wire::decode::<_, { wire::MAX_ACCOUNT_BYTES + 16 }>(&v)?;
-        let account_key = keys::account(&text(user)?);
-        let account = match db.get(&account_key)? {
-            Some(bytes) => decode_account(&bytes)?.account,
-            None => Packed::pack(&Account::default()),
+        let (user, legacy) = decode(&k, &v)?;
+        let account_key = keys::account(&user);
+        let mut write = match db.get(&account_key)? {
+            Some(bytes) => decode_account(&bytes)?,
+            None => AccountWrite {
+                account: Packed::pack(&Account::default()),
+                own: None,
+                held: Held::new(),
+            },
         };
-        let write = AccountWrite {
-            account,
-            own: Some((seq, Packed::pack(&own))),
-        };
+        match legacy {
+            Legacy::OwnEntry(seq, own) => write.own = Some((seq, Packed::pack(&own))),
+            Legacy::VersionHeld(origin, seq) => {
+                match write.held.iter_mut().find(|(o, _)| *o == origin) {
+                    Some((_, held)) => *held = (*held).max(seq),
+                    None => {
+                        write.held.push((origin, seq));
+                        write.held.sort_unstable();
+                    }
+                }
+            }
+        }
         let mut batch = sled::Batch::default();
         batch.insert(account_key, wire::encode(&write)?);
         batch.remove(k);
@@ -575,7 +623,7 @@ fn move_own_entries_into_accounts(db: &sled::Db) -> Result<(), NodeError> {
     }
     if moved > 0 {
         db.flush()?;
-        tracing::info!(users = moved, "moved own entries into their accounts");
+        tracing::info!(keys = moved, "moved {what} into their accounts");
     }
     Ok(())
 }
@@ -682,14 +730,16 @@ mod tests {
     }
 
     #[test]
-    fn an_account_value_reads_with_its_own_entry_or_alone() {
+    fn an_account_value_reads_in_each_layout_it_was_written_in() {
         let with = AccountWrite {
             account: Packed::pack(&spent(3)),
             own: Some((Seq(7), Packed::pack(&spent(2)))),
+            held: vec![(RegionId(2), Seq(11)), (RegionId(3), Seq(4))],
         };
         let without = AccountWrite {
             account: Packed::pack(&spent(5)),
             own: None,
+            held: Vec::new(),
         };
         for write in [&with, &without] {
             let bytes = wire::encode(write).expect("encode");
@@ -697,22 +747,30 @@ mod tests {
         }
         let bytes = wire::encode(&with).expect("encode");
         assert!(decode_account(&bytes[..bytes.len() - 1]).is_err());
+        // As versions before the versions held wrote it: the account and our
+        // entry, which is `with` short of its held list.
+        let before_held = wire::encode(&(spent(3), Some((Seq(7), spent(2))))).expect("encode");
+        let read = decode_account(&before_held).expect("decodes");
+        assert_eq!(read.own, with.own);
+        assert_eq!(read.account, with.account);
+        assert!(read.held.is_empty());
         // As versions before AccountWrite wrote it: the account alone, which
-        // is `without` short of its trailer's "none" tag.
+        // is `without` short of its "none" tag and its empty list's length.
         let alone = spent(5).to_bytes().expect("encode");
         assert_eq!(decode_account(&alone).expect("decodes"), without);
         let bytes = wire::encode(&without).expect("encode");
-        assert_eq!(&bytes[..bytes.len() - 1], alone.as_slice());
+        assert_eq!(&bytes[..bytes.len() - 2], alone.as_slice());
     }
 
     #[test]
-    fn own_entries_under_their_own_keys_move_into_their_accounts() {
+    fn values_under_keys_of_their_own_move_into_their_accounts() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), 1 << 20).expect("open");
         let db = store.db().expect("db");
-        // As versions before AccountWrite wrote them: users we wrote, and
-        // "bob", only merged from another region.
+        // As older versions wrote them: users we wrote, whose entries from
+        // regions 2 and 3 we held; and "bob", only merged from region 2.
         let put = |key: Vec<u8>, value: Vec<u8>| db.insert(key, value).expect("insert");
+        let held = |origin: u16, i: u64| (RegionId(origin), Seq(1_000 * u64::from(origin) + i));
         let mut accounts = Vec::new();
         for i in 0..100u64 {
             let user = format!("user-{i}");
@@ -722,29 +780,46 @@ mod tests {
             );
             let own = (Seq(i + 1), spent(2 + i));
             put(keys::own_entry(&user), wire::encode(&own).expect("encode"));
+            for (origin, seq) in [held(3, i), held(2, i)] {
+                put(
+                    keys::version_held(origin, &user),
+                    seq.0.to_be_bytes().to_vec(),
+                );
+            }
             let write = AccountWrite {
                 account: Packed::pack(&spent(3 + i)),
                 own: Some((own.0, Packed::pack(&own.1))),
+                held: vec![held(2, i), held(3, i)],
             };
             accounts.push((user, write));
         }
         put(keys::account("bob"), spent(9).to_bytes().expect("encode"));
+        put(
+            keys::version_held(RegionId(2), "bob"),
+            5u64.to_be_bytes().to_vec(),
+        );
         accounts.push((
             "bob".into(),
             AccountWrite {
                 account: Packed::pack(&spent(9)),
                 own: None,
+                held: vec![(RegionId(2), Seq(5))],
             },
         ));
 
         let loaded = store.load().expect("load");
         let mut expected = Durable::default();
         expected.apply(&Persist {
-            accounts,
+            accounts: accounts.clone(),
             ..Persist::default()
         });
         assert_eq!(loaded, expected);
         assert_eq!(db.scan_prefix([keys::OWN_ENTRY]).count(), 0);
+        assert_eq!(db.scan_prefix([keys::VERSION_HELD]).count(), 0);
+        for (user, write) in &accounts {
+            let stored = db.get(keys::account(user)).expect("get").expect("stored");
+            assert_eq!(&decode_account(&stored).expect("decodes"), write);
+        }
         // Moved once: the next start reads the same.
         assert_eq!(store.load().expect("load again"), expected);
     }

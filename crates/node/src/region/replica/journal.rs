@@ -12,8 +12,8 @@ use crate::region::holds::HoldId;
 use crate::region::idempotency::RecordId;
 use crate::region::packed::Packed;
 use crate::region::units::Seq;
-use ledger_crdt::{Account, RegionId};
-use std::collections::{BTreeMap, BTreeSet};
+use ledger_crdt::Account;
+use std::collections::BTreeSet;
 
 /// One of our writes not yet durable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,9 +33,9 @@ pub(super) struct PendingWrite {
 /// (`benches/peer_instructions.sh`).
 #[derive(Debug, Default)]
 struct Dirty {
+    /// Users whose account, own entry or version held of another origin's
+    /// entry changed: all three are one stored value.
     users: Set<String>,
-    /// By origin, then user.
-    seqs: BTreeMap<RegionId, Set<String>>,
     records: BTreeSet<RecordId>,
     holds: BTreeSet<HoldId>,
 }
@@ -46,15 +46,6 @@ impl Dirty {
     fn mark_user(&mut self, user: &str) {
         if !self.users.contains(user) {
             self.users.insert(user.to_owned());
-        }
-    }
-
-    /// Marks the version held of `origin`'s entry for `user` changed; it
-    /// looks before copying the name too.
-    fn mark_seq(&mut self, origin: RegionId, user: &str) {
-        let users = self.seqs.entry(origin).or_default();
-        if !users.contains(user) {
-            users.insert(user.to_owned());
         }
     }
 }
@@ -124,10 +115,10 @@ impl Journal {
         self.dirty.mark_user(user);
     }
 
-    /// `user`'s account changed by a merge.
-    pub(super) fn merged(&mut self, origin: RegionId, user: &str) {
+    /// `user`'s account, and the version held of another origin's entry,
+    /// changed by a merge.
+    pub(super) fn merged(&mut self, user: &str) {
         self.dirty.mark_user(user);
-        self.dirty.mark_seq(origin, user);
     }
 
     /// The record under `id` was stored or removed.
@@ -172,7 +163,8 @@ impl Journal {
                     (None, Some(_)) => Packed::pack(&Account::default()),
                     (None, None) => return None,
                 };
-                Some((user, AccountWrite { account, own }))
+                let held = state.held_of(&user);
+                Some((user, AccountWrite { account, own, held }))
             })
             .collect();
         self.prepared += 1;
@@ -180,17 +172,6 @@ impl Journal {
             upto: state.last_written,
             number: self.prepared,
             accounts,
-            seqs: dirty
-                .seqs
-                .into_iter()
-                .flat_map(|(origin, users)| {
-                    sorted(users).into_iter().map(move |user| (origin, user))
-                })
-                .filter_map(|(origin, user)| {
-                    let seq = state.seq_held(origin, &user)?;
-                    Some(((origin, user), seq))
-                })
-                .collect(),
             records: dirty
                 .records
                 .into_iter()
@@ -221,9 +202,6 @@ impl Journal {
         self.storage_failing = true;
         for (user, _) in persist.accounts {
             self.dirty.users.insert(user);
-        }
-        for ((origin, user), _) in persist.seqs {
-            self.dirty.seqs.entry(origin).or_default().insert(user);
         }
         for (id, _) in persist.records {
             self.dirty.records.insert(id);

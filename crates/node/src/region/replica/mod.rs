@@ -697,7 +697,7 @@ impl Replica {
         }
         let merged = self.ledger.state.merge(&item, self.me(), self.faults);
         self.ledger.touched(&item.user);
-        self.ledger.journal.merged(item.origin, &item.user);
+        self.ledger.journal.merged(&item.user);
         self.escrow
             .observe(&item.user, item.origin, merged.spent, now);
         let mut account = merged.account;

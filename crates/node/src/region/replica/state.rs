@@ -110,10 +110,9 @@ pub struct Persist {
     /// Which [`crate::Replica::prepare_persist`] made it (they are numbered
     /// from 1); hand it back to [`crate::Replica::handle_flushed`].
     pub number: u64,
-    /// Changed accounts, each with our own entry of the user.
+    /// Changed accounts, each with our own entry of the user and the
+    /// versions held of other origins' entries.
     pub accounts: Vec<(String, AccountWrite)>,
-    /// Changed versions held of other origins' entries.
-    pub seqs: Vec<((RegionId, String), Seq)>,
     /// Changed idempotency records; `None` deletes.
     pub records: Vec<(RecordId, Option<IdempotencyRecord>)>,
     /// Changed holds; `None` deletes.
@@ -125,7 +124,13 @@ pub struct Persist {
 }
 
 /// One user's account as a flush writes it: with our own entry of the user,
-/// so that a spend changes one stored value, not two.
+/// so that a spend changes one stored value, not two, and with the versions
+/// held of other origins' entries, so that a merge changes one, not two.
+///
+/// A merge changes the account and the version held of its origin's entry
+/// together, so both are always in the same persist: carrying the versions
+/// in the account's value saved the merging region a sled insert per merged
+/// user at each checkpoint (`benches/peer_instructions.sh`).
 #[derive(Clone, Debug, PartialEq, Eq, Encode)]
 pub struct AccountWrite {
     /// The account, packed as memory holds it (it encodes as the account would).
@@ -133,13 +138,14 @@ pub struct AccountWrite {
     /// Our own entry as of its last durable write (this flush's, if it
     /// carries one), with its sequence; `None` if we never wrote the user.
     pub own: Option<(Seq, Packed<Account>)>,
+    /// Every other origin's entry of the user held: its version, by origin.
+    pub held: Vec<(RegionId, Seq)>,
 }
 
 impl Persist {
     /// Whether the persist carries no key at all (only scalars).
     pub fn is_empty(&self) -> bool {
         self.accounts.is_empty()
-            && self.seqs.is_empty()
             && self.records.is_empty()
             && self.holds.is_empty()
             && self.statement.is_empty()
@@ -162,9 +168,9 @@ impl Durable {
                 // simulator's disk is what the node's would be.
                 None => self.remove_own(user),
             }
-        }
-        for ((origin, user), seq) in &persist.seqs {
-            self.raise_seq(*origin, user, *seq);
+            for (origin, seq) in &write.held {
+                self.raise_seq(*origin, user, *seq);
+            }
         }
         for (id, record) in &persist.records {
             match record {
@@ -263,9 +269,12 @@ impl Durable {
         }
     }
 
-    /// The version of `origin`'s entry for `user` held, if any.
-    pub(super) fn seq_held(&self, origin: RegionId, user: &str) -> Option<Seq> {
-        self.seqs.get(&origin)?.get(user).copied()
+    /// The versions held of other origins' entries for `user`, by origin.
+    pub(super) fn held_of(&self, user: &str) -> Vec<(RegionId, Seq)> {
+        self.seqs
+            .iter()
+            .filter_map(|(origin, held)| Some((*origin, *held.get(user)?)))
+            .collect()
     }
 
     /// The version `seq` of `origin`'s entry for `user` is held, indexed,

@@ -528,6 +528,23 @@ fn a_hold_survives_a_crash_and_is_captured_after_it() {
 }
 
 #[test]
+fn the_versions_held_of_another_regions_entries_survive_a_restart() {
+    let mut h = Harness::new(2, &[0, 1], |_| {});
+    for user in ["ann", "bo", "cy"] {
+        h.spend(0, user);
+    }
+    h.run(1_000);
+    // They ride each account's stored value; lost, a restart would ask for
+    // every entry again.
+    let held = |state: &Durable| state.seqs.get(&region(0)).cloned().unwrap_or_default();
+    let merged = held(&h.replicas[1].ledger.state);
+    assert_eq!(merged.len(), 3, "region 1 merged the three users");
+    assert_eq!(held(&h.disks[1]), merged);
+    h.restart(1);
+    assert_eq!(held(&h.replicas[1].ledger.state), merged);
+}
+
+#[test]
 fn the_highest_subscription_version_wins_in_every_region() {
     let mut h = Harness::new(3, &[0, 1, 2], |_| {});
     let subscribe = |version, until| Command::Subscribe {
