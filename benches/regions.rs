@@ -516,17 +516,25 @@ async fn sla_run(proxies: &Handle) -> bool {
     let before = deployment.usage();
     let wire = || deployment.links.as_ref().map_or(0, Links::relayed_bytes);
     let wire_before = wire();
-    let kinds_before = peer_bytes_by_kind(&deployment).await;
+    let counters_before = counters(&deployment).await;
     let schedules = [schedule.clone(), schedule.clone(), schedule.clone()];
     let outcomes = drive(&deployment.servers, &schedules).await;
     let usage = deployment.usage();
     let wire_bytes = wire() - wire_before;
-    let mut kinds = peer_bytes_by_kind(&deployment).await;
-    for (kind, bytes) in kinds_before {
-        if let Some(after) = kinds.get_mut(&kind) {
-            *after = after.saturating_sub(bytes);
+    let mut counted = counters(&deployment).await;
+    for (series, before) in counters_before {
+        if let Some(after) = counted.get_mut(&series) {
+            *after = after.saturating_sub(before);
         }
     }
+    let kinds: std::collections::BTreeMap<&str, u64> = counted
+        .iter()
+        .filter_map(|(series, &bytes)| {
+            let kind = series.strip_prefix("maas_peer_bytes_sent_total{kind=\"")?;
+            Some((kind.strip_suffix("\"}")?, bytes))
+        })
+        .collect();
+    let count = |series: &str| counted.get(series).copied().unwrap_or(0);
 
     let mut table = String::from(
         "| region | sent | 200 | non-200 | 5xx + failed | p50 | p95 | p99 | p99.9 | max | mean |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
@@ -630,6 +638,14 @@ async fn sla_run(proxies: &Handle) -> bool {
         "messages' bytes per spend by kind, before QUIC (the nodes' maas_peer_bytes_sent_total): {}",
         by_kind.join(", ")
     );
+    // What the escrow did: a spend that waited for rights took a round trip
+    // (100 ms here) and two flushes, which is what the max shows.
+    println!(
+        "escrow, three nodes: {} spends waited for rights, {} rights requests, {} transfers",
+        count("maas_rights_waits_total"),
+        count("maas_rights_requests_total"),
+        count("maas_rights_transfers_total"),
+    );
     drop(deployment);
     // The floor, in the same run and under the same schedules: three bare
     // axum servers answering "hello" (no auth, no ledger, no storage, no
@@ -663,6 +679,9 @@ async fn sla_run(proxies: &Handle) -> bool {
             "peak_rss_kib": used.peak_rss_kib, "cpu_secs": used.cpu_secs,
             "wire_bytes": wire_bytes, "spends_with_warmup": spends,
             "message_bytes_by_kind": kinds,
+            "rights_waits": count("maas_rights_waits_total"),
+            "rights_requests": count("maas_rights_requests_total"),
+            "rights_transfers": count("maas_rights_transfers_total"),
             "hello_floor": { "all": outcome_json(&floor), "cpu_secs_per_1k": floor_cpu },
         }),
     );
@@ -670,26 +689,23 @@ async fn sla_run(proxies: &Handle) -> bool {
     true
 }
 
-/// Every node's `maas_peer_bytes_sent_total`, summed by kind.
-async fn peer_bytes_by_kind(deployment: &Deployment) -> std::collections::BTreeMap<String, u64> {
-    let mut kinds = std::collections::BTreeMap::new();
+/// Every node's counters, summed by series (name and labels).
+async fn counters(deployment: &Deployment) -> std::collections::BTreeMap<String, u64> {
+    let mut sums = std::collections::BTreeMap::new();
     for server in &deployment.servers {
         let Ok((200, body)) = fetch(&server.addr, "/metrics", OPERATOR).await else {
             continue;
         };
-        for line in body.lines() {
-            let Some(rest) = line.strip_prefix("maas_peer_bytes_sent_total{kind=\"") else {
-                continue;
-            };
-            let Some((kind, value)) = rest.split_once("\"} ") else {
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
                 continue;
             };
             if let Ok(value) = value.trim().parse::<f64>() {
-                *kinds.entry(kind.to_owned()).or_insert(0) += value as u64;
+                *sums.entry(series.to_owned()).or_insert(0) += value as u64;
             }
         }
     }
-    kinds
+    sums
 }
 
 fn outcome_json(o: &Outcome) -> serde_json::Value {
