@@ -4,7 +4,10 @@
 //! This policy moves them *ahead* of demand: every region publishes how fast each
 //! user spends there, every region computes the same demand-proportional targets, and
 //! a region holding more than its target sends the surplus to regions that have
-//! fallen below a low-water mark of theirs, before they run dry.
+//! fallen below a low-water mark of theirs, before they run dry. Every live region
+//! keeps a reserve whatever its demand (a few tokens, or a tenth of an even share
+//! of a large balance), so a region that has not seen a user lately still serves
+//! the user's next spend at once.
 //!
 //! It is a pure function of what one region knows, so the node and the simulator run
 //! the very same code, and it is safe by construction: it only ever proposes
@@ -19,6 +22,15 @@ pub struct RebalanceConfig {
     /// Tokens every live region keeps (when the balance allows) whatever the demand,
     /// so that if a user's usual region dies the others can still serve a little.
     pub failover_reserve: u64,
+    /// Every live region also keeps this percentage of an even share of the
+    /// user's rights, whatever the demand. Demand decays: a region that has not
+    /// seen a user for a while reads as having none, and with the token reserve
+    /// alone it gave away all but a few tokens of even a huge balance, so the
+    /// user's next spends there waited a round trip for rights (321 spends in
+    /// one 30 s SLA run of `benches/regions.rs`, whose users hold 10⁹ tokens).
+    /// A small balance is unchanged: either reserve is at most a quarter of an
+    /// even share, and 150 tokens over three regions give 5 either way.
+    pub idle_share_percent: u64,
     /// A region is topped up once its rights fall below this percentage of its
     /// target. Lower values move rights less often; higher values keep more headroom.
     pub low_water_percent: u64,
@@ -33,6 +45,7 @@ impl Default for RebalanceConfig {
     fn default() -> Self {
         Self {
             failover_reserve: 5,
+            idle_share_percent: 10,
             low_water_percent: 50,
             give_above_percent: 200,
         }
@@ -55,8 +68,8 @@ pub struct Transfer {
 /// twice counts once, with its first rate. `me` is always taken as live. Rights
 /// of regions not in `demand` are treated as stranded.
 ///
-/// Targets: each live region gets the failover reserve, and the rest of the live
-/// rights is split in proportion to demand. `me` sends only its surplus over its own
+/// Targets: each live region gets the reserve (see [`RebalanceConfig`]), and the
+/// rest of the live rights is split in proportion to demand. `me` sends only its surplus over its own
 /// target, and only to regions below `low_water_percent` of theirs; when several
 /// regions hold surplus, each sends its proportional part of every deficit, so
 /// together they cover it without overshooting.
@@ -92,7 +105,8 @@ pub fn plan_transfers(
         l.rights =
             u128::from(account.rights(genesis, l.region)) + u128::from(account.incoming(l.region));
     }
-    set_targets(&mut live, total_demand, config.failover_reserve);
+    let reserve = reserve_each(&live, config);
+    set_targets(&mut live, total_demand, reserve);
 
     let Some(mine) = live.iter().find(|l| l.region == me) else {
         return Vec::new();
@@ -104,7 +118,6 @@ pub fn plan_transfers(
         return Vec::new();
     }
     let all_surplus: u128 = live.iter().map(Live::surplus).sum();
-    let reserve = reserve_each(&live, config.failover_reserve);
 
     let mut needy: Vec<(u128, RegionId)> = live
         .iter()
@@ -172,21 +185,24 @@ pub fn answer_request(
     (give > 0).then_some(give)
 }
 
-/// The failover reserve each live region keeps: the configured amount, but never
-/// more than a quarter of an even share, so that a small balance still flows to
-/// where the user spends instead of sitting in reserves.
-fn reserve_each(live: &[Live], failover_reserve: u64) -> u128 {
+/// The reserve each live region keeps whatever the demand: the failover
+/// reserve or the idle share of an even share, whichever is more, but never
+/// more than a quarter of an even share, so that a small balance still flows
+/// to where the user spends instead of sitting in reserves.
+fn reserve_each(live: &[Live], config: &RebalanceConfig) -> u128 {
     let total: u128 = live.iter().map(|l| l.rights).sum();
     // `live` always holds at least `me`.
     let n = live.len().max(1) as u128;
-    u128::from(failover_reserve).min(total / (4 * n))
+    let idle_share = total / n * u128::from(config.idle_share_percent) / 100;
+    u128::from(config.failover_reserve)
+        .max(idle_share)
+        .min(total / (4 * n))
 }
 
-/// Sets each live region's target: the reserve, plus the rest in proportion to
+/// Sets each live region's target: `reserve`, plus the rest in proportion to
 /// demand. Rounding leftovers go to the busiest region (lowest id among equals).
-fn set_targets(live: &mut [Live], total_demand: u128, failover_reserve: u64) {
+fn set_targets(live: &mut [Live], total_demand: u128, reserve: u128) {
     let total: u128 = live.iter().map(|l| l.rights).sum();
-    let reserve = reserve_each(live, failover_reserve);
     let distributable = total - reserve * live.len() as u128;
     for l in live.iter_mut() {
         l.target = reserve + distributable * l.demand / total_demand;
@@ -234,6 +250,35 @@ mod tests {
             }]
         );
         assert!(plan_transfers(&account, &g, RegionId(2), &demand, &config).is_empty());
+    }
+
+    #[test]
+    fn a_large_balance_keeps_an_idle_share_in_every_live_region() {
+        let g = Genesis::new(3_000_000, [RegionId(1), RegionId(2), RegionId(3)]).expect("genesis");
+        let account = Account::new();
+        let demand = [(RegionId(1), 0), (RegionId(2), 10), (RegionId(3), 0)];
+        // 10 % of an even share (1,000,000) stays in each idle region; with
+        // the token reserve alone, 999,995 would leave each.
+        let plan = plan_transfers(
+            &account,
+            &g,
+            RegionId(1),
+            &demand,
+            &RebalanceConfig::default(),
+        );
+        assert_eq!(
+            plan,
+            vec![Transfer {
+                to: RegionId(2),
+                amount: 900_000
+            }]
+        );
+        let config = RebalanceConfig {
+            idle_share_percent: 0,
+            ..RebalanceConfig::default()
+        };
+        let plan = plan_transfers(&account, &g, RegionId(1), &demand, &config);
+        assert_eq!(plan[0].amount, 999_995);
     }
 
     #[test]
@@ -314,7 +359,10 @@ mod tests {
             .collect();
         let total: u128 = rights.values().sum();
         let n = rights.len().max(1) as u128;
-        let reserve = u128::from(config.failover_reserve).min(total / (4 * n));
+        let idle_share = total / n * u128::from(config.idle_share_percent) / 100;
+        let reserve = u128::from(config.failover_reserve)
+            .max(idle_share)
+            .min(total / (4 * n));
         let distributable = total - reserve * rights.len() as u128;
         let mut targets: BTreeMap<RegionId, u128> = live
             .iter()
@@ -373,6 +421,7 @@ mod tests {
             demand in proptest::collection::btree_map(1u16..=6, 0u64..50, 0..6),
             me in 1u16..=6,
             reserve in 0u64..20,
+            idle in 0u64..40,
             low in 1u64..100,
             give in 100u64..300,
         ) {
@@ -391,6 +440,7 @@ mod tests {
             let rows: Vec<(RegionId, u64)> = demand.iter().map(|(&r, &d)| (r, d)).collect();
             let config = RebalanceConfig {
                 failover_reserve: reserve,
+                idle_share_percent: idle,
                 low_water_percent: low,
                 give_above_percent: give,
             };
