@@ -49,16 +49,6 @@ impl Demand {
         }
     }
 
-    /// The rate recorded for `user` at `region`, whether or not it still
-    /// counts ([`Rate::at`] says).
-    fn rate(&self, user: &str, region: RegionId) -> Option<Rate> {
-        let rates = self.rates.get(user)?;
-        rates
-            .iter()
-            .find(|(r, _)| *r == region)
-            .map(|&(_, rate)| rate)
-    }
-
     /// Forgets, in one slice of the users, every rate that has decayed below
     /// the no-demand threshold: without this, every user who ever spent would
     /// keep an entry for the node's lifetime. A full pass takes
@@ -109,21 +99,51 @@ impl Demand {
         }
     }
 
-    /// When a spend of `user` at `region` was last observed, if it still counts.
-    pub(crate) fn last_seen(&self, user: &str, region: RegionId, now: Millis) -> Option<Millis> {
-        let rate = self.rate(user, region)?;
-        rate.at(self.half_life_ms, now.0)?;
-        Some(Millis(rate.at_ms))
+    /// `user`'s demand as of `now`, looked up once for any number of regions:
+    /// a plan reads every live region's, and each look-up hashed the name.
+    pub(crate) fn of(&self, user: &str, now: Millis) -> UserDemand<'_> {
+        UserDemand {
+            rates: self.rates.get(user).map_or(&[], Vec::as_slice),
+            half_life_ms: self.half_life_ms,
+            now_ms: now.0,
+        }
     }
 
-    /// The current rate of `user` at `region`, in thousandths of a token per second
-    /// (an integer, as the rebalancing policy wants).
-    /// Rates under 0.01 tokens/s count as no demand, so a cluster at rest stays at
-    /// rest instead of moving rights on vanishing differences.
+    /// The current rate of `user` at `region`, in thousandths of a token per
+    /// second (see [`UserDemand::seen`]).
     pub(crate) fn milli_rate(&self, user: &str, region: RegionId, now: Millis) -> u64 {
-        self.rate(user, region)
-            .and_then(|r| r.at(self.half_life_ms, now.0))
-            .map_or(0, |rate| (rate * 1000.0) as u64)
+        self.of(user, now).milli_rate(region)
+    }
+}
+
+/// One user's demand at every region, as of one moment ([`Demand::of`]).
+pub(crate) struct UserDemand<'a> {
+    rates: &'a [(RegionId, Rate)],
+    half_life_ms: u64,
+    now_ms: u64,
+}
+
+impl UserDemand<'_> {
+    /// When a spend at `region` was last observed and the rate now, in
+    /// thousandths of a token per second (an integer, as the rebalancing
+    /// policy wants); `None` if it no longer counts. Rates under 0.01
+    /// tokens/s count as no demand, so a cluster at rest stays at rest
+    /// instead of moving rights on vanishing differences.
+    pub(crate) fn seen(&self, region: RegionId) -> Option<(Millis, u64)> {
+        let &(_, rate) = self.rates.iter().find(|(r, _)| *r == region)?;
+        let now = rate.at(self.half_life_ms, self.now_ms)?;
+        Some((Millis(rate.at_ms), (now * 1000.0) as u64))
+    }
+
+    /// When a spend at `region` was last observed, if it still counts.
+    pub(crate) fn last_seen(&self, region: RegionId) -> Option<Millis> {
+        self.seen(region).map(|(at, _)| at)
+    }
+
+    /// The rate at `region` now, in thousandths of a token per second; 0 if
+    /// it no longer counts.
+    pub(crate) fn milli_rate(&self, region: RegionId) -> u64 {
+        self.seen(region).map_or(0, |(_, rate)| rate)
     }
 }
 
@@ -156,9 +176,9 @@ mod tests {
             }
         };
         // Already gone for every reader before any pruning.
-        assert_eq!(d.last_seen("idle", RegionId(1), Millis(20_000)), None);
+        assert_eq!(d.of("idle", Millis(20_000)).last_seen(RegionId(1)), None);
         assert_eq!(
-            d.last_seen("busy", RegionId(1), Millis(20_000)),
+            d.of("busy", Millis(20_000)).last_seen(RegionId(1)),
             Some(Millis(20_000))
         );
         full_pass(&mut d, 20_000);

@@ -102,15 +102,14 @@ impl Escrow {
     /// Whether this region served `user`'s latest spend it knows of, within
     /// `local_customer_ms`: a steady local customer.
     pub(super) fn served_last(&self, user: &str, live: &[RegionId], now: Millis) -> bool {
-        let Some(here) = self.demand.last_seen(user, self.me, now) else {
+        let user_demand = self.demand.of(user, now);
+        let Some(here) = user_demand.last_seen(self.me) else {
             return false;
         };
         now.since(here) < self.local_customer_ms
-            && live.iter().all(|&r| {
-                self.demand
-                    .last_seen(user, r, now)
-                    .is_none_or(|t| t <= here)
-            })
+            && live
+                .iter()
+                .all(|&r| user_demand.last_seen(r).is_none_or(|t| t <= here))
     }
 
     /// The transfers to make for `user` now, by the rebalancing policy.
@@ -134,19 +133,25 @@ impl Escrow {
         if !self.moves_rights {
             return Vec::new();
         }
-        let everyone = || live.iter().copied().chain([self.me]);
-        let freshest = everyone()
-            .filter_map(|r| self.demand.last_seen(user, r, now))
-            .max();
+        // One look-up of the user for every region's demand and last spend.
+        let user_demand = self.demand.of(user, now);
+        let mut freshest = None;
+        let demand: Vec<(RegionId, u64)> = live
+            .iter()
+            .copied()
+            .chain([self.me])
+            .map(|r| {
+                let seen = user_demand.seen(r);
+                freshest = freshest.max(seen.map(|(at, _)| at));
+                (r, seen.map_or(0, |(_, rate)| rate))
+            })
+            .collect();
         if freshest.is_none_or(|t| now.since(t) >= self.rebalance_quiet_ms) {
             return Vec::new();
         }
         if !self.rebalances.allow(user, now) {
             return Vec::new();
         }
-        let demand: Vec<(RegionId, u64)> = everyone()
-            .map(|r| (r, self.demand.milli_rate(user, r, now)))
-            .collect();
         let mut plan = plan_transfers(account, &self.genesis, self.me, &demand, &self.rebalance);
         // Rights just accepted from a region are not sent straight back: two
         // regions whose delayed views of demand disagree would bounce them.
@@ -207,9 +212,10 @@ impl Escrow {
     /// Where `user`'s rights go when this region leaves: the busiest live peer
     /// for the user, lowest id among equals; `None` when no peer is live.
     pub(super) fn heir(&self, user: &str, live: &[RegionId], now: Millis) -> Option<RegionId> {
+        let user_demand = self.demand.of(user, now);
         live.iter()
             .copied()
-            .max_by_key(|&r| (self.demand.milli_rate(user, r, now), std::cmp::Reverse(r)))
+            .max_by_key(|&r| (user_demand.milli_rate(r), std::cmp::Reverse(r)))
     }
 
     /// Forgets, in one slice of the users, per-user timing state that can no
