@@ -823,4 +823,54 @@ mod tests {
         // Moved once: the next start reads the same.
         assert_eq!(store.load().expect("load again"), expected);
     }
+
+    #[test]
+    fn versions_held_an_older_version_only_logged_load_after_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let own = (Seq(3), spent(2));
+        {
+            let store = Store::open(dir.path(), 1 << 20).expect("open");
+            // As an older version's group commit logged them: the account
+            // with our entry, and the version held under a key of its own.
+            // Both are held back for a checkpoint that never comes.
+            let old_account = wire::encode(&(spent(4), Some(own.clone()))).expect("encode");
+            let extra = vec![
+                (keys::account("ann"), Some(old_account)),
+                (
+                    keys::version_held(RegionId(2), "ann"),
+                    Some(7u64.to_be_bytes().to_vec()),
+                ),
+            ];
+            store.persist(&Persist::default(), extra).expect("persist");
+            let db = store.db().expect("db");
+            assert_eq!(
+                db.get(keys::account("ann")).expect("get"),
+                None,
+                "in the log alone"
+            );
+        }
+        // The restart replays the log into sled, then moves the version.
+        let store = Store::open(dir.path(), 1 << 20).expect("reopen");
+        let mut expected = Durable::default();
+        expected.apply(&Persist {
+            accounts: vec![(
+                "ann".into(),
+                AccountWrite {
+                    account: Packed::pack(&spent(4)),
+                    own: Some((own.0, Packed::pack(&own.1))),
+                    held: vec![(RegionId(2), Seq(7))],
+                },
+            )],
+            ..Persist::default()
+        });
+        assert_eq!(store.load().expect("load"), expected);
+        assert_eq!(
+            store
+                .db()
+                .expect("db")
+                .scan_prefix([keys::VERSION_HELD])
+                .count(),
+            0
+        );
+    }
 }
