@@ -69,10 +69,10 @@ pub struct Transfer {
 /// of regions not in `demand` are treated as stranded.
 ///
 /// Targets: each live region gets the reserve (see [`RebalanceConfig`]), and the
-/// rest of the live rights is split in proportion to demand. `me` sends only its surplus over its own
-/// target, and only to regions below `low_water_percent` of theirs; when several
-/// regions hold surplus, each sends its proportional part of every deficit, so
-/// together they cover it without overshooting.
+/// rest of the live rights is split in proportion to demand. `me` sends only its
+/// surplus over its own target, and only to regions below `low_water_percent` of
+/// theirs; when several regions hold surplus, each sends its proportional part of
+/// every deficit, so together they cover it without overshooting.
 pub fn plan_transfers(
     account: &Account,
     genesis: &Genesis,
