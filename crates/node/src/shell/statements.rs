@@ -623,21 +623,6 @@ mod tests {
         assert_eq!(statements.opening("u").unwrap(), 0);
     }
 
-    /// The store in `dir` opened again after a drop. sled's I/O threads may
-    /// hold the directory's lock a moment after its last handle goes.
-    fn reopen(dir: &std::path::Path) -> Store {
-        for _ in 0..250 {
-            match Store::open(dir, 1 << 20) {
-                Ok(store) => return store,
-                Err(e) if e.to_string().contains("lock") => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-        panic!("sled kept its lock for 5 s");
-    }
-
     /// Commits of `u` (40, 20 and 10 lines) and of `v` (one line each), the
     /// way three group commits write them.
     fn three_commits(store: &Store) {
@@ -698,7 +683,7 @@ mod tests {
         assert_eq!(note_keys(&notes[0].1).unwrap().len(), 3);
         // A restart reads the same from sled alone.
         drop(store);
-        let store = reopen(dir.path());
+        let store = Store::reopen(dir.path());
         let statements = over(&store, None);
         assert_eq!(every_line(&statements), before);
         // Retention goes by the merged note: nothing before the newest
@@ -718,7 +703,7 @@ mod tests {
         // sled holds the merged chunks, flushed; the log holds the commits.
         store.merge_without_forgetting().unwrap();
         drop(store);
-        let store = reopen(dir.path());
+        let store = Store::reopen(dir.path());
         let statements = over(&store, None);
         assert_eq!(every_line(&statements), before, "no line lost or doubled");
         // Erasure and the carried-forward total agree with the lines.
@@ -783,7 +768,7 @@ mod tests {
         assert_eq!(all(&statements, "v", 10).len(), 3);
         assert_eq!(statements.opening("u").unwrap(), 80);
         drop(store);
-        let store = reopen(dir.path());
+        let store = Store::reopen(dir.path());
         assert!(all(&over(&store, None), "u", 10).is_empty());
     }
 
