@@ -23,8 +23,14 @@
 //!   against three bare axum hello servers, the CPU floor of the HTTP stack.
 //! - `MAAS_BENCH_SMOKE=1` runs scenario 3 for two seconds at a low rate (CI).
 //!
+//! Every server (ours, the seed design's, hello) runs a third of the cores as
+//! tokio workers, at least one: three regions share this machine, and a
+//! deployment sizes each node to the cores it has (benches/README.md,
+//! session 22).
+//!
 //! Tuning: `MAAS_BENCH_RATE` (total requests/s, scenario 3), `MAAS_BENCH_SECONDS`,
-//! `MAAS_BENCH_SLA_RATE`, `MAAS_BENCH_SLA_SECONDS`.
+//! `MAAS_BENCH_SLA_RATE`, `MAAS_BENCH_SLA_SECONDS`, `MAAS_BENCH_WORKERS` (tokio
+//! workers per server).
 
 #[path = "../tests/support/proxy.rs"]
 mod proxy;
@@ -36,7 +42,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::load::{Outcome, Request, Schedule, fetch, open_loop};
-use support::servers::{OPERATOR, Server, Usage, jwt};
+use support::servers::{OPERATOR, Server, Usage, jwt, share_cores, workers_per_server};
 use support::{delay, env_or};
 use tokio::runtime::Handle;
 
@@ -56,6 +62,13 @@ fn main() {
     if support::serve_role_if_asked() {
         return;
     }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let workers = env_or("MAAS_BENCH_WORKERS", cores / 3);
+    share_cores(workers);
+    eprintln!(
+        "note: every server runs {} tokio worker(s), its share of {cores} cores (MAAS_BENCH_WORKERS sets it)",
+        workers.max(1)
+    );
     // Proxies get a thread of their own, so relaying never delays the generator.
     let proxies = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -456,6 +469,7 @@ async fn compare(proxies: &Handle, smoke: bool) -> bool {
         );
         json.push(serde_json::json!({
             "design": deployment.name,
+            "workers_per_server": workers_per_server(),
             "regions": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
             "users_overspent": users_over,
             "tokens_overspent": tokens_over,
@@ -674,6 +688,7 @@ async fn sla_run(proxies: &Handle) -> bool {
         "regions_sla.json",
         &serde_json::json!({
             "base_rate": base, "spike_rate": spike,
+            "workers_per_server": workers_per_server(),
             "regions": outcomes.iter().map(outcome_json).collect::<Vec<_>>(),
             "all": outcome_json(&all),
             "peak_rss_kib": used.peak_rss_kib, "cpu_secs": used.cpu_secs,

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The HS256 secret every bench server verifies client tokens with.
@@ -14,6 +15,31 @@ pub const OPERATOR: &str = "bench-operator-credential";
 
 /// Environment variable that makes a bench executable serve "hello" at an address.
 pub const HELLO_ROLE: &str = "MAAS_BENCH_HELLO_SERVER";
+
+/// Tokio workers per server process, when [`share_cores`] set it.
+static WORKERS: OnceLock<usize> = OnceLock::new();
+
+/// Every server started after this call runs `workers` tokio workers
+/// (`TOKIO_WORKER_THREADS`, which our nodes and the axum servers' runtimes
+/// read), not one per core: for a bench that runs several regions' servers
+/// on one machine, as a deployment would size each to its share of the
+/// cores. The first call wins.
+pub fn share_cores(workers: usize) {
+    let _ = WORKERS.set(workers.max(1));
+}
+
+/// What [`share_cores`] set, if anything.
+pub fn workers_per_server() -> Option<usize> {
+    WORKERS.get().copied()
+}
+
+/// Applies [`share_cores`] to a server's command.
+fn sized(command: &mut Command) -> &mut Command {
+    if let Some(n) = WORKERS.get() {
+        command.env("TOKIO_WORKER_THREADS", n.to_string());
+    }
+    command
+}
 
 /// A server under test: one or more processes, killed on drop.
 pub struct Server {
@@ -70,7 +96,7 @@ impl Server {
     /// with the extra environment `vars`, serving at a fresh address.
     async fn role(role: &str, vars: &[(&str, String)]) -> Server {
         let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(std::env::current_exe().expect("exe"))
+        let child = sized(&mut Command::new(std::env::current_exe().expect("exe")))
             .env(role, &addr)
             .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
@@ -104,7 +130,7 @@ impl Server {
                 command.args([flag, value]);
             }
         }
-        let mut child = command
+        let mut child = sized(&mut command)
             .arg("--data-dir")
             .arg(dir)
             .args(extra)
