@@ -128,7 +128,7 @@ async fn run(smoke: bool) {
     let wrk_hello = if smoke {
         None
     } else {
-        wrk(&hello.addr, "/hello", None).map(|(rate, _)| rate)
+        wrk(&hello.addr, "/hello", None, CLOSED_LOOP_CONNECTIONS[0]).map(|(rate, _)| rate)
     };
     drop(hello);
 
@@ -153,16 +153,30 @@ async fn run(smoke: bool) {
     };
     let node_steps = ladder_run(&node, &ladder, warmup, measure, memes_request.clone()).await;
     let node_usage = node.usage();
-    // Closed loop, CPU per request: a spend against `/health` on the same node
-    // in the same minute (issue 15's primary figure).
-    let (wrk_memes, wrk_health) = if smoke {
-        (None, None)
+    // Closed loop, CPU per request and rate: a spend against `/health` on the
+    // same node in the same minute (issue 15's primary figure), with few
+    // connections and with many: spends wait for a shared flush, so how many
+    // clients share it decides what one costs.
+    let closed: Vec<ClosedLoop> = if smoke {
+        Vec::new()
     } else {
-        (
-            wrk_cpu(&node, "/memes?query=cats", Some(&jwt("wrk-user"))),
-            wrk_cpu(&node, "/health", None),
-        )
+        CLOSED_LOOP_CONNECTIONS
+            .iter()
+            .filter_map(|&connections| {
+                Some(ClosedLoop {
+                    connections,
+                    spend: wrk_cpu(
+                        &node,
+                        "/memes?query=cats",
+                        Some(&jwt("wrk-user")),
+                        connections,
+                    )?,
+                    health: wrk_cpu(&node, "/health", None, connections)?,
+                })
+            })
+            .collect()
     };
+    let wrk_memes = closed.first().map(|c| c.spend);
     drop(node);
 
     // The same node with statements off: what statement lines cost a spend.
@@ -297,10 +311,13 @@ async fn run(smoke: bool) {
             None => {}
         }
     }
-    if let (Some((_, spend)), Some((_, health))) = (wrk_memes, wrk_health) {
+    for c in &closed {
+        let ((spend_rate, spend), (health_rate, health)) = (c.spend, c.health);
         out.push_str(&format!(
-            "closed loop (wrk), node CPU per request: GET /memes {spend:.1} µs, /health {health:.1} µs, ratio {:.2} (issue 15's target: ≤ 25 µs and ≤ 2)\n",
-            spend / health.max(0.001)
+            "closed loop (wrk, 1 thread, {} connections): node CPU per request GET /memes {spend:.1} µs, /health {health:.1} µs, ratio {:.2}; rate {spend_rate:.0} spends/s, {health_rate:.0} /health/s, ratio {:.2} (issue 15's targets: ≤ 25 µs, ≤ 2, ≥ 0.5)\n",
+            c.connections,
+            spend / health.max(0.001),
+            spend_rate / health_rate.max(0.001),
         ));
     }
     // The physical floor of a durable spend: one fdatasync on the same disk
@@ -517,11 +534,24 @@ async fn ladder_run(
     steps
 }
 
-/// wrk's requests per second against `addr` + `path` (closed loop: it sends
-/// as fast as answers come) and how many it made, or `None` without wrk.
-fn wrk(addr: &str, path: &str, bearer: Option<&str>) -> Option<(f64, u64)> {
+/// wrk's connection counts for the closed-loop figures; the first is also
+/// the generator's cross-check.
+const CLOSED_LOOP_CONNECTIONS: [u32; 2] = [16, 128];
+
+/// One closed-loop comparison: (rate, node CPU µs per request) of spends and
+/// of `/health`, at `connections`.
+struct ClosedLoop {
+    connections: u32,
+    spend: (f64, f64),
+    health: (f64, f64),
+}
+
+/// wrk's requests per second against `addr` + `path` over `connections`
+/// (closed loop: each sends as fast as its answers come) and how many it
+/// made, or `None` without wrk.
+fn wrk(addr: &str, path: &str, bearer: Option<&str>, connections: u32) -> Option<(f64, u64)> {
     let mut command = std::process::Command::new("wrk");
-    command.args(["-t1", "-c16", "-d3s"]);
+    command.args(["-t1", &format!("-c{connections}"), "-d3s"]);
     if let Some(token) = bearer {
         command.args(["-H", &format!("authorization: Bearer {token}")]);
     }
@@ -542,9 +572,14 @@ fn wrk(addr: &str, path: &str, bearer: Option<&str>) -> Option<(f64, u64)> {
 
 /// wrk against `server`: its rate, and the server's CPU µs per request
 /// during that run (from /proc, so the figure is the server's alone).
-fn wrk_cpu(server: &Server, path: &str, bearer: Option<&str>) -> Option<(f64, f64)> {
+fn wrk_cpu(
+    server: &Server,
+    path: &str,
+    bearer: Option<&str>,
+    connections: u32,
+) -> Option<(f64, f64)> {
     let before = server.usage().cpu_secs;
-    let (rate, requests) = wrk(&server.addr, path, bearer)?;
+    let (rate, requests) = wrk(&server.addr, path, bearer, connections)?;
     let used = server.usage().cpu_secs - before;
     Some((rate, used * 1e6 / requests.max(1) as f64))
 }
