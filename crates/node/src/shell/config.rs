@@ -176,7 +176,8 @@ pub(crate) struct Cli {
     /// Milliseconds a region gathers its writes before sending them to its
     /// peers as one batch. Longer sends fewer bytes per spend (a user written
     /// twice in one batch travels once) and delays replication, which escrow
-    /// does not depend on for safety (1 to 1000).
+    /// does not depend on for safety. Rights a peer asked for leave at once
+    /// (1 to 1000).
     #[arg(long, env = "MAAS_REPLICATION_BATCH_MS", default_value_t = 25,
           value_parser = clap::value_parser!(u64).range(1..=1000))]
     pub replication_batch_ms: u64,

@@ -20,7 +20,8 @@ pub struct ReplicaConfig {
     pub membership: MembershipConfig,
     /// The rebalancing policy's tuning.
     pub rebalance: RebalanceConfig,
-    /// A batch of deltas closes when its oldest write is this old.
+    /// A batch of deltas closes when its oldest write is this old, or as
+    /// soon as it carries rights a peer asked for.
     pub batch_age_ms: u64,
     /// A batch message holds at most about this many bytes.
     pub batch_bytes: usize,

@@ -268,8 +268,11 @@ impl Replica {
             Message::RightsRequest { user, amount } => {
                 if !self.leaving() {
                     let account = self.ledger.state.account(&user);
-                    if let Some(give) = self.escrow.answer(&user, &account, amount, now) {
-                        self.transfer(&user, from, give);
+                    if let Some(give) = self.escrow.answer(&user, &account, amount, now)
+                        && self.transfer(&user, from, give)
+                    {
+                        // Spends may wait for it there.
+                        self.replication.awaited(self.ledger.state.last_written);
                     }
                 }
             }
@@ -660,11 +663,13 @@ impl Replica {
     }
 
     /// Sends rights (see [`Ledger::transfer`]) and counts them.
-    fn transfer(&mut self, user: &str, to: RegionId, amount: u64) {
+    fn transfer(&mut self, user: &str, to: RegionId, amount: u64) -> bool {
         let ignore_holds = self.faults.give_away_held;
-        if let Some(sent) = self.ledger.transfer(user, to, amount, ignore_holds) {
+        let sent = self.ledger.transfer(user, to, amount, ignore_holds);
+        if let Some(sent) = sent {
             self.escrow.transferred(sent);
         }
+        sent.is_some()
     }
 
     /// Weighs moving `user`'s rights, whose account is now `account`.

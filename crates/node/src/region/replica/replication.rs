@@ -7,7 +7,8 @@
 //!   restarted us holds too. (Were it otherwise, a crash could make peers merge
 //!   two different histories of our entry into a mixture with negative rights.)
 //! - Durable writes go to every live peer in **batches** covering a range
-//!   `(from, to]`, closed when the oldest is `batch_age_ms` old.
+//!   `(from, to]`, closed when the oldest is `batch_age_ms` old, or at once
+//!   when they carry rights a peer asked for: spends may be waiting there.
 //! - Each region keeps, per origin, a **watermark**: every write of that origin
 //!   up to it is held here. **Anti-entropy**: every `anti_entropy_ms` a region
 //!   sends its watermarks to the next peer, which answers with exactly the
@@ -50,6 +51,12 @@ pub(super) struct Replication {
     anti_entropy_ms: u64,
     /// When the oldest durable-but-unsent write became durable.
     ready_since: Option<Millis>,
+    /// The latest write a peer waits for (rights it asked for), until it is
+    /// durable.
+    awaited: Option<Seq>,
+    /// Whether an awaited write is durable and not yet sent: the batch is
+    /// due now.
+    hurry: bool,
     /// Per peer: its watermark of us, from its latest digest.
     acked_by: BTreeMap<RegionId, Seq>,
     /// When each recent durable write of ours became durable.
@@ -76,6 +83,8 @@ impl Replication {
             batch_bytes,
             anti_entropy_ms,
             ready_since: None,
+            awaited: None,
+            hurry: false,
             acked_by: BTreeMap::new(),
             write_times: VecDeque::new(),
             unsent_records: Vec::new(),
@@ -90,8 +99,18 @@ impl Replication {
         self.unsent_records.push((seq, id));
     }
 
+    /// A peer waits for our write `seq`: the batch that carries it leaves as
+    /// soon as it is durable, not `batch_age_ms` later.
+    pub(super) fn awaited(&mut self, seq: Seq) {
+        self.awaited = Some(self.awaited.map_or(seq, |a| a.max(seq)));
+    }
+
     /// Our writes up to `durable` became durable at `now`.
     pub(super) fn became_durable(&mut self, now: Millis, durable: Seq, sent_upto: Seq) {
+        if self.awaited.is_some_and(|a| a <= durable) {
+            self.awaited = None;
+            self.hurry = durable > sent_upto;
+        }
         self.write_times.push_back((durable, now));
         if self.write_times.len() > WRITE_TIMES_KEPT {
             self.write_times.pop_front();
@@ -101,15 +120,17 @@ impl Replication {
         }
     }
 
-    /// Whether the open batch is old enough to send.
+    /// Whether the open batch is old enough to send, or carries what a peer
+    /// waits for.
     pub(super) fn batch_due(&self, now: Millis) -> bool {
         self.ready_since
-            .is_some_and(|since| now.since(since) >= self.batch_age_ms)
+            .is_some_and(|since| self.hurry || now.since(since) >= self.batch_age_ms)
     }
 
     /// When this sub-state next needs a tick.
     pub(super) fn next_deadline(&self) -> Millis {
-        let batch = self.ready_since.map(|since| since.after(self.batch_age_ms));
+        let age = if self.hurry { 0 } else { self.batch_age_ms };
+        let batch = self.ready_since.map(|since| since.after(age));
         batch.map_or(self.next_anti_entropy, |b| b.min(self.next_anti_entropy))
     }
 
@@ -123,6 +144,7 @@ impl Replication {
         me: RegionId,
     ) -> Vec<Message> {
         self.ready_since = None;
+        self.hurry = false;
         let (from, to) = (state.sent_upto, durable);
         if to <= from {
             return Vec::new();

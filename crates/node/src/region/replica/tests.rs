@@ -316,6 +316,25 @@ fn a_spend_that_may_wait_runs_when_rights_arrive() {
 }
 
 #[test]
+fn rights_a_region_asked_for_leave_without_waiting_for_the_batch() {
+    // Batches close after 300 ms: the answer must not wait for that.
+    let mut h = Harness::new(2, &[0], |c| c.batch_age_ms = 300);
+    let patient = h.client(1, "carol", Command::ChargeCall, None, 1_000);
+    h.run(50);
+    let reply = h
+        .reply(1, patient)
+        .expect("answered long before a batch closed");
+    assert_eq!(reply.result.as_ref().map(|r| r.balance), Ok(99));
+    // Other writes still wait for their batch: a spend at region 0 reaches
+    // region 1 only once 300 ms have passed.
+    h.spend(0, "erin");
+    h.run(200);
+    assert_eq!(h.replicas[1].receipt("erin").balance, 100);
+    h.run(200);
+    assert_eq!(h.replicas[1].receipt("erin").balance, 99);
+}
+
+#[test]
 fn a_spend_waits_no_longer_than_asked() {
     let mut h = Harness::new(2, &[0], |_| {});
     // Region 0 cannot be reached: no rights will come.
