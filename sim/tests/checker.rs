@@ -35,9 +35,16 @@ fn a_merge_that_adds_instead_of_taking_the_max_is_caught() {
 
 #[test]
 fn an_acknowledged_write_that_was_not_flushed_is_caught() {
-    assert_eq!(
-        first_violation(Broken::AckBeforeFlush),
-        Some("acknowledged-write-lost")
+    // A lost spend shows at the restart, when the region holds less than it
+    // acknowledged; or, when durable writes nobody saw acknowledged (a
+    // capture, a spend whose client gave up) make up the totals the restart
+    // check compares, only at the end, as a balance above what clients saw.
+    let seen: Vec<&str> = violations(Broken::AckBeforeFlush).collect();
+    assert!(seen.contains(&"acknowledged-write-lost"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|v| matches!(*v, "acknowledged-write-lost" | "final-balance")),
+        "{seen:?}"
     );
 }
 
