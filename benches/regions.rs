@@ -67,7 +67,7 @@ fn main() {
     share_cores(workers);
     eprintln!(
         "note: every server runs {} tokio worker(s), its share of {cores} cores (MAAS_BENCH_WORKERS sets it)",
-        workers.max(1)
+        workers_per_server().unwrap_or(workers)
     );
     // Proxies get a thread of their own, so relaying never delays the generator.
     let proxies = tokio::runtime::Builder::new_multi_thread()
