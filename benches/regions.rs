@@ -21,7 +21,11 @@
 //!   run against ours: 10,000 requests/s with spikes to 15,000 for 60 s, checked
 //!   against the seeds' SLA and our own p99 ≤ 5 ms; then the same schedules
 //!   against three bare axum hello servers, the CPU floor of the HTTP stack.
-//! - `MAAS_BENCH_SMOKE=1` runs scenario 3 for two seconds at a low rate (CI).
+//! - `MAAS_BENCH_RIGHTS=1 cargo bench --bench regions` (scenario 8) times a
+//!   write that must wait for rights another region holds, beside one that need
+//!   not, at 0 and at 100 ms RTT (see `regions/rights.rs`).
+//! - `MAAS_BENCH_SMOKE=1` runs scenario 3 for two seconds at a low rate, and
+//!   five trials of scenario 8 (CI).
 //!
 //! Every server (ours, the seed design's, hello) runs a third of the cores as
 //! tokio workers, at least one: three regions share this machine, and a
@@ -34,6 +38,8 @@
 
 #[path = "../tests/support/proxy.rs"]
 mod proxy;
+#[path = "regions/rights.rs"]
+mod rights;
 mod support;
 
 use maas_sim::rng::{Rng, Zipf};
@@ -42,7 +48,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::load::{Outcome, Request, Schedule, fetch, open_loop};
-use support::servers::{OPERATOR, Server, Usage, jwt, share_cores, workers_per_server};
+use support::servers::{
+    OPERATOR, Server, Usage, jwt, node_binary, share_cores, workers_per_server,
+};
 use support::{delay, env_or};
 use tokio::runtime::Handle;
 
@@ -91,8 +99,12 @@ fn main() {
     let ok = tokio::task::LocalSet::new().block_on(&generator, async move {
         if std::env::var("MAAS_BENCH_SLA").is_ok() {
             sla_run(&handle).await
+        } else if std::env::var("MAAS_BENCH_RIGHTS").is_ok() {
+            rights::rights_run(&handle, env_or("MAAS_BENCH_RIGHTS_TRIALS", 100)).await
         } else {
-            compare(&handle, std::env::var("MAAS_BENCH_SMOKE").is_ok()).await
+            let smoke = std::env::var("MAAS_BENCH_SMOKE").is_ok();
+            // The smoke runs a few trials of scenario 8 too, so that it cannot rot.
+            compare(&handle, smoke).await && (!smoke || rights::rights_run(&handle, 5).await)
         }
     });
     if !ok {
@@ -136,7 +148,7 @@ async fn maas_cluster(
     proxies: &Handle,
 ) -> Deployment {
     let certs = tempfile::tempdir().expect("tempdir");
-    let issued = std::process::Command::new(env!("CARGO_BIN_EXE_maas"))
+    let issued = std::process::Command::new(node_binary())
         .arg("certs")
         .arg("--dir")
         .arg(certs.path())
@@ -249,7 +261,7 @@ async fn primary_region(grant: u64, proxies: &Handle) -> Option<Deployment> {
 
 /// Whether this `maas` build has the naive baseline (test and bench builds do).
 fn naive_available() -> bool {
-    std::process::Command::new(env!("CARGO_BIN_EXE_maas"))
+    std::process::Command::new(node_binary())
         .args(["--naive-counters-that-overspend", "--help"])
         .output()
         .is_ok_and(|o| o.status.success())

@@ -5,6 +5,7 @@
 #   benches/run.sh http_load MAAS_BENCH_SCALE=1000000  # scale
 #   benches/run.sh regions                         # scenario 3
 #   benches/run.sh regions MAAS_BENCH_SLA=1        # scenario 4
+#   benches/run.sh regions MAAS_BENCH_RIGHTS=1     # scenario 8
 # Arguments after the bench name are environment settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -291,9 +291,29 @@ const ELSEWHERE: &str = "/problems/tokens-in-other-region";
 
 /// One `GET` with a bearer credential on a fresh connection: status and body.
 pub async fn fetch(addr: &str, path: &str, bearer: &str) -> std::io::Result<(u16, String)> {
-    let mut conn = Conn::open(addr).await?;
     let request =
         format!("GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {bearer}\r\n\r\n");
+    exchange(addr, &request).await
+}
+
+/// One `POST` of a JSON `body` with a bearer credential on a fresh connection:
+/// status and body.
+pub async fn post(
+    addr: &str,
+    path: &str,
+    bearer: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {bearer}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(addr, &request).await
+}
+
+/// Sends one whole request on a fresh connection: status and body.
+async fn exchange(addr: &str, request: &str) -> std::io::Result<(u16, String)> {
+    let mut conn = Conn::open(addr).await?;
     let (status, _) = conn.send(request.as_bytes()).await?;
     Ok((status, String::from_utf8_lossy(&conn.body).into_owned()))
 }

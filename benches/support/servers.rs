@@ -41,6 +41,13 @@ fn sized(command: &mut Command) -> &mut Command {
     command
 }
 
+/// The `maas` executable the benches start: this build's, or the one
+/// `MAAS_BENCH_NODE` names (another commit's build, for an A/B in one run of
+/// the generator).
+pub fn node_binary() -> std::ffi::OsString {
+    std::env::var_os("MAAS_BENCH_NODE").unwrap_or_else(|| env!("CARGO_BIN_EXE_maas").into())
+}
+
 /// A server under test: one or more processes, killed on drop.
 pub struct Server {
     /// The processes that make up the target (a server, and Redis for the seed).
@@ -124,7 +131,7 @@ impl Server {
             ("--rate-limit-ip", "0"),
             ("--log-level", "warn"),
         ];
-        let mut command = Command::new(env!("CARGO_BIN_EXE_maas"));
+        let mut command = Command::new(node_binary());
         for (flag, value) in defaults {
             if !extra.iter().any(|a| a == flag) {
                 command.args([flag, value]);
