@@ -333,7 +333,11 @@ impl Store {
             (db, open.take_unapplied(), merging, open.rotate())
         };
         // Every write in those files is in sled now, in `unapplied` or in
-        // `merging`.
+        // `merging`. Applied in key order, as `merging` is: neighbouring keys
+        // share sled's pages, so a page its cache no longer holds is read back
+        // once per checkpoint, not once per key.
+        let mut unapplied: Vec<Write> = unapplied.into_iter().collect();
+        unapplied.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let flushed = apply(&db, unapplied)
             .and_then(|()| apply(&db, statements::merge_pending(&merging)?))
             .and_then(|()| Ok(db.flush()?));
