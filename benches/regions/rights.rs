@@ -32,6 +32,8 @@ const CREDIT: u64 = 1_000;
 const REMOTE_DEBIT: u64 = 500;
 /// How long region 2 may take to show a credit made in region 1.
 const REPLICATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one write may take before it counts as failed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Latencies of one round trip's trials.
 struct Trials {
@@ -111,10 +113,7 @@ async fn run(deployment: &Deployment, round: usize, one_way: Duration, trials: u
         let user = format!("rights-{round}-{i}");
         let adjust = |amount: i64| format!("{{\"amount\":{amount}}}");
         let path = format!("/v1/users/{user}/adjustments");
-        if !matches!(
-            post(one, &path, OPERATOR, &adjust(CREDIT as i64)).await,
-            Ok((200, _))
-        ) {
+        if write(one, &path, adjust(CREDIT as i64)).await.is_none() {
             out.failed += 1;
             continue;
         }
@@ -126,13 +125,11 @@ async fn run(deployment: &Deployment, round: usize, one_way: Duration, trials: u
             (two, REMOTE_DEBIT, &mut out.remote),
             (one, 1, &mut out.local),
         ] {
-            let started = Instant::now();
-            let answer = post(addr, &path, OPERATOR, &adjust(-(amount as i64))).await;
-            match answer {
-                Ok((200, _)) => {
-                    let _ = hist.record(started.elapsed().as_micros().max(1) as u64);
+            match write(addr, &path, adjust(-(amount as i64))).await {
+                Some(took) => {
+                    let _ = hist.record(took.as_micros().max(1) as u64);
                 }
-                _ => out.failed += 1,
+                None => out.failed += 1,
             }
         }
     }
@@ -142,13 +139,24 @@ async fn run(deployment: &Deployment, round: usize, one_way: Duration, trials: u
     out
 }
 
+/// An operator's write of `body` to `path`: how long it took, if it was
+/// answered 200 within [`WRITE_TIMEOUT`].
+async fn write(addr: &str, path: &str, body: String) -> Option<Duration> {
+    let started = Instant::now();
+    match tokio::time::timeout(WRITE_TIMEOUT, post(addr, path, OPERATOR, &body)).await {
+        Ok(Ok((200, _))) => Some(started.elapsed()),
+        _ => None,
+    }
+}
+
 /// Whether region 2 shows `user` holding `balance` within
 /// [`REPLICATION_TIMEOUT`].
 async fn shows_balance(addr: &str, user: &str, balance: u64) -> bool {
     let path = format!("/v1/users/{user}");
     let deadline = Instant::now() + REPLICATION_TIMEOUT;
     while Instant::now() < deadline {
-        if let Ok((200, body)) = fetch(addr, &path, OPERATOR).await {
+        let read = tokio::time::timeout(REPLICATION_TIMEOUT, fetch(addr, &path, OPERATOR));
+        if let Ok(Ok((200, body))) = read.await {
             let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             if json["balance"].as_u64() == Some(balance) {
                 return true;
@@ -161,7 +169,8 @@ async fn shows_balance(addr: &str, user: &str, balance: u64) -> bool {
 
 /// Spends region 2 has held for rights so far.
 async fn region_two_waits(deployment: &Deployment) -> u64 {
-    let Ok((200, body)) = fetch(&deployment.servers[1].addr, "/metrics", OPERATOR).await else {
+    let read = fetch(&deployment.servers[1].addr, "/metrics", OPERATOR);
+    let Ok(Ok((200, body))) = tokio::time::timeout(WRITE_TIMEOUT, read).await else {
         return 0;
     };
     body.lines()
