@@ -718,9 +718,16 @@ async fn sla_run(proxies: &Handle) -> bool {
 
 /// Every node's counters, summed by series (name and labels).
 async fn counters(deployment: &Deployment) -> std::collections::BTreeMap<String, u64> {
+    counters_of(&deployment.servers).await
+}
+
+/// The counters of `servers`, summed by series (name and labels); a node
+/// that does not answer within 5 s counts nothing.
+async fn counters_of(servers: &[Server]) -> std::collections::BTreeMap<String, u64> {
     let mut sums = std::collections::BTreeMap::new();
-    for server in &deployment.servers {
-        let Ok((200, body)) = fetch(&server.addr, "/metrics", OPERATOR).await else {
+    for server in servers {
+        let read = fetch(&server.addr, "/metrics", OPERATOR);
+        let Ok(Ok((200, body))) = tokio::time::timeout(Duration::from_secs(5), read).await else {
             continue;
         };
         for line in body.lines().filter(|l| !l.starts_with('#')) {

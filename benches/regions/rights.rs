@@ -19,7 +19,7 @@
 //! region 2 must have waited for rights (region 2's `maas_rights_waits_total`),
 //! or the run fails: it would be timing something else.
 
-use super::{Deployment, ONE_WAY, maas_cluster, ms};
+use super::{Deployment, ONE_WAY, counters_of, maas_cluster, ms};
 use crate::support::load::{fetch, histogram, post};
 use crate::support::servers::OPERATOR;
 use hdrhistogram::Histogram;
@@ -169,12 +169,9 @@ async fn shows_balance(addr: &str, user: &str, balance: u64) -> bool {
 
 /// Spends region 2 has held for rights so far.
 async fn region_two_waits(deployment: &Deployment) -> u64 {
-    let read = fetch(&deployment.servers[1].addr, "/metrics", OPERATOR);
-    let Ok(Ok((200, body))) = tokio::time::timeout(WRITE_TIMEOUT, read).await else {
-        return 0;
-    };
-    body.lines()
-        .find_map(|l| l.strip_prefix("maas_rights_waits_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
+    counters_of(&deployment.servers[1..2])
+        .await
+        .get("maas_rights_waits_total")
+        .copied()
+        .unwrap_or(0)
 }
