@@ -22,7 +22,7 @@ use crate::{
 };
 use ledger_crdt::RegionId;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -123,6 +123,10 @@ pub(crate) struct Engine {
     metrics: Arc<Metrics>,
     /// Low-balance notifications, found in the lines each commit writes.
     notifier: std::sync::OnceLock<Arc<Notifier>>,
+    /// Client requests inside [`Engine::run`] now.
+    in_flight: AtomicUsize,
+    /// The HTTP connections open now (kept by the listener), once serving.
+    connections: std::sync::OnceLock<Arc<AtomicUsize>>,
 }
 
 /// Writes waiting to ride a group commit, and who to tell once it is durable.
@@ -159,7 +163,27 @@ impl Engine {
             riders: Mutex::new(Vec::new()),
             metrics,
             notifier: std::sync::OnceLock::new(),
+            in_flight: AtomicUsize::new(0),
+            connections: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reads the number of open HTTP connections from `open` from now on (set
+    /// once, at start): the group commit stops lingering once every one of
+    /// them has a request in here, since no other write can come from them.
+    pub(crate) fn set_connections(&self, open: Arc<AtomicUsize>) {
+        let _ = self.connections.set(open);
+    }
+
+    /// Whether every open HTTP connection has a request inside
+    /// [`Engine::run`]. HTTP/1.1 carries one request at a time per
+    /// connection, so until a reply goes out, no client can send a write: the
+    /// linger would wait for writes that cannot come.
+    fn every_connection_waits(&self) -> bool {
+        self.connections.get().is_some_and(|open| {
+            let open = open.load(Ordering::Relaxed);
+            open > 0 && self.in_flight.load(Ordering::Relaxed) >= open
+        })
     }
 
     /// Sends low-balance notifications from now on (set once, at start).
@@ -264,6 +288,7 @@ impl Engine {
         skip: impl FnOnce(&Replica, Millis) -> bool,
     ) -> Result<Option<Answer>, Failure> {
         let id = RequestId(self.next_request.fetch_add(1, Ordering::Relaxed));
+        let _in_flight = InFlight::enter(&self.in_flight);
         let counted = match command {
             Command::Adjust(a) if a > 0 => Counted::Credit,
             Command::ChargeCall | Command::Adjust(_) | Command::Capture { .. } => Counted::Spend,
@@ -445,22 +470,15 @@ impl Engine {
         removed
     }
 
-    /// When the latest write was signalled to the group commit.
-    fn last_write_at(&self) -> Instant {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_at
-    }
-
     fn wake_group_commit(&self) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         pending.count = pending.count.saturating_add(1);
         // The linger ends once writes stop coming.
         pending.last_at = Instant::now();
         // Only the first request since the last flush needs to wake the flusher;
-        // the rest ride along, saving a futex syscall per request.
-        if pending.count == 1 {
+        // the rest ride along, saving a futex syscall per request. Once every
+        // connection waits, a lingering flusher is woken to flush at once.
+        if pending.count == 1 || self.every_connection_waits() {
             self.kick.notify_one();
         }
     }
@@ -490,20 +508,27 @@ impl Engine {
                             .0;
                     }
                     let woken = pending.count > 0;
-                    drop(pending);
                     if !woken && !service.storage_failing() {
                         continue;
                     }
                     if woken {
                         let woke = Instant::now();
-                        while let Some(wait) =
-                            linger.wait_before_flush(woke, service.last_write_at(), Instant::now())
-                        {
-                            std::thread::sleep(wait);
+                        while let Some(wait) = linger.wait_before_flush(
+                            woke,
+                            pending.last_at,
+                            Instant::now(),
+                            !service.every_connection_waits(),
+                        ) {
+                            // Unlocked while it waits; woken early once every
+                            // connection waits (see `wake_group_commit`).
+                            pending = service
+                                .kick
+                                .wait_timeout(pending, wait)
+                                .unwrap_or_else(|p| p.into_inner())
+                                .0;
                         }
                     }
                     // Cleared only now: writes during the linger ride this flush.
-                    let mut pending = service.pending.lock().unwrap_or_else(|p| p.into_inner());
                     linger.flushing(std::mem::take(&mut pending.count));
                     drop(pending);
                     // Failures are logged and kept for the next round inside.
@@ -620,6 +645,22 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+}
+
+/// One client request inside [`Engine::run`], counted while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

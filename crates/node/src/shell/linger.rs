@@ -14,6 +14,12 @@
 //! flush and then none until the next; waiting out the rest of the linger
 //! for writes that cannot come held sixteen such clients to 17.5k spends a
 //! second, against 37k–41k with no linger (benches/README.md, session 19).
+//!
+//! It also ends, at once, when no more writes can come: every open HTTP
+//! connection has a request waiting in the engine, and HTTP/1.1 carries one
+//! request at a time. The quarter-linger of silence that otherwise ends a
+//! closed loop's burst cost sixteen clients a third of their spends per
+//! second (benches/README.md, session 24).
 
 use std::time::{Duration, Instant};
 
@@ -37,14 +43,16 @@ impl Linger {
     /// How long to sleep before flushing (`None`: flush now), for a group
     /// commit woken at `woke` by a first write, whose latest write came at
     /// `last_write`: until no write has come for a quarter of the linger,
-    /// and never past the linger after `woke`.
+    /// and never past the linger after `woke`; not at all when no more writes
+    /// can come (`more_can_come` false).
     pub(crate) fn wait_before_flush(
         &self,
         woke: Instant,
         last_write: Instant,
         now: Instant,
+        more_can_come: bool,
     ) -> Option<Duration> {
-        if !self.shared || self.configured.is_zero() {
+        if !self.shared || self.configured.is_zero() || !more_can_come {
             return None;
         }
         let quiet = last_write.max(woke) + self.configured / 4;
@@ -74,25 +82,25 @@ mod tests {
         let t = Instant::now();
         let mut linger = Linger::new(CONFIGURED);
         assert_eq!(
-            linger.wait_before_flush(t, t, t),
+            linger.wait_before_flush(t, t, t, true),
             Some(QUIET),
             "a startup burst gathers"
         );
         linger.flushing(1);
         assert_eq!(
-            linger.wait_before_flush(t, t, t),
+            linger.wait_before_flush(t, t, t, true),
             None,
             "a lone write goes at once"
         );
         linger.flushing(3);
         assert_eq!(
-            linger.wait_before_flush(t, t, t),
+            linger.wait_before_flush(t, t, t, true),
             Some(QUIET),
             "writes come faster than flushes"
         );
         linger.flushing(0);
         assert_eq!(
-            linger.wait_before_flush(t, t, t),
+            linger.wait_before_flush(t, t, t, true),
             None,
             "a flush for a retry alone"
         );
@@ -104,10 +112,13 @@ mod tests {
         let linger = Linger::new(CONFIGURED);
         // A burst: the last write 60 µs after the first, then nothing.
         assert_eq!(
-            linger.wait_before_flush(t, t + us(60), t + us(125)),
+            linger.wait_before_flush(t, t + us(60), t + us(125), true),
             Some(us(60))
         );
-        assert_eq!(linger.wait_before_flush(t, t + us(60), t + us(185)), None);
+        assert_eq!(
+            linger.wait_before_flush(t, t + us(60), t + us(185), true),
+            None
+        );
     }
 
     #[test]
@@ -115,10 +126,30 @@ mod tests {
         let t = Instant::now();
         let linger = Linger::new(CONFIGURED);
         assert_eq!(
-            linger.wait_before_flush(t, t + us(450), t + us(460)),
+            linger.wait_before_flush(t, t + us(450), t + us(460), true),
             Some(us(40))
         );
-        assert_eq!(linger.wait_before_flush(t, t + us(499), t + us(500)), None);
+        assert_eq!(
+            linger.wait_before_flush(t, t + us(499), t + us(500), true),
+            None
+        );
+    }
+
+    #[test]
+    fn no_wait_once_no_more_writes_can_come() {
+        let t = Instant::now();
+        let mut linger = Linger::new(CONFIGURED);
+        linger.flushing(16);
+        assert_eq!(
+            linger.wait_before_flush(t, t, t, true),
+            Some(QUIET),
+            "other clients may still write"
+        );
+        assert_eq!(
+            linger.wait_before_flush(t, t, t, false),
+            None,
+            "every connection already waits for this flush"
+        );
     }
 
     #[test]
@@ -126,6 +157,6 @@ mod tests {
         let t = Instant::now();
         let mut linger = Linger::new(Duration::ZERO);
         linger.flushing(10);
-        assert_eq!(linger.wait_before_flush(t, t, t), None);
+        assert_eq!(linger.wait_before_flush(t, t, t, true), None);
     }
 }

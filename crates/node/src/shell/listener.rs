@@ -29,6 +29,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -82,11 +83,13 @@ const MAX_REFUSING: usize = 64;
 /// The shortest interval between two log lines about the cap or accept errors.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Serves `app` on `listener` until `shutdown` completes, then drains.
+/// Serves `app` on `listener` until `shutdown` completes, then drains;
+/// keeps `open` at the number of connections being served.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: impl HttpService,
     limits: Limits,
+    open: Arc<AtomicUsize>,
     shutdown: impl Future<Output = ()>,
 ) -> Drained {
     let mut http = http1::Builder::new();
@@ -120,9 +123,10 @@ pub(crate) async fn serve(
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
                         let (http, app, stopped) = (http.clone(), app.clone(), stopped.clone());
+                        let counted = Open::count(open.clone());
                         connections.spawn(async move {
                             serve_connection(stream, peer, &http, app, stopped).await;
-                            drop(permit);
+                            drop((permit, counted));
                         });
                     }
                     Err(_) => {
@@ -199,6 +203,23 @@ async fn refuse(mut stream: TcpStream) {
         stream.shutdown().await
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+/// One connection being served, counted while it lives (also when its task
+/// is aborted at the end of the shutdown grace).
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn count(open: Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(open)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Rate-limits a repeated log line.
@@ -349,7 +370,82 @@ pub(crate) fn raise_fd_limit() -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::problem_for;
+    use super::*;
+
+    /// Waits (bounded) until `open` reads `want`.
+    async fn until_open(open: &AtomicUsize, want: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while open.load(Ordering::Relaxed) != want {
+            assert!(
+                Instant::now() < deadline,
+                "open connections stayed at {}, not {want}",
+                open.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn open_counts_the_connections_being_served() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 2,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let open = Arc::new(AtomicUsize::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, limits, open.clone(), async {
+            let _ = stopped.await;
+        }));
+        let first = TcpStream::connect(addr).await.expect("connect");
+        let second = TcpStream::connect(addr).await.expect("connect");
+        until_open(&open, 2).await;
+        // Over the cap: refused with a 503, never counted as served.
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        let mut answer = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut third, &mut answer)
+            .await
+            .expect("read the refusal");
+        assert!(answer.starts_with(b"HTTP/1.1 503"), "{answer:?}");
+        assert_eq!(open.load(Ordering::Relaxed), 2);
+        drop(first);
+        until_open(&open, 1).await;
+        drop(second);
+        until_open(&open, 0).await;
+        let _ = stop.send(());
+        server.await.expect("the listener ends");
+    }
+
+    #[tokio::test]
+    async fn connections_closed_by_force_at_shutdown_are_uncounted() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // A handler that never answers holds its connection past the grace.
+        let app = axum::Router::new().route("/", axum::routing::get(std::future::pending::<()>));
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 8,
+            shutdown_grace: Duration::from_millis(100),
+        };
+        let open = Arc::new(AtomicUsize::new(0));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, app, limits, open.clone(), async {
+            let _ = stopped.await;
+        }));
+        let mut stuck = TcpStream::connect(addr).await.expect("connect");
+        stuck
+            .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("send");
+        until_open(&open, 1).await;
+        let _ = stop.send(());
+        let drained = server.await.expect("the listener ends");
+        assert_eq!(drained.closed_by_force, 1);
+        assert_eq!(open.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn only_hypers_bare_error_heads_are_rewritten() {
