@@ -37,7 +37,8 @@
 //!     every request passes through around its route (id, body limit,
 //!     timeout, panic, metrics, problems); `log_lines.rs`: the log line
 //!     formats, which name the request being served; `listener.rs`: the
-//!     accept loop (header timeout, connection cap, bounded drain);
+//!     accept loop (header timeout, connection cap, bounded drain, the count
+//!     of open connections the group commit reads);
 //!     `openapi.rs`: the OpenAPI 3.1 document and the offline docs UI.
 //!   - `transport.rs`: QUIC between regions (quinn, mutual TLS); `certs.rs`.
 //!   - `store.rs`: sled behind the write-ahead log, loading at startup;
@@ -45,8 +46,8 @@
 //!   - `wal.rs`: the write-ahead log: one fsynced record per group commit;
 //!     checkpoints flush sled and delete it; replayed at every open.
 //!   - `linger.rs`: how long a group commit waits for more writes to share
-//!     its flush (only while they come faster than one per flush, and until
-//!     they stop coming).
+//!     its flush (only while they come faster than one per flush, until
+//!     they stop coming, and while a connection is free to send one).
 //!   - `limits.rs`: rate limits (GCRA) per user and per client IP.
 //!   - `statements.rs`: users' statement lines in sled (pages, usage by
 //!     day, retention, erasure); `pending.rs`: the lines logged but not yet

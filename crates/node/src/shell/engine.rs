@@ -123,7 +123,9 @@ pub(crate) struct Engine {
     metrics: Arc<Metrics>,
     /// Low-balance notifications, found in the lines each commit writes.
     notifier: std::sync::OnceLock<Arc<Notifier>>,
-    /// Client requests inside [`Engine::run`] now.
+    /// Requests inside [`Engine::run`] now: nearly all from HTTP clients; the
+    /// few from background jobs (an AI meme's capture) can only end a linger
+    /// early, never make it longer.
     in_flight: AtomicUsize,
     /// The HTTP connections open now (kept by the listener), once serving.
     connections: std::sync::OnceLock<Arc<AtomicUsize>>,
