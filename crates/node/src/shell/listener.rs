@@ -387,21 +387,45 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn open_counts_the_connections_being_served() {
+    /// A listener serving `app` on loopback: its address, its count of open
+    /// connections, the switch that stops it, and its task.
+    struct Running {
+        addr: SocketAddr,
+        open: Arc<AtomicUsize>,
+        stop: tokio::sync::oneshot::Sender<()>,
+        server: tokio::task::JoinHandle<Drained>,
+    }
+
+    async fn start(app: axum::Router, max_connections: usize, grace: Duration) -> Running {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
         let limits = Limits {
             header_read_timeout: Duration::from_secs(30),
-            max_connections: 2,
-            shutdown_grace: Duration::from_secs(1),
+            max_connections,
+            shutdown_grace: grace,
         };
         let open = Arc::new(AtomicUsize::new(0));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, app, limits, open.clone(), async {
             let _ = stopped.await;
         }));
+        Running {
+            addr,
+            open,
+            stop,
+            server,
+        }
+    }
+
+    #[tokio::test]
+    async fn open_counts_the_connections_being_served() {
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let Running {
+            addr,
+            open,
+            stop,
+            server,
+        } = start(app, 2, Duration::from_secs(1)).await;
         let first = TcpStream::connect(addr).await.expect("connect");
         let second = TcpStream::connect(addr).await.expect("connect");
         until_open(&open, 2).await;
@@ -423,20 +447,14 @@ mod tests {
 
     #[tokio::test]
     async fn connections_closed_by_force_at_shutdown_are_uncounted() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
         // A handler that never answers holds its connection past the grace.
         let app = axum::Router::new().route("/", axum::routing::get(std::future::pending::<()>));
-        let limits = Limits {
-            header_read_timeout: Duration::from_secs(30),
-            max_connections: 8,
-            shutdown_grace: Duration::from_millis(100),
-        };
-        let open = Arc::new(AtomicUsize::new(0));
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, app, limits, open.clone(), async {
-            let _ = stopped.await;
-        }));
+        let Running {
+            addr,
+            open,
+            stop,
+            server,
+        } = start(app, 8, Duration::from_millis(100)).await;
         let mut stuck = TcpStream::connect(addr).await.expect("connect");
         stuck
             .write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
