@@ -518,6 +518,47 @@ async fn idle_and_half_sent_connections_cannot_starve_the_node() {
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
+/// The value of an unlabelled gauge in a Prometheus text exposition.
+fn gauge(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_show_the_connections_served_against_the_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(dir.path(), &["--max-connections", "50"]).await;
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(hold(&node.addr, b"").await);
+    }
+    // Each scrape is a connection of its own; connections closed before it
+    // may take a moment to be uncounted, so poll (bounded) for the figure.
+    let open_reads = |want: f64| {
+        let addr = node.addr.clone();
+        async move {
+            let mut last = None;
+            for _ in 0..100 {
+                let text = support::request(&addr, "GET", "/metrics", &[], "")
+                    .await
+                    .expect("/metrics answered")
+                    .body;
+                assert_eq!(gauge(&text, "maas_http_connections_max"), Some(50.0));
+                last = gauge(&text, "maas_http_connections_open");
+                if last == Some(want) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("maas_http_connections_open stayed at {last:?}, not {want}");
+        }
+    };
+    // The ten held, and the scrape's own.
+    open_reads(11.0).await;
+    held.clear();
+    open_reads(1.0).await;
+}
+
 #[tokio::test]
 async fn what_hyper_refuses_on_its_own_is_a_problem_too() {
     let dir = tempfile::tempdir().expect("tempdir");

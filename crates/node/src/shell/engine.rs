@@ -177,15 +177,20 @@ impl Engine {
         let _ = self.connections.set(open);
     }
 
+    /// The HTTP connections open now (0 before serving).
+    pub(crate) fn open_connections(&self) -> usize {
+        self.connections
+            .get()
+            .map_or(0, |open| open.load(Ordering::Relaxed))
+    }
+
     /// Whether every open HTTP connection has a request inside
     /// [`Engine::run`]. HTTP/1.1 carries one request at a time per
     /// connection, so until a reply goes out, no client can send a write: the
     /// linger would wait for writes that cannot come.
     fn every_connection_waits(&self) -> bool {
-        self.connections.get().is_some_and(|open| {
-            let open = open.load(Ordering::Relaxed);
-            open > 0 && self.in_flight.load(Ordering::Relaxed) >= open
-        })
+        let open = self.open_connections();
+        open > 0 && self.in_flight.load(Ordering::Relaxed) >= open
     }
 
     /// Sends low-balance notifications from now on (set once, at start).

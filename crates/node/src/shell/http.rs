@@ -1115,7 +1115,11 @@ async fn metrics(State(service): State<Shared>) -> Response {
         open_holds: holds.len(),
         held_tokens: holds.iter().map(|(_, amount)| amount).sum(),
     };
-    let text = service.metrics.render(&service.engine.cluster(), &gauges);
+    let text = service.metrics.render(
+        &service.engine.cluster(),
+        &gauges,
+        service.engine.open_connections(),
+    );
     let mut response = Body::from(text).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -154,10 +154,16 @@ impl Metrics {
         histogram!("maas_image_render_seconds").record(took.as_secs_f64());
     }
 
+    /// Records the cap on HTTP connections served at once (set once, at start).
+    pub(crate) fn connection_cap(&self, cap: usize) {
+        gauge!("maas_http_connections_max").set(cap as f64);
+    }
+
     /// The Prometheus text exposition, after setting the state gauges from
-    /// `cluster` and `ai`.
-    pub(crate) fn render(&self, cluster: &ClusterView, ai: &AiGauges) -> String {
+    /// `cluster`, `ai` and the HTTP connections `open` now.
+    pub(crate) fn render(&self, cluster: &ClusterView, ai: &AiGauges, open: usize) -> String {
         set_cluster(cluster);
+        gauge!("maas_http_connections_open").set(open as f64);
         gauge!("maas_ai_queue_depth").set(ai.queue_depth as f64);
         gauge!("maas_holds_open").set(ai.open_holds as f64);
         gauge!("maas_held_tokens").set(ai.held_tokens as f64);
@@ -222,6 +228,14 @@ fn describe() {
         "Time to draw and encode one meme image"
     );
     describe_gauge!("maas_ai_queue_depth", "AI jobs waiting for a worker");
+    describe_gauge!(
+        "maas_http_connections_open",
+        "HTTP connections being served now"
+    );
+    describe_gauge!(
+        "maas_http_connections_max",
+        "HTTP connections served at once at most (--max-connections, lowered to fit the open-file limit); past it, 503"
+    );
     describe_counter!(
         "maas_notifications_total",
         "Low-balance notifications delivered, or attempts that failed (and are retried)"

@@ -334,6 +334,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
     let memes = meme_parts(&cli, &engine, &metrics)?;
     memes.jobs.recover().await?;
     let limits = listener_limits(&cli);
+    metrics.connection_cap(limits.max_connections);
     let rate_limits = Limits::new(cli.rate_limit, cli.rate_limit_ip);
     let app = Arc::new(App::new(
         engine.clone(),
