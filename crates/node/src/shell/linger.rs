@@ -18,8 +18,8 @@
 //! It also ends, at once, when no more writes can come: every open HTTP
 //! connection has a request waiting in the engine, and HTTP/1.1 carries one
 //! request at a time. The quarter-linger of silence that otherwise ends a
-//! closed loop's burst cost sixteen clients a third of their spends per
-//! second (benches/README.md, session 24).
+//! closed loop's burst cost sixteen clients a fifth to a third of their
+//! spends per second (benches/README.md, session 24).
 
 use std::time::{Duration, Instant};
 

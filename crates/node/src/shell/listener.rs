@@ -10,8 +10,9 @@
 //!   between keep-alive requests (hyper runs one timer for both);
 //! - at most [`Limits::max_connections`] are served at once; past that a
 //!   connection gets a 503 problem and is closed, and the log says so;
-//! - it counts the connections it serves, for the group commit (which stops
-//!   waiting for more writes once each of them has a request waiting);
+//! - it counts the connections it serves, for `/metrics` and for the group
+//!   commit (which stops waiting for more writes once each of them has a
+//!   request waiting);
 //! - on shutdown the listener closes, open connections finish their current
 //!   request, and whatever is still open after [`Limits::shutdown_grace`] is
 //!   closed, so shutdown (and its final flush) always comes;
