@@ -231,11 +231,8 @@ async fn rights_follow_demand_at_100ms_rtt_and_every_region_converges() {
             text.contains("maas_replication_lag_entries{peer=\"2\"}"),
             "{text}"
         );
-        moved += text
-            .lines()
-            .find_map(|l| l.strip_prefix("maas_rights_tokens_moved_total "))
-            .and_then(|n| n.trim().parse::<u64>().ok())
-            .expect("tokens moved counter");
+        moved += support::metric(&text, "maas_rights_tokens_moved_total")
+            .expect("tokens moved counter") as u64;
         // With two peers, every family once, with HELP and TYPE.
         promtool_accepts(&text);
     }
@@ -452,12 +449,8 @@ async fn a_fourth_region_joins_and_serves_and_a_leaving_region_hands_over_its_ri
     );
     // The metrics show the wait, and that nothing waits now.
     let text = d.send("GET", "/metrics", &[], "").await.body;
-    let waits = text
-        .lines()
-        .find_map(|l| l.strip_prefix("maas_rights_waits_total "))
-        .and_then(|n| n.trim().parse::<u64>().ok())
-        .expect("rights waits counter");
-    assert!(waits >= 1, "{text}");
+    let waits = support::metric(&text, "maas_rights_waits_total").expect("rights waits counter");
+    assert!(waits >= 1.0, "{text}");
     assert!(text.contains("maas_rights_waiting 0"), "{text}");
     // An operator's debit there waits for rights the same way. The user is
     // credited at region 1, which holds those rights, and known at region 4.

@@ -518,12 +518,6 @@ async fn idle_and_half_sent_connections_cannot_starve_the_node() {
     assert_eq!(r.status, 200, "{}", r.body);
 }
 
-/// The value of an unlabelled gauge in a Prometheus text exposition.
-fn gauge(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_show_the_connections_served_against_the_cap() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -543,8 +537,11 @@ async fn metrics_show_the_connections_served_against_the_cap() {
                     .await
                     .expect("/metrics answered")
                     .body;
-                assert_eq!(gauge(&text, "maas_http_connections_max"), Some(50.0));
-                last = gauge(&text, "maas_http_connections_open");
+                assert_eq!(
+                    support::metric(&text, "maas_http_connections_max"),
+                    Some(50.0)
+                );
+                last = support::metric(&text, "maas_http_connections_open");
                 if last == Some(want) {
                     return;
                 }

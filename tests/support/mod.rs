@@ -352,3 +352,9 @@ pub async fn request(
         bytes,
     })
 }
+
+/// The value of an unlabelled series `name` in a Prometheus text exposition.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}

@@ -127,8 +127,9 @@ pub(crate) struct Engine {
     /// few from background jobs (an AI meme's capture) can only end a linger
     /// early, never make it longer.
     in_flight: AtomicUsize,
-    /// The HTTP connections open now (kept by the listener), once serving.
-    connections: std::sync::OnceLock<Arc<AtomicUsize>>,
+    /// The HTTP connections open now, kept by the listener
+    /// ([`Engine::connection_count`]).
+    connections: Arc<AtomicUsize>,
 }
 
 /// Writes waiting to ride a group commit, and who to tell once it is durable.
@@ -166,22 +167,20 @@ impl Engine {
             metrics,
             notifier: std::sync::OnceLock::new(),
             in_flight: AtomicUsize::new(0),
-            connections: std::sync::OnceLock::new(),
+            connections: Arc::new(AtomicUsize::new(0)),
         }
     }
 
-    /// Reads the number of open HTTP connections from `open` from now on (set
-    /// once, at start): the group commit stops lingering once every one of
-    /// them has a request in here, since no other write can come from them.
-    pub(crate) fn set_connections(&self, open: Arc<AtomicUsize>) {
-        let _ = self.connections.set(open);
+    /// The count of open HTTP connections, for the listener to keep: the
+    /// group commit stops lingering once every one of them has a request in
+    /// here, since no other write can come from them.
+    pub(crate) fn connection_count(&self) -> Arc<AtomicUsize> {
+        self.connections.clone()
     }
 
     /// The HTTP connections open now (0 before serving).
     pub(crate) fn open_connections(&self) -> usize {
-        self.connections
-            .get()
-            .map_or(0, |open| open.load(Ordering::Relaxed))
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Whether every open HTTP connection has a request inside

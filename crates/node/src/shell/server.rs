@@ -358,8 +358,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), NodeError> {
         cli.max_body_bytes,
         Duration::from_secs(cli.request_timeout_secs),
     );
-    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    engine.set_connections(open.clone());
+    let open = engine.connection_count();
     let drained =
         crate::shell::listener::serve(listener, router, limits, open, shutdown_signal()).await;
     if drained.closed_by_force > 0 {
