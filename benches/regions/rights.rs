@@ -19,9 +19,9 @@
 //! region 2 must have waited for rights (region 2's `maas_rights_waits_total`),
 //! or the run fails: it would be timing something else.
 
-use super::{Deployment, ONE_WAY, counters_of, maas_cluster, ms};
+use super::{Deployment, ONE_WAY, maas_cluster, ms};
 use crate::support::load::{fetch, histogram, post};
-use crate::support::servers::OPERATOR;
+use crate::support::servers::{OPERATOR, counters};
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
@@ -169,7 +169,7 @@ async fn shows_balance(addr: &str, user: &str, balance: u64) -> bool {
 
 /// Spends region 2 has held for rights so far.
 async fn region_two_waits(deployment: &Deployment) -> u64 {
-    counters_of(&deployment.servers[1..2])
+    counters(&deployment.servers[1..2])
         .await
         .get("maas_rights_waits_total")
         .copied()

@@ -86,6 +86,11 @@ pub struct Outcome {
     pub elsewhere: u64,
     /// 200 answers per tag, warm-up included: what was really delivered.
     pub ok_by_tag: HashMap<usize, u64>,
+    /// µs the generator's timer woke after a measured request's intended
+    /// send, on a lane that was idle by then: its own lateness. Beyond
+    /// tokio's 1 ms resolution, the generator's thread did not run when it
+    /// should have, and latencies measured meanwhile include that wait.
+    pub timer_late: Histogram<u64>,
 }
 
 impl Outcome {
@@ -100,6 +105,7 @@ impl Outcome {
             failed: 0,
             elsewhere: 0,
             ok_by_tag: HashMap::new(),
+            timer_late: histogram(),
         }
     }
 
@@ -119,6 +125,9 @@ impl Outcome {
         for (&tag, &n) in &other.ok_by_tag {
             *self.ok_by_tag.entry(tag).or_default() += n;
         }
+        self.timer_late
+            .add(&other.timer_late)
+            .expect("histograms share bounds");
     }
 
     /// Answers with this status.
@@ -168,7 +177,14 @@ pub async fn open_loop(
                 let intended = start + schedule.offsets[i];
                 let measured = schedule.offsets[i] >= schedule.warmup;
                 tokio::time::sleep_until(intended).await;
-                if tokio::time::Instant::now() > deadline {
+                let woke = tokio::time::Instant::now();
+                // A lane still busy at the intended time wakes late because
+                // the answer came late: that is the server's, not the timer's.
+                if measured && previous_done <= intended {
+                    let late = woke.saturating_duration_since(intended).as_micros();
+                    let _ = out.timer_late.record((late as u64).max(1));
+                }
+                if woke > deadline {
                     if measured {
                         out.sent += 1;
                         out.failed += 1;
@@ -182,7 +198,7 @@ pub async fn open_loop(
                 let from = if previous_done > intended {
                     intended
                 } else {
-                    tokio::time::Instant::now()
+                    woke
                 };
                 let request = make(i);
                 let answer = match conn.as_mut() {

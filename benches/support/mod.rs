@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - [`load`]: the open-loop generator (schedules, lanes, outcomes, histograms).
-//! - [`servers`]: starting the processes under load and reading their usage.
+//! - [`servers`]: starting the processes under load and reading their usage,
+//!   their counters, and their own view of a spend's latency.
 //! - [`seed`]: the seed design (axum + Redis script), our baseline.
 //! - [`delay`]: a TCP proxy that adds cross-region latency, and the probe
 //!   for kernel delay (`tc netem`) that says why the proxies are used.

@@ -338,3 +338,92 @@ pub fn hello_server(addr: &str) {
         axum::serve(listener, app).await.expect("serve");
     });
 }
+
+/// The counters of `servers` (`/metrics`), summed by series (name and
+/// labels); a node that does not answer within 5 s counts nothing.
+pub async fn counters(servers: &[Server]) -> std::collections::BTreeMap<String, u64> {
+    let mut sums = std::collections::BTreeMap::new();
+    for server in servers {
+        let read = super::load::fetch(&server.addr, "/metrics", OPERATOR);
+        let Ok(Ok((200, body))) = tokio::time::timeout(Duration::from_secs(5), read).await else {
+            continue;
+        };
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            if let Ok(value) = value.trim().parse::<f64>() {
+                *sums.entry(series.to_owned()).or_insert(0) += value as u64;
+            }
+        }
+    }
+    sums
+}
+
+/// What `after` counted since `before`, by series.
+pub fn counted_since(
+    before: std::collections::BTreeMap<String, u64>,
+    mut after: std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    for (series, before) in before {
+        if let Some(counted) = after.get_mut(&series) {
+            *counted = counted.saturating_sub(before);
+        }
+    }
+    after
+}
+
+/// The spends (`GET /memes`) answered 200 as the nodes' own request
+/// histogram (`maas_http_request_duration_seconds`) timed them: from the
+/// handler's start to its answer, without the time a request waited in the
+/// kernel, or for a worker, before it, nor the load generator's.
+pub struct NodeLatency {
+    pub answered: u64,
+    /// Upper bounds (s) of the buckets, ascending, with how many answers
+    /// took at most that long.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl NodeLatency {
+    /// The answers in `counted`: what the nodes counted over a stretch of
+    /// time ([`counted_since`]).
+    pub fn of(counted: &std::collections::BTreeMap<String, u64>) -> Self {
+        const SERIES: &str = "maas_http_request_duration_seconds";
+        const LABELS: &str = "{route=\"/memes\",status=\"200\"";
+        let bucket_prefix = format!("{SERIES}_bucket{LABELS},le=\"");
+        let mut buckets: Vec<(f64, u64)> = counted
+            .iter()
+            .filter_map(|(series, &n)| {
+                let le = series.strip_prefix(&bucket_prefix)?.strip_suffix("\"}")?;
+                Some((le.parse().ok()?, n))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        NodeLatency {
+            answered: counted
+                .get(&format!("{SERIES}_count{LABELS}}}"))
+                .copied()
+                .unwrap_or(0),
+            buckets,
+        }
+    }
+
+    /// The share of the answers within `seconds`, one of the buckets' bounds.
+    pub fn share_within(&self, seconds: f64) -> f64 {
+        let within = self
+            .buckets
+            .iter()
+            .find(|(le, _)| (*le - seconds).abs() < 1e-9)
+            .map_or(0, |(_, n)| *n);
+        within as f64 / self.answered.max(1) as f64
+    }
+
+    /// The smallest bucket bound that holds 99 % of the answers.
+    pub fn p99_bound(&self) -> String {
+        let needed = self.answered.saturating_mul(99).div_ceil(100);
+        match self.buckets.iter().find(|(_, n)| *n >= needed) {
+            Some((le, _)) if le.is_finite() => format!("{} ms", le * 1000.0),
+            _ => "over the largest bucket".to_owned(),
+        }
+    }
+}
