@@ -12,8 +12,14 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-/// Connections (lanes) per target. Lane k sends requests k, k+LANES, ...
+/// Connections (lanes) per target, unless `MAAS_BENCH_LANES` says otherwise.
+/// Lane k sends requests k, k + lanes, ...
 pub const LANES: usize = 64;
+
+/// [`LANES`], or `MAAS_BENCH_LANES`.
+fn lane_count() -> usize {
+    super::env_or("MAAS_BENCH_LANES", LANES).max(1)
+}
 
 /// When each request is due, from the start of a run.
 #[derive(Clone)]
@@ -156,7 +162,7 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
-/// Runs `schedule` against `addr` over [`LANES`] keep-alive connections; `make(i)`
+/// Runs `schedule` against `addr` over [`lane_count`] keep-alive connections; `make(i)`
 /// builds request i.
 pub async fn open_loop(
     addr: &str,
@@ -167,13 +173,14 @@ pub async fn open_loop(
     let deadline = start + schedule.length() + Duration::from_secs(10);
     let make = Arc::new(make);
     let mut lanes = Vec::new();
-    for lane in 0..LANES {
+    let lane_count = lane_count();
+    for lane in 0..lane_count {
         let (addr, make, schedule) = (addr.to_owned(), make.clone(), schedule.clone());
         lanes.push(tokio::task::spawn_local(async move {
             let mut out = Outcome::empty();
             let mut conn: Option<Conn> = None;
             let mut previous_done = start;
-            for i in (lane..schedule.len()).step_by(LANES) {
+            for i in (lane..schedule.len()).step_by(lane_count) {
                 let intended = start + schedule.offsets[i];
                 let measured = schedule.offsets[i] >= schedule.warmup;
                 tokio::time::sleep_until(intended).await;
