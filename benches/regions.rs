@@ -659,7 +659,7 @@ async fn sla_run(proxies: &Handle) -> bool {
         .collect();
     // The generator's p99 counts from the intended send: the proxies, the
     // kernel's queues and the generator's own turns on the CPU are in it.
-    // The nodes' histograms time the handlers alone.
+    // The nodes' histograms time their fronts and handlers alone.
     println!(
         "inside the nodes (their request histograms, warm-up included): {} spends answered 200, {:.2} % within 5 ms, p99 at most {}; the generator's timer woke late by p99 {}, p99.9 {}",
         inside.answered,

@@ -375,8 +375,9 @@ pub fn counted_since(
 
 /// The spends (`GET /memes`) answered 200 as the nodes' own request
 /// histogram (`maas_http_request_duration_seconds`) timed them: from the
-/// handler's start to its answer, without the time a request waited in the
-/// kernel, or for a worker, before it, nor the load generator's.
+/// start of the node's front (`shell::front`, before auth and the route) to
+/// its answer, without the time a request waited in the kernel, or for a
+/// worker, before it, nor the load generator's.
 pub struct NodeLatency {
     pub answered: u64,
     /// Upper bounds (s) of the buckets, ascending, with how many answers
