@@ -21,6 +21,7 @@ mod support;
 use maas_sim::rng::{Rng, Zipf};
 use std::sync::Arc;
 use std::time::Duration;
+use support::disk::{FsyncProbe, fdatasync_floor};
 use support::load::{Outcome, Request, Schedule, open_loop};
 use support::servers::{NodeLatency, Server, counted_since, counters, dir_bytes, jwt, status_kib};
 
@@ -408,6 +409,10 @@ async fn scale(users: usize) {
     let schedule = Schedule::constant(rate, Duration::from_secs(2), hold);
     let before = node.usage();
     let counted_before = counters(std::slice::from_ref(&node)).await;
+    // Beside the node's own log, on the same disk (a directory of its own
+    // beside the node's, so the node never meets its file).
+    let probe_dir = tempfile::tempdir().expect("tempdir");
+    let probe = FsyncProbe::start(probe_dir.path());
     let mut rng = Rng::new(users as u64);
     let picks: Arc<Vec<u32>> = Arc::new(
         (0..schedule.len())
@@ -418,6 +423,7 @@ async fn scale(users: usize) {
         spend(&tokens[picks[i % picks.len()] as usize])
     })
     .await;
+    let beside = probe.stop();
     let mut held = Step::of(rate, &outcome);
     held.cpu_secs = node.usage().since(before).cpu_secs;
     let inside = NodeLatency::of(&counted_since(
@@ -442,15 +448,27 @@ async fn scale(users: usize) {
     // read: the kernel's queues, the wait for a worker, the wait behind a
     // slower request on the same connection, and the generator's own turns
     // on the CPU (its timer's lateness). The node's histogram times its
-    // front and handler alone, so the two tell those apart.
+    // front and handler alone. It also counts a stall once per connection
+    // that was inside the node, while the generator counts every request
+    // due during it (coordinated omission, on the node's side): so slow
+    // answers that come in windows where most lanes were slow at once, and
+    // a probe's fdatasync timed the generator's way, say more than the
+    // node's share does.
+    let stalls = outcome.stalls();
     println!(
-        "\nthe same {} s, inside the node (its request histogram) and in the generator:\n| 200 answers timed by the node (warm-up included) | within 5 ms | node's p99 at most | generator's timer late, p99 | p99.9 |\n|---|---|---|---|---|\n| {} | {:.2} % | {} | {} µs | {} µs |",
+        "\nthe same {} s, inside the node (its request histogram), in the generator, and on the disk:\n| 200 answers timed by the node (warm-up included) | within 5 ms | node's p99 at most | generator's timer late, p99 | p99.9 | answers over 5 ms | in windows where half the lanes were slow | such windows (100 ms) | fdatasync beside, from due: p99 | p99.9 | max |\n|---|---|---|---|---|---|---|---|---|---|---|\n| {} | {:.2} % | {} | {} µs | {} µs | {} | {:.0} % | {} | {} µs | {} µs | {} µs |",
         hold.as_secs(),
         inside.answered,
         inside.share_within(0.005) * 100.0,
         inside.p99_bound(),
         outcome.timer_late.value_at_quantile(0.99),
         outcome.timer_late.value_at_quantile(0.999),
+        stalls.slow,
+        stalls.share_in_windows * 100.0,
+        stalls.windows,
+        beside.value_at_quantile(0.99),
+        beside.value_at_quantile(0.999),
+        beside.max(),
     );
 }
 
@@ -601,32 +619,4 @@ fn wrk_cpu(
     let (rate, requests) = wrk(&server.addr, path, bearer, connections)?;
     let used = server.usage().cpu_secs - before;
     Some((rate, used * 1e6 / requests.max(1) as f64))
-}
-
-/// `n` writes of 256 bytes to a file in a fresh temporary directory, each
-/// made durable by `fdatasync`: their latencies, µs. Appends grow the file;
-/// an `overwrite` goes over blocks written and synced beforehand, as the
-/// node's log does in a reused file.
-fn fdatasync_floor(n: usize, overwrite: bool) -> hdrhistogram::Histogram<u64> {
-    use std::io::Write;
-    use std::os::unix::fs::FileExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut file = std::fs::File::create(dir.path().join("floor")).expect("create");
-    if overwrite {
-        file.write_all(&vec![0u8; n * 256]).expect("write");
-        file.sync_all().expect("fsync");
-    }
-    let mut hist = support::load::histogram();
-    for i in 0..n {
-        let started = std::time::Instant::now();
-        if overwrite {
-            file.write_all_at(&[7u8; 256], (i * 256) as u64)
-        } else {
-            file.write_all(&[7u8; 256])
-        }
-        .expect("write");
-        file.sync_data().expect("fdatasync");
-        let _ = hist.record(started.elapsed().as_micros().max(1) as u64);
-    }
-    hist
 }

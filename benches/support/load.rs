@@ -6,7 +6,7 @@
 //! (coordinated omission).
 
 use hdrhistogram::Histogram;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -97,6 +97,40 @@ pub struct Outcome {
     /// tokio's 1 ms resolution, the generator's thread did not run when it
     /// should have, and latencies measured meanwhile include that wait.
     pub timer_late: Histogram<u64>,
+    /// Measured answers slower than [`SLOW_US`], for [`Outcome::stalls`].
+    pub slow: Vec<SlowAnswer>,
+}
+
+/// An answer slower than this, µs, is slow (the SLA's p99 target).
+pub const SLOW_US: u64 = 5_000;
+
+/// One measured answer slower than [`SLOW_US`].
+#[derive(Clone, Copy)]
+pub struct SlowAnswer {
+    /// Its intended send, ms from the start of the schedule.
+    pub intended_ms: u64,
+    /// Its latency, µs.
+    pub micros: u64,
+    /// The connection it went on.
+    pub lane: usize,
+}
+
+/// Where the slow answers of a run fall: in windows of [`Stalls::WINDOW_MS`]
+/// where at least half the lanes were slow at once (the server, or the disk
+/// under it, stopped for every connection), or spread out (one connection's
+/// bad luck).
+pub struct Stalls {
+    /// Answers slower than [`SLOW_US`].
+    pub slow: usize,
+    /// Windows in which at least half the lanes had a slow answer.
+    pub windows: usize,
+    /// Of the slow answers, the share inside those windows.
+    pub share_in_windows: f64,
+}
+
+impl Stalls {
+    /// The width of a window, ms.
+    pub const WINDOW_MS: u64 = 100;
 }
 
 impl Outcome {
@@ -112,6 +146,7 @@ impl Outcome {
             elsewhere: 0,
             ok_by_tag: HashMap::new(),
             timer_late: histogram(),
+            slow: Vec::new(),
         }
     }
 
@@ -134,6 +169,7 @@ impl Outcome {
         self.timer_late
             .add(&other.timer_late)
             .expect("histograms share bounds");
+        self.slow.extend_from_slice(&other.slow);
     }
 
     /// Answers with this status.
@@ -149,6 +185,56 @@ impl Outcome {
     /// Measured requests that were not answered 200.
     pub fn not_ok(&self) -> u64 {
         self.sent - self.count(200)
+    }
+
+    /// Where the slow answers fall ([`Stalls`]).
+    pub fn stalls(&self) -> Stalls {
+        let mut lanes_by_window: HashMap<u64, HashSet<usize>> = HashMap::new();
+        for answer in &self.slow {
+            lanes_by_window
+                .entry(answer.intended_ms / Stalls::WINDOW_MS)
+                .or_default()
+                .insert(answer.lane);
+        }
+        let half = lane_count().div_ceil(2);
+        let stalled: HashSet<u64> = lanes_by_window
+            .into_iter()
+            .filter(|(_, lanes)| lanes.len() >= half)
+            .map(|(window, _)| window)
+            .collect();
+        let inside = self
+            .slow
+            .iter()
+            .filter(|a| stalled.contains(&(a.intended_ms / Stalls::WINDOW_MS)))
+            .count();
+        Stalls {
+            slow: self.slow.len(),
+            windows: stalled.len(),
+            share_in_windows: inside as f64 / self.slow.len().max(1) as f64,
+        }
+    }
+
+    /// Appends the slow answers to `MAAS_BENCH_SLOW_LOG`, if set: a line
+    /// `# <target> <start>` (the schedule's start on `CLOCK_MONOTONIC`, the
+    /// clock `perf record -k CLOCK_MONOTONIC` stamps its events with), then
+    /// `intended_ms micros lane` per answer, to line them up with a trace.
+    fn log_slow(&self, target: &str, start: tokio::time::Instant) {
+        use std::io::Write;
+        let Ok(path) = std::env::var("MAAS_BENCH_SLOW_LOG") else {
+            return;
+        };
+        let mut text = format!("# {target} {:?}\n", start.into_std());
+        for a in &self.slow {
+            text.push_str(&format!("{} {} {}\n", a.intended_ms, a.micros, a.lane));
+        }
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()));
+        if let Err(e) = written {
+            eprintln!("warning: cannot write {path}: {e}");
+        }
     }
 
     /// The latency at quantile `q`, µs.
@@ -228,6 +314,13 @@ pub async fn open_loop(
                             out.elsewhere += u64::from(elsewhere);
                             let us = (previous_done - from).as_micros().max(1) as u64;
                             let _ = out.hist.record(us);
+                            if us > SLOW_US {
+                                out.slow.push(SlowAnswer {
+                                    intended_ms: schedule.offsets[i].as_millis() as u64,
+                                    micros: us,
+                                    lane,
+                                });
+                            }
                             if status == 200 {
                                 let _ = out.ok_hist.record(us);
                             }
@@ -249,6 +342,7 @@ pub async fn open_loop(
     for lane in lanes {
         total.add(&lane.await.expect("lane"));
     }
+    total.log_slow(addr, start);
     total
 }
 

@@ -6,6 +6,8 @@
 //! - [`load`]: the open-loop generator (schedules, lanes, outcomes, histograms).
 //! - [`servers`]: starting the processes under load and reading their usage,
 //!   their counters, and their own view of a spend's latency.
+//! - [`disk`]: the durable-write floor: `fdatasync` alone, before or
+//!   after a run, and a probe timed from when each sync was due beside one.
 //! - [`seed`]: the seed design (axum + Redis script), our baseline.
 //! - [`delay`]: a TCP proxy that adds cross-region latency, and the probe
 //!   for kernel delay (`tc netem`) that says why the proxies are used.
@@ -13,6 +15,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod delay;
+pub mod disk;
 pub mod load;
 pub mod seed;
 pub mod servers;
