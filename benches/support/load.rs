@@ -118,7 +118,8 @@ pub struct SlowAnswer {
 /// Where the slow answers of a run fall: in windows of [`Stalls::WINDOW_MS`]
 /// where at least half the lanes were slow at once (the server, or the disk
 /// under it, stopped for every connection), or spread out (one connection's
-/// bad luck).
+/// bad luck). Meant for one target's outcome: the lanes of several targets
+/// share their numbers.
 pub struct Stalls {
     /// Answers slower than [`SLOW_US`].
     pub slow: usize,
