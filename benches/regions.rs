@@ -668,6 +668,20 @@ async fn sla_run(proxies: &Handle) -> bool {
         ms(all.timer_late.value_at_quantile(0.99)),
         ms(all.timer_late.value_at_quantile(0.999)),
     );
+    // A stall is a node's (or its disk's): counted per region, over the
+    // lanes of that region's generator.
+    let stalls: Vec<_> = outcomes.iter().map(Outcome::stalls).collect();
+    let slow: usize = stalls.iter().map(|s| s.slow).sum();
+    let in_stalls: f64 = stalls
+        .iter()
+        .map(|s| s.share_in_windows * s.slow as f64)
+        .sum();
+    let windows: Vec<String> = stalls.iter().map(|s| s.windows.to_string()).collect();
+    println!(
+        "answers over 5 ms: {slow}, {:.0} % of them in 100 ms windows where at least half of their region's lanes were slow at once (such windows by region: {})",
+        100.0 * in_stalls / slow.max(1) as f64,
+        windows.join(", "),
+    );
     println!(
         "messages' bytes per spend by kind, before QUIC (the nodes' maas_peer_bytes_sent_total): {}",
         by_kind.join(", ")
