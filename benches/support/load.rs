@@ -120,18 +120,33 @@ pub struct SlowAnswer {
 /// under it, stopped for every connection), or spread out (one connection's
 /// bad luck). Meant for one target's outcome: the lanes of several targets
 /// share their numbers.
+#[derive(Clone, Copy, Default)]
 pub struct Stalls {
     /// Answers slower than [`SLOW_US`].
     pub slow: usize,
+    /// Of those, the ones inside windows where half the lanes were slow.
+    pub in_windows: usize,
     /// Windows in which at least half the lanes had a slow answer.
     pub windows: usize,
-    /// Of the slow answers, the share inside those windows.
-    pub share_in_windows: f64,
 }
 
 impl Stalls {
     /// The width of a window, ms.
     pub const WINDOW_MS: u64 = 100;
+
+    /// Of the slow answers, the share inside stall windows.
+    pub fn share_in_windows(&self) -> f64 {
+        self.in_windows as f64 / self.slow.max(1) as f64
+    }
+
+    /// These and `other`'s (another target's) together.
+    pub fn add(&self, other: &Stalls) -> Stalls {
+        Stalls {
+            slow: self.slow + other.slow,
+            in_windows: self.in_windows + other.in_windows,
+            windows: self.windows + other.windows,
+        }
+    }
 }
 
 impl Outcome {
@@ -203,15 +218,14 @@ impl Outcome {
             .filter(|(_, lanes)| lanes.len() >= half)
             .map(|(window, _)| window)
             .collect();
-        let inside = self
-            .slow
-            .iter()
-            .filter(|a| stalled.contains(&(a.intended_ms / Stalls::WINDOW_MS)))
-            .count();
         Stalls {
             slow: self.slow.len(),
+            in_windows: self
+                .slow
+                .iter()
+                .filter(|a| stalled.contains(&(a.intended_ms / Stalls::WINDOW_MS)))
+                .count(),
             windows: stalled.len(),
-            share_in_windows: inside as f64 / self.slow.len().max(1) as f64,
         }
     }
 

@@ -378,6 +378,13 @@ pub fn counted_since(
 /// start of the node's front (`shell::front`, before auth and the route) to
 /// its answer, without the time a request waited in the kernel, or for a
 /// worker, before it, nor the load generator's.
+///
+/// It counts a stall once per connection that was inside the node: an
+/// HTTP/1.1 connection carries one request at a time, so while the node
+/// waits (say, on its disk) at most one spend per connection is timed,
+/// while the load generator counts every spend that was due meanwhile
+/// (coordinated omission, on the node's side). Its share within 5 ms reads
+/// higher than the truth whenever the node stalls.
 pub struct NodeLatency {
     pub answered: u64,
     /// Upper bounds (s) of the buckets, ascending, with how many answers
@@ -409,8 +416,9 @@ impl NodeLatency {
         }
     }
 
-    /// The share of the answers within `seconds`, one of the buckets' bounds.
-    pub fn share_within(&self, seconds: f64) -> f64 {
+    /// The share of the answers within `micros` µs, one of the buckets' bounds.
+    pub fn share_within(&self, micros: u64) -> f64 {
+        let seconds = micros as f64 / 1e6;
         let within = self
             .buckets
             .iter()
