@@ -427,14 +427,15 @@ async fn scale(users: usize) {
     .await;
     let beside = probe.stop();
     let mut held = Step::of(rate, &outcome);
-    held.cpu_secs = node.usage().since(before).cpu_secs;
+    let used = node.usage().since(before);
+    held.cpu_secs = used.cpu_secs;
     let inside = NodeLatency::of(&counted_since(
         counted_before,
         counters(std::slice::from_ref(&node)).await,
     ));
     let floor = fdatasync_floor(2_000, true);
     println!(
-        "\nwhile holding {users} users, existing users picked at random, {} s at {rate}/s:\n| spends sent | errors | p50 | p99 | p99.9 | max | CPU s / 1k | fdatasync p99 (overwrite) | RSS |\n|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} µs | {} µs | {} µs | {} µs | {:.3} | {} µs | {} MiB |",
+        "\nwhile holding {users} users, existing users picked at random, {} s at {rate}/s:\n| spends sent | errors | p50 | p99 | p99.9 | max | CPU s / 1k | written toward the disk per spend (log and sled) | fdatasync p99 (overwrite) | RSS |\n|---|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} µs | {} µs | {} µs | {} µs | {:.3} | {:.0} B | {} µs | {} MiB |",
         hold.as_secs(),
         held.sent,
         held.errors,
@@ -443,6 +444,7 @@ async fn scale(users: usize) {
         held.p999,
         held.max,
         held.cpu_per_k(),
+        used.written_bytes as f64 / held.served.max(1) as f64,
         floor.value_at_quantile(0.99),
         status_kib(node.pid(), "VmRSS:") / 1024,
     );

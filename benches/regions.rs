@@ -652,10 +652,11 @@ async fn sla_run(proxies: &Handle) -> bool {
     // The bytes cover the warm-up too: count its spends (the base rate).
     let spends = all.count(200) + warmup.as_secs() * base;
     println!(
-        "{table}\n{verdicts}\nnodes' peak RSS {} MiB (three nodes), CPU {:.3} s per 1k requests, {:.0} bytes on the wire per spend (UDP payload between the nodes: QUIC and TLS headers, replication, idempotency records, membership; {wire_bytes} bytes for about {spends} spends)",
+        "{table}\n{verdicts}\nnodes' peak RSS {} MiB (three nodes), CPU {:.3} s per 1k requests, {:.0} bytes on the wire per spend (UDP payload between the nodes: QUIC and TLS headers, replication, idempotency records, membership; {wire_bytes} bytes for about {spends} spends), {:.0} bytes written toward the disk per spend (the three nodes' logs and sled)",
         used.peak_rss_kib / 1024,
         ours_cpu,
-        wire_bytes as f64 / spends.max(1) as f64
+        wire_bytes as f64 / spends.max(1) as f64,
+        used.written_bytes as f64 / spends.max(1) as f64
     );
     let by_kind: Vec<String> = kinds
         .iter()

@@ -67,6 +67,13 @@ pub struct Usage {
     pub peak_rss_kib: u64,
     /// User + system CPU seconds.
     pub cpu_secs: f64,
+    /// Bytes the processes sent toward the disk: `write_bytes` in
+    /// `/proc/<pid>/io`, which counts a whole page (4 KiB) each time a write
+    /// turns a clean page of the page cache dirty. Each such page goes to the
+    /// disk once, so a log append after an `fdatasync` counts 4 KiB however
+    /// few bytes it adds: close to what the disk is sent, not to the bytes
+    /// the node meant to write.
+    pub written_bytes: u64,
 }
 
 impl Usage {
@@ -75,14 +82,17 @@ impl Usage {
         Usage {
             peak_rss_kib: self.peak_rss_kib + other.peak_rss_kib,
             cpu_secs: self.cpu_secs + other.cpu_secs,
+            written_bytes: self.written_bytes + other.written_bytes,
         }
     }
 
-    /// What was used since `before`: CPU since then, and the peak so far.
+    /// What was used since `before`: CPU and bytes written since then, and
+    /// the peak so far.
     pub fn since(self, before: Usage) -> Usage {
         Usage {
             peak_rss_kib: self.peak_rss_kib,
             cpu_secs: self.cpu_secs - before.cpu_secs,
+            written_bytes: self.written_bytes.saturating_sub(before.written_bytes),
         }
     }
 
@@ -253,7 +263,7 @@ impl Drop for Server {
     }
 }
 
-/// Peak RSS and CPU seconds of one process.
+/// Peak RSS, CPU seconds and bytes written of one process.
 pub fn process_usage(pid: u32) -> Usage {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name, which is in parentheses: utime is the 14th
@@ -269,7 +279,18 @@ pub fn process_usage(pid: u32) -> Usage {
     Usage {
         peak_rss_kib: status_kib(pid, "VmHWM:"),
         cpu_secs: (ticks(11) + ticks(12)) as f64 / 100.0,
+        written_bytes: written_bytes(pid),
     }
+}
+
+/// `write_bytes` from a process's `/proc/<pid>/io` (0 if unreadable).
+fn written_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// A KiB figure (`VmRSS`, `VmHWM`, ...) from a process's /proc status.
