@@ -68,11 +68,12 @@ pub struct Usage {
     /// User + system CPU seconds.
     pub cpu_secs: f64,
     /// Bytes the processes sent toward the disk: `write_bytes` in
-    /// `/proc/<pid>/io`, which counts a whole page (4 KiB) each time a write
-    /// turns a clean page of the page cache dirty. Each such page goes to the
-    /// disk once, so a log append after an `fdatasync` counts 4 KiB however
-    /// few bytes it adds: close to what the disk is sent, not to the bytes
-    /// the node meant to write.
+    /// `/proc/<pid>/io`, which counts a whole folio of the page cache each
+    /// time a write turns a clean one dirty. So a log append after an
+    /// `fdatasync` counts a page (4 KiB) however few bytes it adds, which is
+    /// what the disk is sent; but an overwrite of a file first written in
+    /// large pieces counts a large folio, more than the disk is sent
+    /// (benches/README.md, session 27).
     pub written_bytes: u64,
 }
 
