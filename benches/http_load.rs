@@ -23,7 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::disk::{FsyncProbe, fdatasync_floor};
 use support::load::{Outcome, Request, Schedule, open_loop};
-use support::servers::{NodeLatency, Server, counted_since, counters, dir_bytes, jwt, status_kib};
+use support::servers::{
+    NodeLatency, Server, counted_since, counters, dir_bytes, jwt, status_kib, thread_cores,
+    thread_cpu,
+};
 
 /// The p99 a step of a ladder must hold: the SLA's, what the load generator
 /// counts as slow.
@@ -410,6 +413,8 @@ async fn scale(users: usize) {
     let hold = Duration::from_secs(support::env_or("MAAS_BENCH_SCALE_HOLD_SECONDS", 60));
     let schedule = Schedule::constant(rate, Duration::from_secs(2), hold);
     let before = node.usage();
+    let threads_before = thread_cpu(node.pid());
+    let held_from = std::time::Instant::now();
     let counted_before = counters(std::slice::from_ref(&node)).await;
     // Beside the node's own log, on the same disk (a directory of its own
     // beside the node's, so the node never meets its file).
@@ -428,6 +433,11 @@ async fn scale(users: usize) {
     let beside = probe.stop();
     let mut held = Step::of(rate, &outcome);
     let used = node.usage().since(before);
+    let threads = thread_cores(
+        &threads_before,
+        &thread_cpu(node.pid()),
+        held_from.elapsed().as_secs_f64(),
+    );
     held.cpu_secs = used.cpu_secs;
     let inside = NodeLatency::of(&counted_since(
         counted_before,
@@ -448,6 +458,7 @@ async fn scale(users: usize) {
         floor.value_at_quantile(0.99),
         status_kib(node.pid(), "VmRSS:") / 1024,
     );
+    println!("the node's threads over the hold (warm-up included), in cores: {threads}");
     // The generator's p99 counts from the intended send to the last byte
     // read; the node's histogram undercounts stalls (see `NodeLatency`).
     // Where the slow answers fall, and a probe's fdatasync timed the

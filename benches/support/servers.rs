@@ -284,6 +284,61 @@ pub fn process_usage(pid: u32) -> Usage {
     }
 }
 
+/// CPU seconds of one process's threads so far, summed by thread name
+/// (`/proc/<pid>/task/*/stat`): the node names its group-commit and
+/// checkpoint threads, and tokio its workers.
+pub fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return by_name;
+    };
+    for task in tasks.filter_map(Result::ok) {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // `tid (name) state ...`: the name may hold spaces, so split at the
+        // parentheses; utime and stime are the 12th and 13th fields after.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let name = head.split_once('(').map_or("", |(_, n)| n);
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        *by_name.entry(name.to_owned()).or_insert(0.0) += (ticks(11) + ticks(12)) as f64 / 100.0;
+    }
+    by_name
+}
+
+/// Cores each thread name used between two [`thread_cpu`] readings
+/// `seconds` apart, busiest first, leaving out those under 1 %.
+pub fn thread_cores(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    seconds: f64,
+) -> String {
+    let mut cores: Vec<(&String, f64)> = after
+        .iter()
+        .map(|(name, cpu)| {
+            (
+                name,
+                (cpu - before.get(name).copied().unwrap_or(0.0)) / seconds,
+            )
+        })
+        .filter(|(_, c)| *c >= 0.01)
+        .collect();
+    cores.sort_by(|a, b| b.1.total_cmp(&a.1));
+    cores
+        .iter()
+        .map(|(name, c)| format!("{name} {c:.3}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `write_bytes` from a process's `/proc/<pid>/io` (0 if unreadable).
 fn written_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/io"))
