@@ -267,21 +267,29 @@ impl Drop for Server {
 /// Peak RSS, CPU seconds and bytes written of one process.
 pub fn process_usage(pid: u32) -> Usage {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses: utime is the 14th
-    // field overall, stime the 15th; both in clock ticks (100 per second here).
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
+    Usage {
+        peak_rss_kib: status_kib(pid, "VmHWM:"),
+        cpu_secs: stat_cpu(&stat).map_or(0.0, |(_, secs)| secs),
+        written_bytes: written_bytes(pid),
+    }
+}
+
+/// The name and CPU seconds (user + system) in a process's or thread's
+/// `stat` line: `pid (name) state ...`. The name may hold spaces and
+/// parentheses, so the fields are counted after its last `)`: utime is the
+/// 12th after it and stime the 13th (the 14th and 15th overall), in clock
+/// ticks (100 per second here).
+fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(').map_or("", |(_, n)| n);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| {
         fields
             .get(i)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    Usage {
-        peak_rss_kib: status_kib(pid, "VmHWM:"),
-        cpu_secs: (ticks(11) + ticks(12)) as f64 / 100.0,
-        written_bytes: written_bytes(pid),
-    }
+    Some((name, (ticks(11) + ticks(12)) as f64 / 100.0))
 }
 
 /// CPU seconds of one process's threads so far, summed by thread name
@@ -296,20 +304,9 @@ pub fn thread_cpu(pid: u32) -> std::collections::BTreeMap<String, f64> {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        // `tid (name) state ...`: the name may hold spaces, so split at the
-        // parentheses; utime and stime are the 12th and 13th fields after.
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let name = head.split_once('(').map_or("", |(_, n)| n);
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        *by_name.entry(name.to_owned()).or_insert(0.0) += (ticks(11) + ticks(12)) as f64 / 100.0;
+        if let Some((name, secs)) = stat_cpu(&stat) {
+            *by_name.entry(name.to_owned()).or_insert(0.0) += secs;
+        }
     }
     by_name
 }
