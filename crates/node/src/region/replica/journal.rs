@@ -149,17 +149,15 @@ impl Journal {
         let accounts = sorted(dirty.users)
             .into_iter()
             .filter_map(|user| {
+                let stored = state.accounts.get(user.as_str());
                 let own = match latest.get(user.as_str()) {
                     Some(w) => Some((w.seq, w.entry.clone())),
-                    None => state
-                        .own
-                        .get(user.as_str())
-                        .map(|(seq, entry)| (*seq, entry.clone())),
+                    None => stored.and_then(|u| u.own.clone()),
                 };
                 // Every user we wrote has an account; were one missing, an
                 // empty one keeps our entry from being dropped.
-                let account = match (state.accounts.get(user.as_str()), &own) {
-                    (Some(account), _) => account.clone(),
+                let account = match (stored, &own) {
+                    (Some(u), _) => u.account.clone(),
                     (None, Some(_)) => Packed::pack(&Account::default()),
                     (None, None) => return None,
                 };

@@ -373,7 +373,7 @@ fn own_items(state: &Durable, me: RegionId, after: Seq, upto: Seq) -> Vec<Item> 
         .own_by_seq
         .range(after.next()..=upto)
         .filter_map(|(_, user)| {
-            let (seq, delta) = state.own.get(user)?;
+            let (seq, delta) = state.own_of(user)?;
             Some(Item {
                 origin: me,
                 seq: *seq,

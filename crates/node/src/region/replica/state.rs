@@ -15,6 +15,7 @@ use crate::region::units::Seq;
 use bincode::{Decode, Encode};
 use ledger_crdt::{Account, RegionId};
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 /// The state as of the last confirmed flush, plus the writes made since (which
@@ -24,7 +25,8 @@ use std::sync::Arc;
 /// below: at a million users each extra copy cost about 4 % of the memory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Durable {
-    pub(super) accounts: BTreeMap<Arc<str>, Packed<Account>>,
+    /// Each user's account, with our own entry of it.
+    pub(super) accounts: BTreeMap<Arc<str>, UserState>,
     /// For other origins: the sequence number of the version held, per user.
     /// By origin, then user: a merge looks its user up by name, with no key
     /// to build (a `(RegionId, String)` key cost a copy of the name each).
@@ -33,10 +35,9 @@ pub struct Durable {
     pub(super) watermarks: BTreeMap<RegionId, Seq>,
     /// Our own last write.
     pub(super) last_written: Seq,
-    /// Our own entries as of their last durable write: all we ever send of us.
-    pub(super) own: BTreeMap<Arc<str>, (Seq, Packed<Account>)>,
-    /// `own`, indexed by the write that last changed each entry: batches and
-    /// catch-ups read a range of writes, O(changes) whatever the users.
+    /// Our own entries ([`UserState::own`]), indexed by the write that last
+    /// changed each: batches and catch-ups read a range of writes,
+    /// O(changes) whatever the users.
     pub(super) own_by_seq: BTreeMap<Seq, Arc<str>>,
     /// `seqs`, indexed by origin and version: catch-ups forward a range. A
     /// version names one write of its origin, and one write one user.
@@ -49,6 +50,21 @@ pub struct Durable {
     /// Statement lines made since the last persist (not state: they go to
     /// disk with it, and are never read back by the core).
     pub(super) statement: StatementDrafts,
+}
+
+/// One user as memory holds them.
+///
+/// Our entry sits beside the account rather than in a map of its own: the
+/// flush that makes a write durable finds both with one look-up by name, and
+/// a second map keyed by name cost every user a second set of tree nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct UserState {
+    /// The account as it stands, our writes not yet durable included.
+    pub(super) account: Packed<Account>,
+    /// Our own entry as of its last durable write, with that write: all we
+    /// ever send of us. It lags `account` while a write of ours is pending;
+    /// `None` if we never wrote the user.
+    pub(super) own: Option<(Seq, Packed<Account>)>,
 }
 
 /// What merging one peer's entry did.
@@ -159,10 +175,7 @@ impl Durable {
         for (user, write) in &persist.accounts {
             self.put_account(user, write.account.clone());
             match &write.own {
-                Some((seq, own)) => {
-                    let user = self.user_id(user);
-                    self.set_own(user, *seq, own.clone());
-                }
+                Some((seq, own)) => self.set_own(user, *seq, own.clone()),
                 // The store keeps the two in one value, so an account written
                 // without our entry loses it there; here too, so that the
                 // simulator's disk is what the node's would be.
@@ -188,7 +201,7 @@ impl Durable {
 
     /// `user`'s account as this state holds it, if it holds one.
     pub fn account_of(&self, user: &str) -> Option<Account> {
-        self.accounts.get(user).map(Packed::unpack)
+        self.accounts.get(user).map(|u| u.account.unpack())
     }
 
     /// The accounts this state holds, by value.
@@ -199,7 +212,7 @@ impl Durable {
     pub(super) fn all_accounts(&self) -> BTreeMap<String, Account> {
         self.accounts
             .iter()
-            .map(|(user, account)| (user.to_string(), account.unpack()))
+            .map(|(user, u)| (user.to_string(), u.account.unpack()))
             .collect()
     }
 
@@ -207,7 +220,7 @@ impl Durable {
     pub(super) fn account(&self, user: &str) -> Account {
         self.accounts
             .get(user)
-            .map(Packed::unpack)
+            .map(|u| u.account.unpack())
             .unwrap_or_default()
     }
 
@@ -232,10 +245,13 @@ impl Durable {
     }
 
     /// Stores `account` under `user`, allocating the id only for a new user.
-    fn put_account(&mut self, user: &str, account: Packed<Account>) -> Option<Packed<Account>> {
+    fn put_account(&mut self, user: &str, account: Packed<Account>) {
         match self.accounts.get_mut(user) {
-            Some(slot) => Some(std::mem::replace(slot, account)),
-            None => self.accounts.insert(user.into(), account),
+            Some(slot) => slot.account = account,
+            None => {
+                let state = UserState { account, own: None };
+                self.accounts.insert(user.into(), state);
+            }
         }
     }
 
@@ -249,24 +265,46 @@ impl Durable {
     /// Our writes that became durable: the versions of our entries we may send.
     pub(super) fn promote(&mut self, writes: Vec<super::journal::PendingWrite>) {
         for w in writes {
-            let user = self.user_id(&w.user);
-            self.set_own(user, w.seq, w.entry);
+            self.set_own(&w.user, w.seq, w.entry);
         }
     }
 
-    /// Our entry for `user` as of our write `seq`, indexed.
-    fn set_own(&mut self, user: Arc<str>, seq: Seq, entry: Packed<Account>) {
-        if let Some((old, _)) = self.own.insert(user.clone(), (seq, entry)) {
-            self.own_by_seq.remove(&old);
-        }
-        self.own_by_seq.insert(seq, user);
+    /// Our entry for `user` as of our write `seq`, indexed. We write only
+    /// users whose account is stored already; were one missing, an empty
+    /// account keeps the entry from being lost.
+    fn set_own(&mut self, user: &str, seq: Seq, entry: Packed<Account>) {
+        // One look-up by name gives both the slot and the shared id (a range
+        // of one key: a map has no `get_key_value_mut`).
+        let only = (Bound::Included(user), Bound::Included(user));
+        let id = match self.accounts.range_mut::<str, _>(only).next() {
+            Some((id, slot)) => {
+                if let Some((old, _)) = slot.own.replace((seq, entry)) {
+                    self.own_by_seq.remove(&old);
+                }
+                id.clone()
+            }
+            None => {
+                let id: Arc<str> = user.into();
+                let account = Packed::pack(&Account::default());
+                let own = Some((seq, entry));
+                self.accounts.insert(id.clone(), UserState { account, own });
+                id
+            }
+        };
+        self.own_by_seq.insert(seq, id);
     }
 
     /// Forgets our entry for `user`, and its index.
     fn remove_own(&mut self, user: &str) {
-        if let Some((old, _)) = self.own.remove(user) {
+        let old = self.accounts.get_mut(user).and_then(|u| u.own.take());
+        if let Some((old, _)) = old {
             self.own_by_seq.remove(&old);
         }
+    }
+
+    /// Our entry for `user` as of its last durable write, with that write.
+    pub(super) fn own_of(&self, user: &str) -> Option<&(Seq, Packed<Account>)> {
+        self.accounts.get(user)?.own.as_ref()
     }
 
     /// The versions held of other origins' entries for `user`, by origin.

@@ -33,7 +33,7 @@ impl Replica {
 
     /// One user's account as this replica knows it, if it knows the user.
     pub fn account(&self, user: &str) -> Option<Account> {
-        self.ledger.state.accounts.get(user).map(|a| a.unpack())
+        self.ledger.state.account_of(user)
     }
 
     /// Whether this replica holds an account for `user`, or tokens held for
@@ -70,7 +70,7 @@ impl Replica {
             .state
             .accounts
             .get(user)
-            .and_then(|a| a.unpack().subscription())
+            .and_then(|u| u.account.unpack().subscription())
             .is_some_and(|s| s.active_at(now.0))
     }
 
