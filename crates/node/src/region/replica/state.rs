@@ -218,10 +218,7 @@ impl Durable {
 
     /// The user's account; an empty one for a user never seen.
     pub(super) fn account(&self, user: &str) -> Account {
-        self.accounts
-            .get(user)
-            .map(|u| u.account.unpack())
-            .unwrap_or_default()
+        self.account_of(user).unwrap_or_default()
     }
 
     /// A copy of `account` as it is before a change, if the statement will

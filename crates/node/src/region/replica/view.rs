@@ -68,9 +68,8 @@ impl Replica {
     pub fn memes_ai(&self, user: &str, now: Millis) -> bool {
         self.ledger
             .state
-            .accounts
-            .get(user)
-            .and_then(|u| u.account.unpack().subscription())
+            .account_of(user)
+            .and_then(|a| a.subscription())
             .is_some_and(|s| s.active_at(now.0))
     }
 
