@@ -724,9 +724,10 @@ impl Replica {
     fn send_batch(&mut self) {
         let durable = self.ledger.journal.durable();
         let me = self.me();
+        let anyone_live = !self.peers.live().is_empty();
         for message in self
             .replication
-            .take_batch(&mut self.ledger.state, durable, me)
+            .take_batch(&mut self.ledger.state, durable, me, anyone_live)
         {
             self.peers.broadcast_live(&message);
         }

@@ -350,19 +350,49 @@ fn a_spend_waits_no_longer_than_asked() {
     ));
 }
 
+/// Runs `h` until replica `i` sees `live` peers up (at most a minute).
+fn until_live(h: &mut Harness, i: usize, live: usize) {
+    for _ in 0..600 {
+        if h.replicas[i].peers.live().len() == live {
+            return;
+        }
+        h.run(100);
+    }
+    panic!("replica {i} never saw {live} peers up");
+}
+
+#[test]
+fn a_region_alone_sends_no_batch_and_its_peer_catches_up_once_back() {
+    let mut h = Harness::new(2, &[0, 1], |c| c.batch_age_ms = 10);
+    h.cut.insert((0, 1));
+    until_live(&mut h, 0, 0);
+    for _ in 0..5 {
+        let id = h.spend(0, "ann");
+        h.run(20);
+        assert!(h.reply(0, id).is_some_and(|r| r.result.is_ok()));
+    }
+    // Its writes count as sent: no batch waits for a peer that is not there.
+    let state = &h.replicas[0].ledger.state;
+    assert_eq!(state.sent_upto, state.last_written);
+    assert!(state.sent_upto > Seq::ZERO);
+    h.delivered.clear();
+    h.cut.clear();
+    until_live(&mut h, 1, 1);
+    h.run(2_000);
+    assert_eq!(h.replicas[1].receipt("ann").balance, 95, "caught up");
+    assert!(
+        h.deltas_sent().iter().all(|&(_, _, items)| items == 0),
+        "by anti-entropy, not by a batch"
+    );
+}
+
 #[test]
 fn a_spend_does_not_wait_when_no_live_region_holds_rights() {
     let mut h = Harness::new(2, &[0], |_| {});
     // Region 0, which holds all of erin's rights, is cut off long enough for
     // the membership to call it down: waiting could only delay the 402.
     h.cut.insert((0, 1));
-    for _ in 0..600 {
-        if h.replicas[1].peers.live().is_empty() {
-            break;
-        }
-        h.run(100);
-    }
-    assert!(h.replicas[1].peers.live().is_empty(), "region 0 is down");
+    until_live(&mut h, 1, 0);
     let id = h.client(1, "erin", Command::ChargeCall, None, 500);
     assert!(matches!(
         h.reply(1, id).map(|r| &r.result),
@@ -370,12 +400,7 @@ fn a_spend_does_not_wait_when_no_live_region_holds_rights() {
     ));
     // Healed, the same wait is held until rights come.
     h.cut.clear();
-    for _ in 0..600 {
-        if !h.replicas[1].peers.live().is_empty() {
-            break;
-        }
-        h.run(100);
-    }
+    until_live(&mut h, 1, 1);
     let id = h.client(1, "erin", Command::ChargeCall, None, 500);
     assert!(h.reply(1, id).is_none(), "held while region 0 is live");
     h.run(300);
