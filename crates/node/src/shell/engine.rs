@@ -12,7 +12,7 @@
 //! when its [`Replica::poll_timeout`] comes, and sleeps otherwise.
 
 use crate::hashing::Map;
-use crate::shell::linger::Linger;
+use crate::shell::linger::{ENOUGH_TO_SHARE, Linger};
 use crate::shell::metrics::Metrics;
 use crate::shell::notify::Notifier;
 use crate::shell::store::{Store, Write as StoreWrite};
@@ -483,8 +483,9 @@ impl Engine {
         pending.last_at = Instant::now();
         // Only the first request since the last flush needs to wake the flusher;
         // the rest ride along, saving a futex syscall per request. Once every
-        // connection waits, a lingering flusher is woken to flush at once.
-        if pending.count == 1 || self.every_connection_waits() {
+        // connection waits, or enough writes share the flush, a lingering
+        // flusher is woken to flush at once.
+        if pending.count == 1 || pending.count == ENOUGH_TO_SHARE || self.every_connection_waits() {
             self.kick.notify_one();
         }
     }
@@ -523,10 +524,12 @@ impl Engine {
                             woke,
                             pending.last_at,
                             Instant::now(),
+                            pending.count,
                             !service.every_connection_waits(),
                         ) {
                             // Unlocked while it waits; woken early once every
-                            // connection waits (see `wake_group_commit`).
+                            // connection waits or enough writes share the
+                            // flush (see `wake_group_commit`).
                             pending = service
                                 .kick
                                 .wait_timeout(pending, wait)
