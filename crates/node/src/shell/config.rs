@@ -171,7 +171,7 @@ pub(crate) struct Cli {
     /// it, and not once every open connection waits or eight writes share
     /// the flush. Adds at most this much latency (at most 100000). Each flush
     /// is an `fdatasync`, about two disk requests: against 500, 2000 took
-    /// 10–20 % off the CPU per request of the seeds' SLA run.
+    /// 6–9 % off the CPU per request of the seeds' SLA run.
     #[arg(long, env = "MAAS_COMMIT_LINGER_US", default_value_t = 2000,
           value_parser = clap::value_parser!(u64).range(0..=100_000))]
     pub commit_linger_us: u64,

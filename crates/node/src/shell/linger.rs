@@ -27,8 +27,8 @@
 //! adds latency: at 10,000 spends/s on one node, a 2 ms linger without this
 //! rule took 5 % off the CPU and put 0.9 ms on the median. At the 3,300 a
 //! second each node of the seeds' SLA run takes, eight writes take longer
-//! to come than 500 µs (the default before), and the 2 ms default takes
-//! about a tenth off the CPU per request (benches/README.md, session 30).
+//! to come than 500 µs (the default before), and the 2 ms default took
+//! 6–9 % off the CPU per request (benches/README.md, session 30).
 
 use std::time::{Duration, Instant};
 
