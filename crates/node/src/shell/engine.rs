@@ -12,7 +12,7 @@
 //! when its [`Replica::poll_timeout`] comes, and sleeps otherwise.
 
 use crate::hashing::Map;
-use crate::shell::linger::{ENOUGH_TO_SHARE, Linger};
+use crate::shell::linger::{self, Linger};
 use crate::shell::metrics::Metrics;
 use crate::shell::notify::Notifier;
 use crate::shell::store::{Store, Write as StoreWrite};
@@ -481,11 +481,9 @@ impl Engine {
         pending.count = pending.count.saturating_add(1);
         // The linger ends once writes stop coming.
         pending.last_at = Instant::now();
-        // Only the first request since the last flush needs to wake the flusher;
-        // the rest ride along, saving a futex syscall per request. Once every
-        // connection waits, or enough writes share the flush, a lingering
-        // flusher is woken to flush at once.
-        if pending.count == 1 || pending.count == ENOUGH_TO_SHARE || self.every_connection_waits() {
+        // Once every connection waits, a lingering flusher is also woken to
+        // flush at once.
+        if linger::wakes_flusher(pending.count) || self.every_connection_waits() {
             self.kick.notify_one();
         }
     }

@@ -36,6 +36,13 @@ use std::time::{Duration, Instant};
 /// flush goes at once.
 pub(crate) const ENOUGH_TO_SHARE: u32 = 8;
 
+/// Whether the write that makes `writes` wait should wake the flusher: the
+/// first starts a flush, the [`ENOUGH_TO_SHARE`]th ends its linger; the rest
+/// ride along without a futex call each.
+pub(crate) fn wakes_flusher(writes: u32) -> bool {
+    writes == 1 || writes == ENOUGH_TO_SHARE
+}
+
 /// The linger, switched by what the last flush carried.
 #[derive(Debug)]
 pub(crate) struct Linger {
@@ -183,6 +190,14 @@ mod tests {
             None,
             "enough already share it"
         );
+    }
+
+    #[test]
+    fn only_the_first_and_the_enough_th_write_wake_the_flusher() {
+        let waking: Vec<u32> = (0..=2 * ENOUGH_TO_SHARE)
+            .filter(|&w| wakes_flusher(w))
+            .collect();
+        assert_eq!(waking, vec![1, ENOUGH_TO_SHARE]);
     }
 
     #[test]
