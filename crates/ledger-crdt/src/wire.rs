@@ -56,6 +56,28 @@ pub fn decode<T: Decode<()>, const LIMIT: usize>(bytes: &[u8]) -> Result<T, Erro
     Ok(value)
 }
 
+/// Appends `value` as [`encode_into`] would, but without the version byte:
+/// for values laid end to end behind one version byte of the caller's, so
+/// that a run of them can be joined to another by copying bytes.
+pub fn encode_bare_into<T: Encode + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), Error> {
+    bincode::encode_into_std_write(value, out, config::standard())
+        .map_err(|e| Error::Encode(e.to_string()))?;
+    Ok(())
+}
+
+/// Decodes one value written by [`encode_bare_into`] from the front of
+/// `bytes`, reading at most `LIMIT` bytes; returns it and how many bytes it
+/// took (the rest may hold more values).
+pub fn decode_bare_prefix<T: Decode<()>, const LIMIT: usize>(
+    bytes: &[u8],
+) -> Result<(T, usize), Error> {
+    if bytes.is_empty() {
+        return Err(Error::Empty);
+    }
+    let config = config::standard().with_limit::<LIMIT>();
+    bincode::decode_from_slice(bytes, config).map_err(|e| Error::Decode(e.to_string()))
+}
+
 impl Account {
     /// The account's canonical encoding: equal accounts give equal bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>, Error> {

@@ -6,14 +6,19 @@
 //! [`crate::shell::keys`]):
 //! - `l` + user + `0x00` + line id (8 bytes, big-endian) → a chunk: the
 //!   user's lines (at most [`LINES_PER_CHUNK`]), each with its id, the first
-//!   of which names the key. A group commit logs one chunk per user; they
+//!   of which names the key. A chunk is [`CHUNK_TAG`], the wire version, the
+//!   number of lines (one byte), then the lines end to end, each without its
+//!   user (the key names it): so a line stores no name, and two chunks join
+//!   by copying their lines' bytes. A group commit logs one chunk per user; they
 //!   wait in [`crate::shell::pending`] (reads see them there), and the next
 //!   checkpoint merges each user's consecutive chunks into one while they
 //!   hold at most [`LINES_PER_CHUNK`] lines ([`merge_pending`]). Not a key per
 //!   line, nor per commit: sled splits a leaf every 16 keys, and with a key
 //!   per line its inserts and splits were a tenth of a spend's CPU, with a
 //!   key per user and commit a sixth of the three-region run's. Stores from
-//!   before chunks hold one line under each key; both read alike.
+//!   before chunks hold one line under each key, and stores from before
+//!   lines left their user out hold chunks of whole lines
+//!   ([`CHUNK_TAG_WITH_USERS`]); all read alike.
 //! - `L` + time (8 bytes, big-endian ms) + a line's id → the keys of chunks
 //!   (each after its length, 2 bytes, big-endian): when they were made, so
 //!   retention reads only what expired. A group commit logs one note; a
@@ -41,12 +46,13 @@
 //! the same atomic batch that deletes them, so it never breaks that.
 
 use crate::NodeError;
-use crate::StatementLine;
 use crate::hashing::Map;
 use crate::shell::engine::Engine;
 use crate::shell::keys;
 use crate::shell::pending::Held;
 use crate::shell::store::{Store, Write};
+use crate::{LineKind, Millis, StatementLine};
+use ledger_crdt::RegionId;
 use ledger_crdt::wire;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -54,9 +60,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 const MAX_LINE_BYTES: usize = 4 * 1024;
 /// The most lines under one key: a page reads whole chunks.
 const LINES_PER_CHUNK: usize = 64;
-/// The first byte of a chunk's value. A lone line (as stores before chunks
-/// wrote them) begins with the wire version, which this is not.
-const CHUNK_TAG: u8 = 0xC4;
+/// The first byte of a chunk's value (then the wire version, the number of
+/// lines and the lines, each a [`StoredLine`]). A lone line (as stores
+/// before chunks wrote them) begins with the wire version, which this is not.
+const CHUNK_TAG: u8 = 0xC5;
+/// The first byte of a chunk as stores wrote them before lines left their
+/// user out: then the lines, whole, as one encoded `Vec`. Read, never written.
+const CHUNK_TAG_WITH_USERS: u8 = 0xC4;
+/// Bytes before a chunk's lines: its tag, the wire version, the count.
+const CHUNK_HEADER_BYTES: usize = 3;
+/// Where a chunk's count of lines is.
+const COUNT_AT: usize = 2;
 /// The most bytes of a stored chunk.
 const MAX_CHUNK_BYTES: usize = LINES_PER_CHUNK * (MAX_LINE_BYTES + 10);
 /// Lines compacted per batch.
@@ -354,7 +368,7 @@ pub(crate) fn line_writes(
                 keys::made(keys::STATEMENT_NOTE, line.at.0, &first.to_be_bytes())
             });
             push_note_key(&mut note, &key)?;
-            writes.push((key, Some(chunk_value(chunk)?)));
+            writes.push((key, Some(chunk_value(chunk.iter().copied())?)));
         }
     }
     if let Some(k) = note_key {
@@ -367,20 +381,39 @@ pub(crate) fn line_writes(
 /// commits, as they logged them) in few keys: each user's consecutive
 /// chunks in one while they hold at most [`LINES_PER_CHUNK`] lines, under
 /// the first one's key; and one note naming them all, under the newest
-/// commit's note's key (notes' keys begin with their time).
+/// commit's note's key (notes' keys begin with their time). Chunks join by
+/// copying their lines' bytes: ids grow across commits, so one user's
+/// chunks in key order hold their lines in id order.
 pub(crate) fn merge_pending(pending: &Held) -> Result<Vec<Write>, NodeError> {
     let mut writes = Vec::new();
     let mut note = Vec::new();
     let mut run: Option<Run> = None;
     for (key, value) in pending.chunks_in_order() {
-        let lines = decode_chunk(&key, value)?;
+        let rewritten;
+        let value = if is_chunk(value) {
+            value.as_slice()
+        } else {
+            // Not in this layout (logged by an older build): read and
+            // written again.
+            let lines = decode_chunk(&key, value)?;
+            rewritten = chunk_value(lines.iter().map(|(id, line)| (*id, line)))?;
+            rewritten.as_slice()
+        };
+        let (count, lines) = (usize::from(value[COUNT_AT]), &value[CHUNK_HEADER_BYTES..]);
         match run.as_mut() {
-            Some(open) if open.takes(&key, lines.len()) => open.lines.extend(lines),
+            Some(open) if open.takes(&key, count) => {
+                open.count += count;
+                open.value.extend_from_slice(lines);
+            }
             _ => {
                 if let Some(done) = run.take() {
                     writes.push(done.write(&mut note)?);
                 }
-                run = Some(Run { key, lines });
+                run = Some(Run {
+                    key,
+                    count,
+                    value: value.to_vec(),
+                });
             }
         }
     }
@@ -404,7 +437,10 @@ pub(crate) fn merge_pending(pending: &Held) -> Result<Vec<Write>, NodeError> {
 struct Run {
     /// The key of the first chunk, which the merged one takes.
     key: Vec<u8>,
-    lines: Vec<(u64, StatementLine)>,
+    /// Lines so far.
+    count: usize,
+    /// The merged chunk, its count byte not yet set.
+    value: Vec<u8>,
 }
 
 impl Run {
@@ -413,21 +449,107 @@ impl Run {
     fn takes(&self, key: &[u8], lines: usize) -> bool {
         keys::split_statement_chunk(&self.key)
             .is_some_and(|(u, _)| Some(u) == keys::split_statement_chunk(key).map(|(u, _)| u))
-            && self.lines.len() + lines <= LINES_PER_CHUNK
+            && self.count + lines <= LINES_PER_CHUNK
     }
 
     /// The merged chunk's write, its key added to `note`.
-    fn write(self, note: &mut Vec<u8>) -> Result<Write, NodeError> {
+    fn write(mut self, note: &mut Vec<u8>) -> Result<Write, NodeError> {
         push_note_key(note, &self.key)?;
-        Ok((self.key, Some(chunk_value(&self.lines)?)))
+        self.value[COUNT_AT] = line_count(self.count)?;
+        Ok((self.key, Some(self.value)))
     }
 }
 
-/// A chunk's value: the tag, then its lines, in one allocation.
-fn chunk_value<L: bincode::Encode>(lines: &[L]) -> Result<Vec<u8>, NodeError> {
-    let mut value = vec![CHUNK_TAG];
-    wire::encode_into(&mut value, lines)?;
+/// A line as a chunk stores it: its id, and the line without its user.
+#[derive(bincode::Encode)]
+struct StoredLine<'a> {
+    id: u64,
+    at: Millis,
+    region: RegionId,
+    kind: LineKind,
+    amount: i64,
+    calls: u64,
+    held: u64,
+    balance_after: u64,
+    reference: Option<&'a str>,
+}
+
+/// A [`StoredLine`] read back.
+#[derive(bincode::Decode)]
+struct ReadLine {
+    id: u64,
+    at: Millis,
+    region: RegionId,
+    kind: LineKind,
+    amount: i64,
+    calls: u64,
+    held: u64,
+    balance_after: u64,
+    reference: Option<String>,
+}
+
+impl ReadLine {
+    fn into_line(self, user: String) -> (u64, StatementLine) {
+        (
+            self.id,
+            StatementLine {
+                user,
+                at: self.at,
+                region: self.region,
+                kind: self.kind,
+                amount: self.amount,
+                calls: self.calls,
+                held: self.held,
+                balance_after: self.balance_after,
+                reference: self.reference,
+            },
+        )
+    }
+}
+
+/// A chunk's value: the header, then `lines` (one user's, at most
+/// [`LINES_PER_CHUNK`], with their ids, in order), in one allocation.
+fn chunk_value<'a>(
+    lines: impl ExactSizeIterator<Item = (u64, &'a StatementLine)>,
+) -> Result<Vec<u8>, NodeError> {
+    // About 30 bytes a line without its user.
+    let mut value = Vec::with_capacity(CHUNK_HEADER_BYTES + 32 * lines.len());
+    value.extend_from_slice(&[CHUNK_TAG, wire::WIRE_VERSION, line_count(lines.len())?]);
+    for (id, line) in lines {
+        let stored = StoredLine {
+            id,
+            at: line.at,
+            region: line.region,
+            kind: line.kind,
+            amount: line.amount,
+            calls: line.calls,
+            held: line.held,
+            balance_after: line.balance_after,
+            reference: line.reference.as_deref(),
+        };
+        wire::encode_bare_into(&mut value, &stored)?;
+    }
     Ok(value)
+}
+
+/// A chunk's count byte: 1 to [`LINES_PER_CHUNK`].
+fn line_count(lines: usize) -> Result<u8, NodeError> {
+    u8::try_from(lines)
+        .ok()
+        .filter(|n| (1..=LINES_PER_CHUNK).contains(&usize::from(*n)))
+        .ok_or_else(|| {
+            NodeError::Corrupt(ledger_crdt::Error::Encode(format!(
+                "a statement chunk of {lines} lines"
+            )))
+        })
+}
+
+/// Whether `value` is a chunk in this layout (whose lines may be joined).
+fn is_chunk(value: &[u8]) -> bool {
+    value.len() > CHUNK_HEADER_BYTES
+        && value[0] == CHUNK_TAG
+        && value[1] == wire::WIRE_VERSION
+        && (1..=LINES_PER_CHUNK).contains(&usize::from(value[COUNT_AT]))
 }
 
 /// Adds `key` to a note: its length (2 bytes, big-endian), then it.
@@ -464,28 +586,66 @@ fn line_id(key: &[u8]) -> Result<u64, NodeError> {
         })
 }
 
-/// The lines under `key`, oldest first, each with its id: a chunk, or a
-/// lone line as stores before chunks wrote them.
+/// The lines under `key`, oldest first, each with its id: a chunk (in
+/// either layout), or a lone line as stores before chunks wrote them.
 fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<(u64, StatementLine)>, NodeError> {
-    match bytes.split_first() {
-        Some((&CHUNK_TAG, chunk)) => {
-            let lines = wire::decode::<Vec<(u64, StatementLine)>, MAX_CHUNK_BYTES>(chunk)?;
-            let first = line_id(key)?;
-            // Paging rests on this: ids grow within a chunk, from its key's.
-            let ordered = lines.first().is_some_and(|(id, _)| *id == first)
-                && lines.windows(2).all(|w| w[0].0 < w[1].0);
-            if !ordered {
-                return Err(NodeError::Corrupt(ledger_crdt::Error::Decode(
-                    "a statement chunk's ids".into(),
-                )));
-            }
-            Ok(lines)
+    let lines = match bytes.split_first() {
+        Some((&CHUNK_TAG, chunk)) => decode_lines(key, chunk)?,
+        Some((&CHUNK_TAG_WITH_USERS, chunk)) => {
+            wire::decode::<Vec<(u64, StatementLine)>, MAX_CHUNK_BYTES>(chunk)?
         }
-        _ => Ok(vec![(
-            line_id(key)?,
-            wire::decode::<StatementLine, MAX_LINE_BYTES>(bytes)?,
-        )]),
+        _ => {
+            return Ok(vec![(
+                line_id(key)?,
+                wire::decode::<StatementLine, MAX_LINE_BYTES>(bytes)?,
+            )]);
+        }
+    };
+    let first = line_id(key)?;
+    // Paging rests on this: ids grow within a chunk, from its key's.
+    let ordered = lines.first().is_some_and(|(id, _)| *id == first)
+        && lines.windows(2).all(|w| w[0].0 < w[1].0);
+    if !ordered {
+        return Err(NodeError::Corrupt(ledger_crdt::Error::Decode(
+            "a statement chunk's ids".into(),
+        )));
     }
+    Ok(lines)
+}
+
+/// A chunk's lines (what follows [`CHUNK_TAG`]), each given the user its
+/// key names.
+fn decode_lines(key: &[u8], chunk: &[u8]) -> Result<Vec<(u64, StatementLine)>, NodeError> {
+    let bad = |what: &str| NodeError::Corrupt(ledger_crdt::Error::Decode(what.into()));
+    let user = keys::split_statement_chunk(key)
+        .and_then(|(prefix, _)| prefix.get(1..prefix.len().checked_sub(1)?))
+        .and_then(|user| std::str::from_utf8(user).ok())
+        .ok_or_else(|| bad("a statement chunk's key"))?;
+    let (&version, rest) = chunk
+        .split_first()
+        .ok_or_else(|| bad("a statement chunk"))?;
+    if version != wire::WIRE_VERSION {
+        return Err(NodeError::Corrupt(ledger_crdt::Error::UnsupportedVersion(
+            version,
+        )));
+    }
+    let (&count, mut rest) = rest.split_first().ok_or_else(|| bad("a statement chunk"))?;
+    let count = usize::from(count);
+    if !(1..=LINES_PER_CHUNK).contains(&count) {
+        return Err(bad("a statement chunk's count"));
+    }
+    let mut lines = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (line, used) = wire::decode_bare_prefix::<ReadLine, MAX_LINE_BYTES>(rest)?;
+        rest = rest.get(used..).ok_or_else(|| bad("a statement chunk"))?;
+        lines.push(line.into_line(user.to_owned()));
+    }
+    if !rest.is_empty() {
+        return Err(NodeError::Corrupt(ledger_crdt::Error::TrailingBytes(
+            rest.len(),
+        )));
+    }
+    Ok(lines)
 }
 
 fn clamp(n: i128) -> u64 {
@@ -495,8 +655,7 @@ fn clamp(n: i128) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{LineKind, Millis, Persist};
-    use ledger_crdt::RegionId;
+    use crate::Persist;
 
     fn line(
         user: &str,
@@ -813,26 +972,113 @@ mod tests {
     #[test]
     fn a_chunk_whose_ids_do_not_grow_from_its_key_is_refused() {
         let l = line("u", 5, LineKind::Spend, -1, 149);
+        let key = |id| keys::statement_chunk("u", id);
+        // Both layouts: lines without their user, and whole lines.
         let chunk = |lines: Vec<(u64, StatementLine)>| {
-            let mut v = vec![CHUNK_TAG];
+            chunk_value(lines.iter().map(|(id, l)| (*id, l))).unwrap()
+        };
+        let with_users = |lines: Vec<(u64, StatementLine)>| {
+            let mut v = vec![CHUNK_TAG_WITH_USERS];
             v.extend(wire::encode(&lines).unwrap());
             v
         };
+        for layout in [chunk, with_users] {
+            let good = layout(vec![(9, l.clone()), (12, l.clone())]);
+            assert_eq!(
+                decode_chunk(&key(9), &good).unwrap(),
+                vec![(9, l.clone()), (12, l.clone())]
+            );
+            assert!(decode_chunk(&key(8), &good).is_err(), "not its key");
+            let shuffled = layout(vec![(9, l.clone()), (9, l.clone())]);
+            assert!(decode_chunk(&key(9), &shuffled).is_err());
+        }
+        assert!(decode_chunk(&key(9), &with_users(Vec::new())).is_err());
+        assert!(decode_chunk(&key(9), &[CHUNK_TAG_WITH_USERS, 1, 200]).is_err());
+        // A chunk cut short, with bytes after its lines, or a count of none
+        // or too many, is refused, never read as fewer lines.
         let good = chunk(vec![(9, l.clone()), (12, l.clone())]);
-        assert_eq!(
-            decode_chunk(&keys::statement_chunk("u", 9), &good)
-                .unwrap()
-                .len(),
-            2
+        for cut in 1..good.len() {
+            assert!(decode_chunk(&key(9), &good[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(decode_chunk(&key(9), &longer).is_err());
+        for count in [0, 3, 65, 255] {
+            let mut bad = good.clone();
+            bad[COUNT_AT] = count;
+            assert!(decode_chunk(&key(9), &bad).is_err(), "count {count}");
+        }
+    }
+
+    #[test]
+    fn a_line_stores_no_user_and_a_chunk_takes_the_user_its_key_names() {
+        let mut l = line(
+            "a-rather-long-user-name-0123456789",
+            5,
+            LineKind::Spend,
+            -1,
+            149,
         );
+        l.reference = Some("key-1".into());
+        let chunk = chunk_value([(9, &l)].into_iter()).unwrap();
+        let whole = wire::encode(&vec![(9u64, l.clone())]).unwrap();
         assert!(
-            decode_chunk(&keys::statement_chunk("u", 8), &good).is_err(),
-            "not its key"
+            chunk.len() + l.user.len() <= whole.len() + 2,
+            "{} against {}",
+            chunk.len(),
+            whole.len()
         );
-        let shuffled = chunk(vec![(9, l.clone()), (9, l.clone())]);
-        assert!(decode_chunk(&keys::statement_chunk("u", 9), &shuffled).is_err());
-        assert!(decode_chunk(&keys::statement_chunk("u", 9), &chunk(Vec::new())).is_err());
-        assert!(decode_chunk(&keys::statement_chunk("u", 9), &[CHUNK_TAG, 1, 200]).is_err());
+        let key = keys::statement_chunk(&l.user, 9);
+        assert_eq!(decode_chunk(&key, &chunk).unwrap(), vec![(9, l.clone())]);
+        // Another user's key gives the line that user's name: the key is
+        // the only place the name is kept.
+        let other = decode_chunk(&keys::statement_chunk("b", 9), &chunk).unwrap();
+        assert_eq!(other[0].1.user, "b");
+    }
+
+    #[test]
+    fn a_checkpoint_joins_chunks_in_either_layout_into_one() {
+        let dir = tempfile::tempdir().unwrap();
+        // Another user's commit takes ids 0 and 1.
+        let store = store_with(
+            dir.path(),
+            vec![
+                line("w", 1, LineKind::Spend, -1, 149),
+                line("w", 2, LineKind::Spend, -1, 148),
+            ],
+        );
+        // A chunk of whole lines, as an older build logged them, waits
+        // beside two commits' chunks in this layout.
+        let first = line("u", 5, LineKind::Spend, -1, 149);
+        let mut old = vec![CHUNK_TAG_WITH_USERS];
+        old.extend(wire::encode(&vec![(1u64, first.clone())]).unwrap());
+        let key = keys::statement_chunk("u", 1);
+        store
+            .persist(&Persist::default(), vec![(key.clone(), Some(old))])
+            .unwrap();
+        let later = [
+            line("u", 6, LineKind::Spend, -1, 148),
+            line("u", 7, LineKind::Credit, 10, 158),
+        ];
+        for l in &later {
+            let persist = Persist {
+                statement: vec![l.clone()],
+                ..Persist::default()
+            };
+            store.persist(&persist, Vec::new()).unwrap();
+        }
+        store.checkpoint().unwrap();
+        let merged = store.get(&key).unwrap().expect("the merged chunk");
+        assert_eq!(merged[0], CHUNK_TAG, "written in this layout");
+        assert_eq!(
+            decode_chunk(&key, &merged).unwrap(),
+            vec![(1, first), (2, later[0].clone()), (3, later[1].clone())]
+        );
+        let got: Vec<u64> = all(&over(&store, None), "u", 2)
+            .iter()
+            .map(|(_, l)| l.balance_after)
+            .collect();
+        assert_eq!(got, vec![158, 148, 149]);
     }
 
     #[test]
