@@ -461,8 +461,9 @@ impl Run {
 }
 
 /// A line as a chunk stores it: its id, and the line without its user.
-#[derive(bincode::Encode)]
-struct StoredLine<'a> {
+/// Written with the reference borrowed (`R` = `&str`), read owned (`String`).
+#[derive(bincode::Encode, bincode::Decode)]
+struct StoredLine<R> {
     id: u64,
     at: Millis,
     region: RegionId,
@@ -471,22 +472,11 @@ struct StoredLine<'a> {
     calls: u64,
     held: u64,
     balance_after: u64,
-    reference: Option<&'a str>,
+    reference: Option<R>,
 }
 
 /// A [`StoredLine`] read back.
-#[derive(bincode::Decode)]
-struct ReadLine {
-    id: u64,
-    at: Millis,
-    region: RegionId,
-    kind: LineKind,
-    amount: i64,
-    calls: u64,
-    held: u64,
-    balance_after: u64,
-    reference: Option<String>,
-}
+type ReadLine = StoredLine<String>;
 
 impl ReadLine {
     fn into_line(self, user: String) -> (u64, StatementLine) {
@@ -697,6 +687,25 @@ mod tests {
         };
         store.persist(&persist, Vec::new()).unwrap();
         store
+    }
+
+    /// A store where another user's commit took line ids 0 and 1.
+    fn store_with_ids_0_and_1_taken(dir: &std::path::Path) -> Store {
+        store_with(
+            dir,
+            vec![
+                line("w", 1, LineKind::Spend, -1, 149),
+                line("w", 2, LineKind::Spend, -1, 148),
+            ],
+        )
+    }
+
+    /// Every line of `user`'s statement, newest first, as its balance after.
+    fn balances_after(statements: &StatementStore<'_>, user: &str, limit: usize) -> Vec<u64> {
+        all(statements, user, limit)
+            .iter()
+            .map(|(_, l)| l.balance_after)
+            .collect()
     }
 
     fn all(statements: &StatementStore<'_>, user: &str, limit: usize) -> Vec<(u64, StatementLine)> {
@@ -934,14 +943,8 @@ mod tests {
     #[test]
     fn lines_stored_one_per_key_before_chunks_still_read() {
         let dir = tempfile::tempdir().unwrap();
-        // Another user's commit takes ids 0 and 1, which u's old lines have.
-        let store = store_with(
-            dir.path(),
-            vec![
-                line("w", 1, LineKind::Spend, -1, 149),
-                line("w", 2, LineKind::Spend, -1, 148),
-            ],
-        );
+        // u's old lines have ids 0 and 1.
+        let store = store_with_ids_0_and_1_taken(dir.path());
         let old = |id: u64, l: &StatementLine| {
             (
                 keys::statement_chunk("u", id),
@@ -960,11 +963,7 @@ mod tests {
         };
         store.persist(&persist, Vec::new()).unwrap();
         let statements = over(&store, None);
-        let got: Vec<u64> = all(&statements, "u", 2)
-            .iter()
-            .map(|(_, l)| l.balance_after)
-            .collect();
-        assert_eq!(got, vec![158, 148, 149]);
+        assert_eq!(balances_after(&statements, "u", 2), vec![158, 148, 149]);
         assert_eq!(statements.remove_lines("u").unwrap(), 3);
         assert_eq!(statements.opening("u").unwrap(), 158);
     }
@@ -1039,14 +1038,7 @@ mod tests {
     #[test]
     fn a_checkpoint_joins_chunks_in_either_layout_into_one() {
         let dir = tempfile::tempdir().unwrap();
-        // Another user's commit takes ids 0 and 1.
-        let store = store_with(
-            dir.path(),
-            vec![
-                line("w", 1, LineKind::Spend, -1, 149),
-                line("w", 2, LineKind::Spend, -1, 148),
-            ],
-        );
+        let store = store_with_ids_0_and_1_taken(dir.path());
         // A chunk of whole lines, as an older build logged them, waits
         // beside two commits' chunks in this layout.
         let first = line("u", 5, LineKind::Spend, -1, 149);
@@ -1074,11 +1066,10 @@ mod tests {
             decode_chunk(&key, &merged).unwrap(),
             vec![(1, first), (2, later[0].clone()), (3, later[1].clone())]
         );
-        let got: Vec<u64> = all(&over(&store, None), "u", 2)
-            .iter()
-            .map(|(_, l)| l.balance_after)
-            .collect();
-        assert_eq!(got, vec![158, 148, 149]);
+        assert_eq!(
+            balances_after(&over(&store, None), "u", 2),
+            vec![158, 148, 149]
+        );
     }
 
     #[test]
