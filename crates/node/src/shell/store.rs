@@ -236,25 +236,24 @@ impl Store {
             let open = log.as_mut().ok_or(NodeError::FlushFailed)?;
             open.append(&writes)?;
             // Durable from here: recovery replays the record whatever sled
-            // holds, so sled needs neither a batch nor a flush.
-            let (later, now): (Vec<Write>, Vec<Write>) = writes.into_iter().partition(|(k, _)| {
-                k.first()
-                    .is_some_and(|p| keys::READ_ONLY_AT_START.contains(p))
-            });
-            open.hold_back(later);
+            // holds, so sled needs neither a batch nor a flush. One pass:
+            // the ledger's keys wait for the checkpoint, statement chunks
+            // wait in `pending` while it has room, the rest go to sled now.
             let mut pending = self.pending_mut();
-            let now = if pending.has_room() {
-                let mut to_sled = Vec::with_capacity(now.len());
-                for (k, v) in now {
-                    match v {
-                        Some(v) if Pending::takes(&k) => pending.insert(k, v),
-                        v => to_sled.push((k, v)),
-                    }
+            let room = pending.has_room();
+            let mut now = Vec::new();
+            for (k, v) in writes {
+                if k.first()
+                    .is_some_and(|p| keys::READ_ONLY_AT_START.contains(p))
+                {
+                    open.hold_back(k, v);
+                    continue;
                 }
-                to_sled
-            } else {
-                now
-            };
+                match v {
+                    Some(v) if room && Pending::takes(&k) => pending.insert(k, v),
+                    v => now.push((k, v)),
+                }
+            }
             drop(pending);
             apply(&db, now)?;
             Ok(())
@@ -272,6 +271,15 @@ impl Store {
         extra: Vec<Write>,
     ) -> Result<Vec<Write>, NodeError> {
         let mut writes = extra;
+        // Grown once: at most a chunk per line and a note, each account,
+        // record and hold, the meta.
+        writes.reserve(
+            persist.statement.len()
+                + persist.accounts.len()
+                + persist.records.len()
+                + persist.holds.len()
+                + 2,
+        );
         // Statement lines, with ids that only grow (across restarts too).
         let ids = (0..persist.statement.len())
             .map(|_| db.generate_id())

@@ -205,11 +205,11 @@ impl Log {
         self.deferred.extend_from_slice(writes);
     }
 
-    /// Keeps logged `writes` out of sled until the next checkpoint
+    /// Keeps a logged write of `key` out of sled until the next checkpoint
     /// ([`Log::take_unapplied`]); a later write of a key replaces an earlier.
     /// Only for keys nothing reads from sled while the node runs.
-    pub(crate) fn hold_back(&mut self, writes: Vec<Write>) {
-        self.unapplied.extend(writes);
+    pub(crate) fn hold_back(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.unapplied.insert(key, value);
     }
 
     /// The held-back writes, for a checkpoint to apply before it flushes.
