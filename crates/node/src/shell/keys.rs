@@ -151,6 +151,15 @@ pub(crate) fn split_statement_chunk(key: &[u8]) -> Option<(&[u8], u64)> {
     Some((user, u64::from_be_bytes(id.try_into().ok()?)))
 }
 
+/// The user a [`STATEMENT_CHUNK`] key names, if it is shaped like one.
+pub(crate) fn statement_chunk_user(key: &[u8]) -> Option<&str> {
+    let (prefix, _) = split_statement_chunk(key)?;
+    let user = prefix
+        .strip_prefix(&[STATEMENT_CHUNK])?
+        .strip_suffix(&[0])?;
+    std::str::from_utf8(user).ok()
+}
+
 /// The [`STATEMENT_CARRIED`] key of `user`.
 pub(crate) fn statement_carried(user: &str) -> Vec<u8> {
     under(STATEMENT_CARRIED, user.as_bytes())
@@ -265,6 +274,11 @@ mod tests {
         let chunk = statement_chunk("ann", 7);
         assert_eq!(split_statement_chunk(&chunk), Some((&b"lann\0"[..], 7)));
         assert_eq!(split_statement_chunk(b"short"), None);
+        assert_eq!(statement_chunk_user(&chunk), Some("ann"));
+        assert_eq!(
+            statement_chunk_user(&under(RECORD, b"ann\0\0\0\0\0\0\0\x07")),
+            None
+        );
         // Sorting by key sorts by time, then by what follows.
         assert!(made(JOB_MADE, 255, b"z") < made(JOB_MADE, 256, b"a"));
         assert_eq!(

@@ -390,16 +390,16 @@ pub(crate) fn merge_pending(pending: &Held) -> Result<Vec<Write>, NodeError> {
     let mut run: Option<Run> = None;
     for (key, value) in pending.chunks_in_order() {
         let rewritten;
-        let value = if is_chunk(value) {
-            value.as_slice()
-        } else {
-            // Not in this layout (logged by an older build): read and
-            // written again.
-            let lines = decode_chunk(&key, value)?;
-            rewritten = chunk_value(lines.iter().map(|(id, line)| (*id, line)))?;
-            rewritten.as_slice()
+        let (value, (count, lines)) = match split_chunk(value) {
+            Ok(parts) => (value.as_slice(), parts),
+            Err(_) => {
+                // Not in this layout (logged by an older build): read and
+                // written again.
+                let lines = decode_chunk(&key, value)?;
+                rewritten = chunk_value(lines.iter().map(|(id, line)| (*id, line)))?;
+                (rewritten.as_slice(), split_chunk(&rewritten)?)
+            }
         };
-        let (count, lines) = (usize::from(value[COUNT_AT]), &value[CHUNK_HEADER_BYTES..]);
         match run.as_mut() {
             Some(open) if open.takes(&key, count) => {
                 open.count += count;
@@ -534,12 +534,27 @@ fn line_count(lines: usize) -> Result<u8, NodeError> {
         })
 }
 
-/// Whether `value` is a chunk in this layout (whose lines may be joined).
-fn is_chunk(value: &[u8]) -> bool {
-    value.len() > CHUNK_HEADER_BYTES
-        && value[0] == CHUNK_TAG
-        && value[1] == wire::WIRE_VERSION
-        && (1..=LINES_PER_CHUNK).contains(&usize::from(value[COUNT_AT]))
+/// A chunk in this layout's count and lines (their bytes), its header
+/// checked: the tag, the wire version, a count of 1 to [`LINES_PER_CHUNK`].
+fn split_chunk(value: &[u8]) -> Result<(usize, &[u8]), NodeError> {
+    let bad = || NodeError::Corrupt(ledger_crdt::Error::Decode("a statement chunk".into()));
+    let (header, lines) = value
+        .split_first_chunk::<CHUNK_HEADER_BYTES>()
+        .ok_or_else(bad)?;
+    let [tag, version, count] = *header;
+    if tag != CHUNK_TAG {
+        return Err(bad());
+    }
+    if version != wire::WIRE_VERSION {
+        return Err(NodeError::Corrupt(ledger_crdt::Error::UnsupportedVersion(
+            version,
+        )));
+    }
+    let count = usize::from(count);
+    if !(1..=LINES_PER_CHUNK).contains(&count) {
+        return Err(bad());
+    }
+    Ok((count, lines))
 }
 
 /// Adds `key` to a note: its length (2 bytes, big-endian), then it.
@@ -580,7 +595,7 @@ fn line_id(key: &[u8]) -> Result<u64, NodeError> {
 /// either layout), or a lone line as stores before chunks wrote them.
 fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<(u64, StatementLine)>, NodeError> {
     let lines = match bytes.split_first() {
-        Some((&CHUNK_TAG, chunk)) => decode_lines(key, chunk)?,
+        Some((&CHUNK_TAG, _)) => decode_lines(key, bytes)?,
         Some((&CHUNK_TAG_WITH_USERS, chunk)) => {
             wire::decode::<Vec<(u64, StatementLine)>, MAX_CHUNK_BYTES>(chunk)?
         }
@@ -603,27 +618,11 @@ fn decode_chunk(key: &[u8], bytes: &[u8]) -> Result<Vec<(u64, StatementLine)>, N
     Ok(lines)
 }
 
-/// A chunk's lines (what follows [`CHUNK_TAG`]), each given the user its
-/// key names.
-fn decode_lines(key: &[u8], chunk: &[u8]) -> Result<Vec<(u64, StatementLine)>, NodeError> {
+/// A chunk in this layout's lines, each given the user its key names.
+fn decode_lines(key: &[u8], value: &[u8]) -> Result<Vec<(u64, StatementLine)>, NodeError> {
     let bad = |what: &str| NodeError::Corrupt(ledger_crdt::Error::Decode(what.into()));
-    let user = keys::split_statement_chunk(key)
-        .and_then(|(prefix, _)| prefix.get(1..prefix.len().checked_sub(1)?))
-        .and_then(|user| std::str::from_utf8(user).ok())
-        .ok_or_else(|| bad("a statement chunk's key"))?;
-    let (&version, rest) = chunk
-        .split_first()
-        .ok_or_else(|| bad("a statement chunk"))?;
-    if version != wire::WIRE_VERSION {
-        return Err(NodeError::Corrupt(ledger_crdt::Error::UnsupportedVersion(
-            version,
-        )));
-    }
-    let (&count, mut rest) = rest.split_first().ok_or_else(|| bad("a statement chunk"))?;
-    let count = usize::from(count);
-    if !(1..=LINES_PER_CHUNK).contains(&count) {
-        return Err(bad("a statement chunk's count"));
-    }
+    let user = keys::statement_chunk_user(key).ok_or_else(|| bad("a statement chunk's key"))?;
+    let (count, mut rest) = split_chunk(value)?;
     let mut lines = Vec::with_capacity(count);
     for _ in 0..count {
         let (line, used) = wire::decode_bare_prefix::<ReadLine, MAX_LINE_BYTES>(rest)?;
