@@ -10,7 +10,8 @@
 
 use crate::hashing::Map;
 use serde::Serialize;
-use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+use std::borrow::Cow;
+use std::sync::{LazyLock, PoisonError, RwLock};
 
 /// The most query words whose matches are kept. Words come from clients, so
 /// the memo is bounded: past this it starts afresh (a miss only costs a scan).
@@ -111,7 +112,7 @@ pub struct Catalog {
     /// The memes of each locale.
     by_locale: Map<&'static str, MemeSet>,
     /// The memes each query word (lower case) matches, as met.
-    by_word: RwLock<Map<String, Arc<MemeSet>>>,
+    by_word: RwLock<Map<String, MemeSet>>,
 }
 
 /// A set of memes, by their index in the catalog.
@@ -123,10 +124,9 @@ impl MemeSet {
         MemeSet(vec![0; memes.div_ceil(64)])
     }
 
-    fn all(memes: usize) -> Self {
-        let mut set = Self::empty(memes);
-        (0..memes).for_each(|i| set.insert(i));
-        set
+    /// Makes this every one of `memes` memes.
+    fn fill(&mut self, memes: usize) {
+        (0..memes).for_each(|i| self.insert(i));
     }
 
     fn of(memes: &[Meme], keep: impl Fn(&Meme) -> bool) -> Self {
@@ -147,8 +147,17 @@ impl MemeSet {
         self.0.iter_mut().zip(&other.0).for_each(|(a, b)| *a |= b);
     }
 
-    fn intersection(&self, other: &MemeSet) -> MemeSet {
-        MemeSet(self.0.iter().zip(&other.0).map(|(a, b)| a & b).collect())
+    fn intersect_with(&mut self, other: &MemeSet) {
+        self.0.iter_mut().zip(&other.0).for_each(|(a, b)| *a &= b);
+    }
+
+    /// How many memes both sets hold.
+    fn intersection_len(&self, other: &MemeSet) -> u64 {
+        self.0
+            .iter()
+            .zip(&other.0)
+            .map(|(a, b)| u64::from((a & b).count_ones()))
+            .sum()
     }
 
     fn len(&self) -> u64 {
@@ -225,31 +234,36 @@ impl Catalog {
     /// nearest `position`; if nothing matches, the whole catalog. Deterministic.
     pub fn choose(&self, query: &str, position: Option<Position>) -> &Meme {
         let mut hash = Fnv::new(self.seed);
-        let mut matching = MemeSet::empty(self.memes.len());
+        let mut candidates = MemeSet::empty(self.memes.len());
         let words = query
             .split(|c: char| !c.is_alphanumeric())
             .filter(|w| !w.is_empty());
         for (i, word) in words.enumerate() {
-            let word = word.to_lowercase();
+            // Most words come in lower case already: folded only when not.
+            let word = if word
+                .bytes()
+                .any(|b| !b.is_ascii_lowercase() && !b.is_ascii_digit())
+            {
+                Cow::Owned(word.to_lowercase())
+            } else {
+                Cow::Borrowed(word)
+            };
             // The words, lower case and joined by one space, pick among the
             // candidates.
             if i > 0 {
                 hash.write(b" ");
             }
             hash.write(word.as_bytes());
-            matching.union_with(&self.matching(word));
+            self.add_matching(&word, &mut candidates);
         }
-        let mut candidates = if matching.len() == 0 {
-            MemeSet::all(self.memes.len())
-        } else {
-            matching
-        };
+        if candidates.len() == 0 {
+            candidates.fill(self.memes.len());
+        }
         if let Some(p) = position {
-            if let Some(local) = self.by_locale.get(nearest_locale(p)) {
-                let local = candidates.intersection(local);
-                if local.len() > 0 {
-                    candidates = local;
-                }
+            if let Some(local) = self.by_locale.get(nearest_locale(p))
+                && candidates.intersection_len(local) > 0
+            {
+                candidates.intersect_with(local);
             }
             hash.write(&p.lat.to_bits().to_le_bytes());
             hash.write(&p.lon.to_bits().to_le_bytes());
@@ -259,20 +273,25 @@ impl Catalog {
         &self.memes[candidates.nth(n).unwrap_or(0)]
     }
 
-    /// The memes `word` (lower case) matches, scanned once and remembered.
-    fn matching(&self, word: String) -> Arc<MemeSet> {
-        let known = self.by_word.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some(set) = known.get(&word) {
-            return set.clone();
+    /// Adds the memes `word` (lower case) matches to `into`: scanned once and
+    /// remembered, then read under the shared lock without a copy.
+    fn add_matching(&self, word: &str, into: &mut MemeSet) {
+        if let Some(set) = self
+            .by_word
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(word)
+        {
+            into.union_with(set);
+            return;
         }
-        drop(known);
-        let set = Arc::new(MemeSet::of(&self.memes, |m| matches(m, &word)));
+        let set = MemeSet::of(&self.memes, |m| matches(m, word));
+        into.union_with(&set);
         let mut known = self.by_word.write().unwrap_or_else(PoisonError::into_inner);
         if known.len() >= MAX_REMEMBERED_WORDS {
             known.clear();
         }
-        known.insert(word, set.clone());
-        set
+        known.insert(word.to_owned(), set);
     }
 }
 

@@ -37,11 +37,13 @@ pub(crate) const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// The longest `query` accepted, in characters.
 pub(crate) const MAX_QUERY_CHARS: usize = 200;
 // Header names as `HeaderName`s: a `&str` name is parsed again on every
-// insert.
+// insert or look-up.
 /// Header carrying the caller's remaining balance on a memes response.
 pub(crate) const BALANCE_HEADER: HeaderName = HeaderName::from_static("x-tokens-remaining");
 /// Header set on a response replayed from an idempotency record.
 pub(crate) const REPLAYED_HEADER: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// Header carrying the client's retry key.
+const IDEMPOTENCY_KEY_HEADER: HeaderName = HeaderName::from_static("idempotency-key");
 
 pub(crate) type Shared = Arc<App>;
 
@@ -409,7 +411,7 @@ pub(crate) fn operator(service: &App, headers: &HeaderMap) -> Result<(), Problem
 /// The request's `Idempotency-Key`, if it sent one; the core scopes it and
 /// fingerprints the request ([`IdempotencyKey`]).
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let Some(value) = headers.get("idempotency-key") else {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
         return Ok(None);
     };
     let key = value
