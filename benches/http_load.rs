@@ -25,7 +25,7 @@ use support::disk::{FsyncProbe, fdatasync_floor};
 use support::load::{Outcome, Request, Schedule, open_loop};
 use support::servers::{
     NodeLatency, Server, counted_since, counters, dir_bytes, jwt, status_kib, thread_cores,
-    thread_cpu,
+    thread_cpu, thread_micros_per_request,
 };
 
 /// The p99 a step of a ladder must hold: the SLA's, what the load generator
@@ -182,7 +182,7 @@ async fn run(smoke: bool) {
             })
             .collect()
     };
-    let wrk_memes = closed.first().map(|c| c.spend);
+    let wrk_memes = closed.first().map(|c| c.spend.rate);
     drop(node);
 
     // The same node with statements off: what statement lines cost a spend.
@@ -288,11 +288,7 @@ async fn run(smoke: bool) {
     // 2x, the figure measures the instrument or the VM, not the server.
     for (what, steps, wrk_rate) in [
         ("axum hello", &hello_steps, wrk_hello),
-        (
-            "maas GET /memes",
-            &node_steps,
-            wrk_memes.map(|(rate, _)| rate),
-        ),
+        ("maas GET /memes", &node_steps, wrk_memes),
     ] {
         let ours = best(steps).map_or(0, |s| s.rate);
         let top = ladder.iter().max().copied().unwrap_or(0);
@@ -318,12 +314,18 @@ async fn run(smoke: bool) {
         }
     }
     for c in &closed {
-        let ((spend_rate, spend), (health_rate, health)) = (c.spend, c.health);
+        let (spend, health) = (&c.spend, &c.health);
         out.push_str(&format!(
-            "closed loop (wrk, 1 thread, {} connections): node CPU per request GET /memes {spend:.1} µs, /health {health:.1} µs, ratio {:.2}; rate {spend_rate:.0} spends/s, {health_rate:.0} /health/s, ratio {:.2} (issue 15's targets: ≤ 25 µs, ≤ 2, ≥ 0.5)\n",
+            "closed loop (wrk, 1 thread, {} connections): node CPU per request GET /memes {:.1} µs, /health {:.1} µs, ratio {:.2}; rate {:.0} spends/s, {:.0} /health/s, ratio {:.2} (issue 15's targets: ≤ 25 µs, ≤ 2, ≥ 0.5); by thread, µs per spend: {}; per /health: {}\n",
             c.connections,
-            spend / health.max(0.001),
-            spend_rate / health_rate.max(0.001),
+            spend.micros,
+            health.micros,
+            spend.micros / health.micros.max(0.001),
+            spend.rate,
+            health.rate,
+            spend.rate / health.rate.max(0.001),
+            spend.by_thread,
+            health.by_thread,
         ));
     }
     // The physical floor of a durable spend: one fdatasync on the same disk
@@ -584,12 +586,11 @@ async fn ladder_run(
 /// the generator's cross-check.
 const CLOSED_LOOP_CONNECTIONS: [u32; 2] = [16, 128];
 
-/// One closed-loop comparison: (rate, node CPU µs per request) of spends and
-/// of `/health`, at `connections`.
+/// One closed-loop comparison: spends against `/health`, at `connections`.
 struct ClosedLoop {
     connections: u32,
-    spend: (f64, f64),
-    health: (f64, f64),
+    spend: WrkRun,
+    health: WrkRun,
 }
 
 /// wrk's requests per second against `addr` + `path` over `connections`
@@ -616,16 +617,27 @@ fn wrk(addr: &str, path: &str, bearer: Option<&str>, connections: u32) -> Option
     Some((rate, requests))
 }
 
-/// wrk against `server`: its rate, and the server's CPU µs per request
-/// during that run (from /proc, so the figure is the server's alone).
-fn wrk_cpu(
-    server: &Server,
-    path: &str,
-    bearer: Option<&str>,
-    connections: u32,
-) -> Option<(f64, f64)> {
+/// wrk against `server`: its rate, the server's CPU µs per request during
+/// that run (from /proc, so the figure is the server's alone), and the same
+/// by thread name.
+fn wrk_cpu(server: &Server, path: &str, bearer: Option<&str>, connections: u32) -> Option<WrkRun> {
     let before = server.usage().cpu_secs;
+    let threads_before = thread_cpu(server.pid());
     let (rate, requests) = wrk(&server.addr, path, bearer, connections)?;
     let used = server.usage().cpu_secs - before;
-    Some((rate, used * 1e6 / requests.max(1) as f64))
+    Some(WrkRun {
+        rate,
+        micros: used * 1e6 / requests.max(1) as f64,
+        by_thread: thread_micros_per_request(&threads_before, &thread_cpu(server.pid()), requests),
+    })
+}
+
+/// One wrk run against a server: what [`wrk_cpu`] measured.
+struct WrkRun {
+    /// Requests per second.
+    rate: f64,
+    /// The server's CPU µs per request.
+    micros: f64,
+    /// The same by thread name, busiest first.
+    by_thread: String,
 }

@@ -318,22 +318,48 @@ pub fn thread_cores(
     after: &std::collections::BTreeMap<String, f64>,
     seconds: f64,
 ) -> String {
-    let mut cores: Vec<(&String, f64)> = after
+    thread_shares(before, after, 1.0 / seconds)
+        .iter()
+        .filter(|(_, c)| *c >= 0.01)
+        .map(|(name, c)| format!("{name} {c:.3}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Each thread name's CPU µs per request between two [`thread_cpu`]
+/// readings `requests` apart, busiest first, leaving out those under 0.1 µs:
+/// where a request's CPU went.
+pub fn thread_micros_per_request(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    requests: u64,
+) -> String {
+    thread_shares(before, after, 1e6 / requests.max(1) as f64)
+        .iter()
+        .filter(|(_, us)| *us >= 0.1)
+        .map(|(name, us)| format!("{name} {us:.1}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Each thread name's CPU seconds between two readings, times `scale`,
+/// largest first.
+fn thread_shares<'a>(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &'a std::collections::BTreeMap<String, f64>,
+    scale: f64,
+) -> Vec<(&'a String, f64)> {
+    let mut shares: Vec<(&String, f64)> = after
         .iter()
         .map(|(name, cpu)| {
             (
                 name,
-                (cpu - before.get(name).copied().unwrap_or(0.0)) / seconds,
+                (cpu - before.get(name).copied().unwrap_or(0.0)) * scale,
             )
         })
-        .filter(|(_, c)| *c >= 0.01)
         .collect();
-    cores.sort_by(|a, b| b.1.total_cmp(&a.1));
-    cores
-        .iter()
-        .map(|(name, c)| format!("{name} {c:.3}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    shares.sort_by(|a, b| b.1.total_cmp(&a.1));
+    shares
 }
 
 /// `write_bytes` from a process's `/proc/<pid>/io` (0 if unreadable).
