@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use support::load::{Outcome, Request, SLOW_US, Schedule, Stalls, fetch, open_loop};
 use support::servers::{
     NodeLatency, OPERATOR, Server, Usage, counted_since, counters, jwt, node_binary, share_cores,
-    workers_per_server,
+    thread_cpu, thread_micros_per_request, workers_per_server,
 };
 use support::{delay, env_or};
 use tokio::runtime::Handle;
@@ -129,6 +129,15 @@ impl Deployment {
     fn usage(&self) -> Usage {
         usage_of(&self.servers)
     }
+}
+
+/// CPU seconds so far of `servers`' threads, summed by thread name.
+fn threads_of(servers: &[Server]) -> std::collections::BTreeMap<String, f64> {
+    let mut by_name = std::collections::BTreeMap::new();
+    for (name, secs) in servers.iter().flat_map(|s| thread_cpu(s.pid())) {
+        *by_name.entry(name).or_insert(0.0) += secs;
+    }
+    by_name
 }
 
 /// What `servers` used, summed.
@@ -541,12 +550,14 @@ async fn sla_run(proxies: &Handle) -> bool {
     let schedule = Schedule::segments(&segments, warmup);
     let deployment = maas_cluster("ours: escrow (maas)", 204, LARGE_GRANT, &[], proxies).await;
     let before = deployment.usage();
+    let threads_before = threads_of(&deployment.servers);
     let wire = || deployment.links.as_ref().map_or(0, Links::relayed_bytes);
     let wire_before = wire();
     let counters_before = counters(&deployment.servers).await;
     let schedules = [schedule.clone(), schedule.clone(), schedule.clone()];
     let outcomes = drive(&deployment.servers, &schedules).await;
     let usage = deployment.usage();
+    let threads_after = threads_of(&deployment.servers);
     let wire_bytes = wire() - wire_before;
     let counted = counted_since(counters_before, counters(&deployment.servers).await);
     let inside = NodeLatency::of(&counted);
@@ -657,6 +668,10 @@ async fn sla_run(proxies: &Handle) -> bool {
         ours_cpu,
         wire_bytes as f64 / spends.max(1) as f64,
         used.written_bytes as f64 / spends.max(1) as f64
+    );
+    println!(
+        "the nodes' CPU by thread, µs per request (three nodes summed): {}",
+        thread_micros_per_request(&threads_before, &threads_after, all.served)
     );
     let by_kind: Vec<String> = kinds
         .iter()
