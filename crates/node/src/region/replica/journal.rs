@@ -161,7 +161,7 @@ impl Journal {
                     (None, Some(_)) => Packed::pack(&Account::default()),
                     (None, None) => return None,
                 };
-                let held = state.held_of(&user);
+                let held = stored.map_or_else(Vec::new, |u| u.held.iter().collect());
                 Some((user, AccountWrite { account, own, held }))
             })
             .collect();

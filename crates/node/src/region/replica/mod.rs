@@ -13,6 +13,7 @@
 //! applies the decisions to the ledger state and the outputs:
 //! - [`admission`]: whether a request may run here now;
 //! - [`state`]: what survives a crash ([`Durable`]) and one flush of it ([`Persist`]);
+//!   [`held`]: the versions a user's account holds of other regions' entries;
 //! - [`ledger`]: the state, its [`journal`] (writes on their way to disk,
 //!   persist planning) and the rules that change them;
 //! - [`gate`]: replies held until their write is durable; keys in flight;
@@ -28,6 +29,7 @@ mod admission;
 mod config;
 mod escrow;
 mod gate;
+mod held;
 mod horizon;
 mod journal;
 mod key_queries;

@@ -2,6 +2,7 @@
 //! ([`Persist`]).
 
 use super::config::Faults;
+use super::held::HeldVersions;
 use crate::region::command::{Command, Receipt, Refusal};
 use crate::region::holds::{HoldId, HoldState, HoldStep, Holds};
 use crate::region::idempotency::{IdempotencyRecord, RecordId};
@@ -15,7 +16,6 @@ use crate::region::units::Seq;
 use bincode::{Decode, Encode};
 use ledger_crdt::{Account, RegionId};
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::Arc;
 
 /// The state as of the last confirmed flush, plus the writes made since (which
@@ -27,10 +27,6 @@ use std::sync::Arc;
 pub struct Durable {
     /// Each user's account, with our own entry of it.
     pub(super) accounts: BTreeMap<Arc<str>, UserState>,
-    /// For other origins: the sequence number of the version held, per user.
-    /// By origin, then user: a merge looks its user up by name, with no key
-    /// to build (a `(RegionId, String)` key cost a copy of the name each).
-    pub(super) seqs: BTreeMap<RegionId, BTreeMap<Arc<str>, Seq>>,
     /// Per other origin: every write up to here is held.
     pub(super) watermarks: BTreeMap<RegionId, Seq>,
     /// Our own last write.
@@ -39,8 +35,9 @@ pub struct Durable {
     /// changed each: batches and catch-ups read a range of writes,
     /// O(changes) whatever the users.
     pub(super) own_by_seq: BTreeMap<Seq, Arc<str>>,
-    /// `seqs`, indexed by origin and version: catch-ups forward a range. A
-    /// version names one write of its origin, and one write one user.
+    /// The versions held of other origins' entries ([`UserState::held`]),
+    /// indexed by origin and version: catch-ups forward a range. A version
+    /// names one write of its origin, and one write one user.
     pub(super) seqs_by_origin: BTreeMap<(RegionId, Seq), Arc<str>>,
     /// Our writes up to here have been sent in batches.
     pub(super) sent_upto: Seq,
@@ -65,6 +62,20 @@ pub(super) struct UserState {
     /// ever send of us. It lags `account` while a write of ours is pending;
     /// `None` if we never wrote the user.
     pub(super) own: Option<(Seq, Packed<Account>)>,
+    /// The version held of each other origin's entry: a merge changes it
+    /// with the account.
+    pub(super) held: HeldVersions,
+}
+
+impl UserState {
+    /// A user with `account`, never written by us nor merged.
+    fn new(account: Packed<Account>) -> Self {
+        Self {
+            account,
+            own: None,
+            held: HeldVersions::default(),
+        }
+    }
 }
 
 /// What merging one peer's entry did.
@@ -246,17 +257,34 @@ impl Durable {
         match self.accounts.get_mut(user) {
             Some(slot) => slot.account = account,
             None => {
-                let state = UserState { account, own: None };
-                self.accounts.insert(user.into(), state);
+                self.accounts.insert(user.into(), UserState::new(account));
             }
         }
     }
 
-    /// `user`'s id as `accounts` holds it, shared; a new one if it holds none.
-    fn user_id(&self, user: &str) -> Arc<str> {
-        self.accounts
-            .get_key_value(user)
-            .map_or_else(|| user.into(), |(id, _)| id.clone())
+    /// Runs `change` on `user`'s slot, made with an empty account if it has
+    /// none, with one look-up by name. We only ever write or hold versions of
+    /// users whose account is stored already; were one missing, the empty
+    /// account keeps the entry or version from being lost.
+    fn change_slot<R>(&mut self, user: &str, change: impl FnOnce(&mut UserState) -> R) -> R {
+        match self.accounts.get_mut(user) {
+            Some(slot) => change(slot),
+            None => {
+                let mut slot = UserState::new(Packed::pack(&Account::default()));
+                let result = change(&mut slot);
+                self.accounts.insert(user.into(), slot);
+                result
+            }
+        }
+    }
+
+    /// `user`'s id, shared: the one an index entry just removed held
+    /// (`replaced`), so that moving an entry along its index costs no look-up
+    /// by name; else the account's.
+    fn shared_id(&self, user: &str, replaced: Option<Arc<str>>) -> Arc<str> {
+        replaced
+            .or_else(|| self.accounts.get_key_value(user).map(|(id, _)| id.clone()))
+            .unwrap_or_else(|| user.into())
     }
 
     /// Our writes that became durable: the versions of our entries we may send.
@@ -266,28 +294,11 @@ impl Durable {
         }
     }
 
-    /// Our entry for `user` as of our write `seq`, indexed. We write only
-    /// users whose account is stored already; were one missing, an empty
-    /// account keeps the entry from being lost.
+    /// Our entry for `user` as of our write `seq`, indexed.
     fn set_own(&mut self, user: &str, seq: Seq, entry: Packed<Account>) {
-        // One look-up by name gives both the slot and the shared id (a range
-        // of one key: a map has no `get_key_value_mut`).
-        let only = (Bound::Included(user), Bound::Included(user));
-        let id = match self.accounts.range_mut::<str, _>(only).next() {
-            Some((id, slot)) => {
-                if let Some((old, _)) = slot.own.replace((seq, entry)) {
-                    self.own_by_seq.remove(&old);
-                }
-                id.clone()
-            }
-            None => {
-                let id: Arc<str> = user.into();
-                let account = Packed::pack(&Account::default());
-                let own = Some((seq, entry));
-                self.accounts.insert(id.clone(), UserState { account, own });
-                id
-            }
-        };
+        let old = self.change_slot(user, |slot| slot.own.replace((seq, entry)));
+        let replaced = old.and_then(|(old, _)| self.own_by_seq.remove(&old));
+        let id = self.shared_id(user, replaced);
         self.own_by_seq.insert(seq, id);
     }
 
@@ -304,35 +315,22 @@ impl Durable {
         self.accounts.get(user)?.own.as_ref()
     }
 
-    /// The versions held of other origins' entries for `user`, by origin.
-    pub(super) fn held_of(&self, user: &str) -> Vec<(RegionId, Seq)> {
-        self.seqs
-            .iter()
-            .filter_map(|(origin, held)| Some((*origin, *held.get(user)?)))
-            .collect()
-    }
-
     /// The version `seq` of `origin`'s entry for `user` is held, indexed,
     /// unless a later one is held already (versions only grow: a persist
     /// never lists an older one than the state holds).
     fn raise_seq(&mut self, origin: RegionId, user: &str, seq: Seq) {
-        let held = self.seqs.entry(origin).or_default();
-        let id = match held.get_mut(user) {
-            Some(slot) if *slot >= seq => return,
-            Some(slot) => {
-                let old = std::mem::replace(slot, seq);
-                // The index's entry gives its id: no second look-up by name.
-                match self.seqs_by_origin.remove(&(origin, old)) {
-                    Some(id) => id,
-                    None => self.user_id(user),
-                }
-            }
-            None => {
-                let id = self.user_id(user);
-                self.seqs.entry(origin).or_default().insert(id.clone(), seq);
-                id
-            }
+        let raised = self.change_slot(user, |slot| slot.held.raise(origin, seq));
+        self.index_held(user, origin, seq, raised);
+    }
+
+    /// Moves `user`'s entry in the index of versions held to version `seq`
+    /// of `origin`'s, as [`HeldVersions::raise`] reported (`raised`).
+    fn index_held(&mut self, user: &str, origin: RegionId, seq: Seq, raised: Option<Option<Seq>>) {
+        let Some(old) = raised else {
+            return;
         };
+        let replaced = old.and_then(|old| self.seqs_by_origin.remove(&(origin, old)));
+        let id = self.shared_id(user, replaced);
         self.seqs_by_origin.insert((origin, seq), id);
     }
 
@@ -340,27 +338,36 @@ impl Durable {
     /// accepts any rights it sends to `me`. `faults` are the simulator's broken
     /// merges.
     pub(super) fn merge(&mut self, item: &Item, me: RegionId, faults: Faults) -> Merged {
-        let mut account = self.account(&item.user);
-        let unmerged = self.before_change(&account);
-        let before = spent_at(&account, item.origin);
-        if faults.additive_merge {
-            #[cfg(feature = "simulation")]
-            account.merge_additive(&item.delta);
-        } else {
-            account.merge(&item.delta);
+        // One look-up by name: the account and the version held change in
+        // the user's one slot.
+        let statement_on = self.statement.is_on();
+        let (account, unmerged, spent, accepted, raised) = self.change_slot(&item.user, |slot| {
+            let mut account = slot.account.unpack();
+            let unmerged = statement_on.then(|| account.clone());
+            let before = spent_at(&account, item.origin);
+            if faults.additive_merge {
+                #[cfg(feature = "simulation")]
+                account.merge_additive(&item.delta);
+            } else {
+                account.merge(&item.delta);
+            }
+            if faults.subscription_by_arrival {
+                #[cfg(feature = "simulation")]
+                account.take_subscription_by_arrival(&item.delta);
+            }
+            let spent = spent_at(&account, item.origin).saturating_sub(before);
+            let accepted = account.accept_transfers(me).is_some();
+            slot.account = Packed::pack(&account);
+            let raised = slot.held.raise(item.origin, item.seq);
+            (account, unmerged, spent, accepted, raised)
+        });
+        self.index_held(&item.user, item.origin, item.seq, raised);
+        // As `set_account` does; a broken core forgets other regions' lines.
+        if let Some(unmerged) = unmerged
+            && !faults.statement_own_only
+        {
+            self.statement.changed(&item.user, &unmerged, &account);
         }
-        if faults.subscription_by_arrival {
-            #[cfg(feature = "simulation")]
-            account.take_subscription_by_arrival(&item.delta);
-        }
-        let spent = spent_at(&account, item.origin).saturating_sub(before);
-        let accepted = account.accept_transfers(me).is_some();
-        if faults.statement_own_only {
-            self.put_account(&item.user, Packed::pack(&account));
-        } else {
-            self.set_account(&item.user, unmerged.as_ref(), &account);
-        }
-        self.raise_seq(item.origin, &item.user, item.seq);
         Merged {
             spent,
             account,

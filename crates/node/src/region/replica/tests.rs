@@ -580,7 +580,12 @@ fn the_versions_held_of_another_regions_entries_survive_a_restart() {
     h.run(1_000);
     // They ride each account's stored value; lost, a restart would ask for
     // every entry again.
-    let held = |state: &Durable| state.seqs.get(&region(0)).cloned().unwrap_or_default();
+    let held = |state: &Durable| -> BTreeMap<String, Seq> {
+        let versions = state.accounts.iter();
+        versions
+            .filter_map(|(user, u)| Some((user.to_string(), u.held.of(region(0))?)))
+            .collect()
+    };
     let merged = held(&h.replicas[1].ledger.state);
     assert_eq!(merged.len(), 3, "region 1 merged the three users");
     assert_eq!(held(&h.disks[1]), merged);
