@@ -3,18 +3,24 @@
 //! One per other region that ever wrote the user: a handful. They sit in the
 //! user's [`super::state::UserState`], beside the account a merge changes
 //! with them, so a merge finds both with one look-up by name. A map per
-//! origin keyed by name cost a merge two more look-ups (about 1,800
-//! instructions, `benches/peer_instructions.sh`) and each user a slot in
-//! every origin's tree.
+//! origin keyed by name cost a merge two more look-ups (1,300–1,800
+//! instructions a spend merged, `benches/peer_instructions.sh`). The price
+//! is a pointer in every user's slot: about 20 bytes a user more on a lone
+//! node holding a million (the map's slack included).
 
 use crate::region::units::Seq;
 use ledger_crdt::RegionId;
 
 /// The version held of each other origin's entry, by origin, ascending.
-/// `None` until the first merge: a user only ever written here costs a
-/// pointer's width, not an empty list's.
+/// `None` until the first merge; behind a thin pointer, so that a user only
+/// ever written here costs 8 bytes, not a slice's 16 (every user of a lone
+/// region pays it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) struct HeldVersions(Option<Box<[(RegionId, Seq)]>>);
+#[expect(
+    clippy::box_collection,
+    reason = "the box is what keeps the slot a thin pointer"
+)]
+pub(super) struct HeldVersions(Option<Box<Vec<(RegionId, Seq)>>>);
 
 impl HeldVersions {
     /// Each origin's version held, by origin.
@@ -41,10 +47,10 @@ impl HeldVersions {
             return Some(Some(std::mem::replace(&mut slot.1, seq)));
         }
         // A new origin for this user: once per region that writes it.
-        let mut held: Vec<(RegionId, Seq)> = self.iter().collect();
+        let held = self.0.get_or_insert_default();
         let at = held.partition_point(|(o, _)| *o < origin);
         held.insert(at, (origin, seq));
-        self.0 = Some(held.into_boxed_slice());
+        held.shrink_to_fit();
         Some(None)
     }
 }
