@@ -204,9 +204,9 @@ pub(crate) struct Cli {
     /// sled's page cache, in bytes. Each checkpoint reads back the pages of
     /// the users who spent that this cache no longer holds: with a million
     /// users, 256 MiB took 40–50 % of the checkpoint's CPU off. Each MiB
-    /// costs about 2.2 MiB of RSS: ten million users took 3.0 GiB with the
-    /// default, and 3.8 GiB and rising with 256 MiB (benches/README.md,
-    /// sessions 27 and 28).
+    /// costs about 2.2 MiB of RSS: ten million users took 3.1 GiB with the
+    /// default, and 3.8 GiB and rising with 256 MiB in session 28, when a
+    /// user cost 14 bytes less (benches/README.md, sessions 27, 28 and 33).
     #[arg(long, env = "MAAS_CACHE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub cache_bytes: u64,
 

@@ -5,8 +5,8 @@
 //! with them, so a merge finds both with one look-up by name. A map per
 //! origin keyed by name cost a merge two more look-ups (1,300–1,800
 //! instructions a spend merged, `benches/peer_instructions.sh`). The price
-//! is a pointer in every user's slot: about 20 bytes a user more on a lone
-//! node holding a million (the map's slack included).
+//! is a pointer in every user's slot: 14–20 bytes a user more on a lone
+//! node holding ten million or a million (the map's slack included).
 
 use crate::region::units::Seq;
 use ledger_crdt::RegionId;

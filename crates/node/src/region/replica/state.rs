@@ -239,8 +239,9 @@ impl Durable {
     }
 
     /// Stores `user`'s account, which was `before` until the change (taken by
-    /// [`Durable::before_change`]); every change of an account passes here,
-    /// so the statement sees every change of a balance. It diffs against the
+    /// [`Durable::before_change`]); every change of an account passes here
+    /// (or through [`Durable::merge`], which does the same inside the user's
+    /// slot), so the statement sees every change of a balance. It diffs against the
     /// caller's copy: decoding the stored account again cost a spend about
     /// 1,000 instructions more. `before` is `None` only while the statement
     /// is off.
