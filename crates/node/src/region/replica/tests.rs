@@ -593,6 +593,60 @@ fn the_versions_held_of_another_regions_entries_survive_a_restart() {
     assert_eq!(held(&h.replicas[1].ledger.state), merged);
 }
 
+/// Every version held in a user's slot is named, under that user, by the
+/// index catch-ups read, and nothing else is; the same for our own entries.
+fn assert_indexes_match_the_slots(state: &Durable) {
+    let in_slots: BTreeSet<((RegionId, Seq), String)> = state
+        .accounts
+        .iter()
+        .flat_map(|(user, u)| u.held.iter().map(move |v| (v, user.to_string())))
+        .collect();
+    let indexed: BTreeSet<((RegionId, Seq), String)> = state
+        .seqs_by_origin
+        .iter()
+        .map(|(version, id)| (*version, id.to_string()))
+        .collect();
+    assert_eq!(in_slots, indexed, "versions held");
+    let own_in_slots: BTreeSet<(Seq, String)> = state
+        .accounts
+        .iter()
+        .filter_map(|(user, u)| Some((u.own.as_ref()?.0, user.to_string())))
+        .collect();
+    let own_indexed: BTreeSet<(Seq, String)> = state
+        .own_by_seq
+        .iter()
+        .map(|(seq, id)| (*seq, id.to_string()))
+        .collect();
+    assert_eq!(own_in_slots, own_indexed, "our own entries");
+}
+
+#[test]
+fn the_indexes_by_version_follow_every_merge_and_survive_a_restart() {
+    let mut h = Harness::new(3, &[0, 1, 2], |_| {});
+    // Each user written by every region in turn, so each slot holds versions
+    // of two origins and every version is raised more than once.
+    for round in 0..4 {
+        for (i, user) in ["ann", "bo", "cy"].into_iter().enumerate() {
+            h.spend((round + i) % 3, user);
+        }
+        h.run(500);
+    }
+    h.run(1_000);
+    for r in &h.replicas {
+        let state = &r.ledger.state;
+        let versions: usize = state.accounts.values().map(|u| u.held.iter().count()).sum();
+        assert_eq!(versions, 6, "three users, two other origins each");
+        assert_indexes_match_the_slots(state);
+    }
+    let before = h.replicas[1].ledger.state.clone();
+    h.restart(1);
+    let after = &h.replicas[1].ledger.state;
+    assert_indexes_match_the_slots(after);
+    assert_eq!(after.accounts, before.accounts);
+    assert_eq!(after.seqs_by_origin, before.seqs_by_origin);
+    assert_eq!(after.own_by_seq, before.own_by_seq);
+}
+
 #[test]
 fn the_highest_subscription_version_wins_in_every_region() {
     let mut h = Harness::new(3, &[0, 1, 2], |_| {});
