@@ -3,7 +3,7 @@
 //! One per other region that ever wrote the user: a handful. They sit in the
 //! user's [`super::state::UserState`], beside the account a merge changes
 //! with them, so a merge finds both with one look-up by name. A map per
-//! origin keyed by name cost a merge two more look-ups (1,300–1,800
+//! origin keyed by name cost a merge two more look-ups (1,300–1,900
 //! instructions a spend merged, `benches/peer_instructions.sh`). The price
 //! is a pointer in every user's slot: 14–20 bytes a user more on a lone
 //! node holding ten million or a million (the map's slack included).
