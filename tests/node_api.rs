@@ -1018,6 +1018,19 @@ async fn statement_pages_neither_skip_nor_repeat_while_spends_go_on() {
     node.get("/v1/balance/history?limit=0", &bearer)
         .await
         .assert_problem(400, "invalid-request");
+    // A misspelt, repeated or malformed parameter is refused by name, never
+    // ignored.
+    for (query, says) in [
+        ("limt=5", "unknown query parameter `limt`"),
+        ("limit=5&limit=6", "query parameter `limit` given twice"),
+        ("limit=five", "`limit` must be a whole number from 1 to 500"),
+    ] {
+        let refused = node
+            .get(&format!("/v1/balance/history?{query}"), &bearer)
+            .await;
+        refused.assert_problem(400, "invalid-request");
+        assert_eq!(refused.json()["detail"], says, "{query}");
+    }
     node.terminate().await;
 }
 
@@ -1047,6 +1060,17 @@ async fn usage_by_day_and_an_operators_removal_of_a_statement() {
     node.get("/v1/balance/usage?days=0", &bearer)
         .await
         .assert_problem(400, "invalid-request");
+    for (query, says) in [
+        ("dyas=7", "unknown query parameter `dyas`"),
+        ("days=7&days=8", "query parameter `days` given twice"),
+        ("days=a+week", "`days` must be a whole number from 1 to 400"),
+    ] {
+        let refused = node
+            .get(&format!("/v1/users/{user}/usage?{query}"), OPERATOR)
+            .await;
+        refused.assert_problem(400, "invalid-request");
+        assert_eq!(refused.json()["detail"], says, "{query}");
+    }
 
     // Removal: the lines go, their total is carried forward, the balance stays.
     let removed = node

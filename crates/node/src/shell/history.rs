@@ -5,25 +5,29 @@
 use crate::shell::engine::now_ms;
 use crate::shell::http::{Shared, client, failure, operator, path_user};
 use crate::shell::problem::{Problem, ProblemKind};
+use crate::shell::query;
 use crate::shell::rfc3339;
 use crate::shell::statements::DayUsage;
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 /// Lines per page, unless the client asks for fewer.
 const DEFAULT_LIMIT: usize = 50;
 /// The most lines one page shows.
 const MAX_LIMIT: usize = 500;
+/// Days of usage, unless the client asks for another number.
+const DEFAULT_DAYS: u64 = 30;
 /// The most days of usage one answer covers.
 const MAX_DAYS: u64 = 400;
 
-/// A page of a statement.
-#[derive(Deserialize, IntoParams)]
+/// A page of a statement, as documented; [`page_asked`] reads it.
+#[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Only documents the parameters.
 pub(crate) struct PageQuery {
     /// `next_cursor` of the previous page; none for the newest lines.
     #[param(pattern = "^[0-9]{1,20}$")]
@@ -33,13 +37,50 @@ pub(crate) struct PageQuery {
     limit: Option<usize>,
 }
 
-/// How many days of usage.
-#[derive(Deserialize, IntoParams)]
+/// How many days of usage, as documented; [`days_asked`] reads it.
+#[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Only documents the parameters.
 pub(crate) struct UsageQuery {
     /// Days up to and including today (UTC), 1 to 400 (default 30).
     #[param(minimum = 1, maximum = 400)]
     days: Option<u64>,
+}
+
+/// The cursor and the number of lines a history query asks for (no query:
+/// the newest page).
+fn page_asked(raw: Option<&str>) -> Result<(Option<u64>, usize), Problem> {
+    let [cursor, limit] = query::named(raw.unwrap_or_default(), ["cursor", "limit"])?;
+    let cursor = cursor
+        .map(|c| c.parse::<u64>())
+        .transpose()
+        .map_err(|_| bad("`cursor` must be a `next_cursor` from a previous page"))?;
+    let limit = match limit {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| bad("`limit` must be a whole number from 1 to 500"))?,
+    };
+    Ok((cursor, limit))
+}
+
+/// The days a usage query asks for (no query: the last 30).
+fn days_asked(raw: Option<&str>) -> Result<u64, Problem> {
+    let [days] = query::named(raw.unwrap_or_default(), ["days"])?;
+    match days {
+        None => Ok(DEFAULT_DAYS),
+        Some(d) => d
+            .parse::<u64>()
+            .ok()
+            .filter(|d| (1..=MAX_DAYS).contains(d))
+            .ok_or_else(|| bad("`days` must be a whole number from 1 to 400")),
+    }
+}
+
+fn bad(detail: &str) -> Problem {
+    Problem::new(ProblemKind::InvalidRequest, detail)
 }
 
 /// One line of a statement.
@@ -123,14 +164,14 @@ const P: &str = "application/problem+json";
     params(PageQuery),
     responses(
         (status = 200, description = "A page of the statement", body = HistoryBody),
-        (status = 400, description = "`invalid-request`: a bad cursor or limit", content_type = P, body = Object),
+        (status = 400, description = "`invalid-request`: a bad cursor or limit, or a parameter unknown or given twice", content_type = P, body = Object),
         (status = 401, description = "`unauthenticated`", content_type = P, body = Object),
         (status = 503, description = "`unavailable`: storage is failing", content_type = P, body = Object),
     ))]
 pub(crate) async fn own_history(
     State(service): State<Shared>,
     headers: HeaderMap,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<HistoryBody>, Problem> {
     let user = client(&service, &headers)?;
     history(&service, user, query).await
@@ -151,7 +192,7 @@ pub(crate) async fn user_history(
     State(service): State<Shared>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<HistoryBody>, Problem> {
     operator(&service, &headers)?;
     let user = path_user(path)?;
@@ -171,7 +212,7 @@ pub(crate) async fn user_history(
 pub(crate) async fn own_usage(
     State(service): State<Shared>,
     headers: HeaderMap,
-    query: Result<Query<UsageQuery>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<UsageBody>, Problem> {
     let user = client(&service, &headers)?;
     usage(&service, user, query).await
@@ -192,7 +233,7 @@ pub(crate) async fn user_usage(
     State(service): State<Shared>,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
-    query: Result<Query<UsageQuery>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<UsageBody>, Problem> {
     operator(&service, &headers)?;
     let user = path_user(path)?;
@@ -247,21 +288,9 @@ pub(crate) async fn remove_user_data(
 async fn history(
     service: &Shared,
     user: String,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    query: Option<String>,
 ) -> Result<Json<HistoryBody>, Problem> {
-    let bad = |detail: &str| Problem::new(ProblemKind::InvalidRequest, detail);
-    let Query(q) = query.map_err(|_| bad("malformed query string"))?;
-    let cursor = match q.cursor.as_deref() {
-        None => None,
-        Some(c) => Some(
-            c.parse::<u64>()
-                .map_err(|_| bad("`cursor` must be a `next_cursor` from a previous page"))?,
-        ),
-    };
-    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(bad("`limit` must be from 1 to 500"));
-    }
+    let (cursor, limit) = page_asked(query.as_deref())?;
     let standing = service
         .engine
         .standing(&user)
@@ -300,17 +329,9 @@ async fn history(
 async fn usage(
     service: &Shared,
     user: String,
-    query: Result<Query<UsageQuery>, QueryRejection>,
+    query: Option<String>,
 ) -> Result<Json<UsageBody>, Problem> {
-    let Query(q) =
-        query.map_err(|_| Problem::new(ProblemKind::InvalidRequest, "malformed query string"))?;
-    let days = q.days.unwrap_or(30);
-    if !(1..=MAX_DAYS).contains(&days) {
-        return Err(Problem::new(
-            ProblemKind::InvalidRequest,
-            "`days` must be from 1 to 400",
-        ));
-    }
+    let days = days_asked(query.as_deref())?;
     let who = user.clone();
     let found: Vec<DayUsage> = service
         .statements

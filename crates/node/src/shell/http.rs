@@ -578,29 +578,10 @@ fn rights_wait(asked_ms: Option<u64>) -> Duration {
     )
 }
 
-fn parse_meme_query<'a>(
-    pairs: impl Iterator<Item = (Cow<'a, str>, Cow<'a, str>)>,
-) -> Result<MemeQuery, Problem> {
+fn parse_meme_query(raw: &str) -> Result<MemeQuery, Problem> {
     let bad = |detail: String| Problem::new(ProblemKind::InvalidRequest, detail);
-    let (mut lat, mut lon, mut query, mut wait, mut fallback) = (None, None, None, None, None);
-    for (name, value) in pairs {
-        let slot = match name.as_ref() {
-            "lat" => &mut lat,
-            "lon" => &mut lon,
-            "query" => &mut query,
-            "wait" => &mut wait,
-            "fallback" => &mut fallback,
-            other => {
-                return Err(bad(format!(
-                    "unknown query parameter `{}`",
-                    truncate(other)
-                )));
-            }
-        };
-        if slot.replace(value).is_some() {
-            return Err(bad(format!("query parameter `{name}` given twice")));
-        }
-    }
+    let [lat, lon, query, wait, fallback] =
+        query::named(raw, ["lat", "lon", "query", "wait", "fallback"])?;
     let coordinate = |name: &str, value: Cow<'_, str>, limit: f64| -> Result<f64, Problem> {
         let v: f64 = value
             .trim()
@@ -654,10 +635,6 @@ fn parse_meme_query<'a>(
     })
 }
 
-fn truncate(s: &str) -> String {
-    s.chars().take(40).collect()
-}
-
 async fn memes(State(service): State<Shared>, call: Request) -> Result<Response, Problem> {
     // The call's own headers and query, read in place: the `HeaderMap` and
     // `Query` extractors would copy every header and allocate every
@@ -665,7 +642,7 @@ async fn memes(State(service): State<Shared>, call: Request) -> Result<Response,
     let headers = call.headers();
     let user = client(&service, headers)?;
     let query = call.uri().query().unwrap_or_default();
-    let request = parse_meme_query(query::pairs(query))?;
+    let request = parse_meme_query(query)?;
     let raw_key = idempotency_key(headers)?;
     let curated_key =
         |k: &str| IdempotencyKey::meme_call(&user, k.to_owned(), request.position, &request.query);
@@ -807,7 +784,7 @@ async fn user(
             ProblemKind::UserNotFound,
             format!(
                 "user {:?} was never seen by this region (no spend, credit or replicated write)",
-                truncate(&user)
+                query::truncate(&user)
             ),
         ));
     }

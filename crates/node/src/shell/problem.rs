@@ -275,6 +275,12 @@ impl Problem {
         self.kind
     }
 
+    /// What it says to the client.
+    #[cfg(test)]
+    pub(crate) fn detail(&self) -> &str {
+        &self.detail
+    }
+
     /// Adds the caller's balance, for 402s.
     pub(crate) fn with_balance(mut self, balance: u64) -> Self {
         self.balance = Some(balance);
