@@ -23,10 +23,15 @@
 //!
 //! Files are reused: a checkpoint renames the newest file it covers to
 //! `wal.spare` instead of deleting it, and the next file is that one, written
-//! from its start. An `fdatasync` that neither grows a file nor fills a hole
-//! writes the data alone; one that appends must also write the file's new
-//! size (the inode; on a journaling filesystem, a journal commit), which on
-//! this VM (ext4 without a journal) cost 30 % more CPU and latency per sync.
+//! from its start. An `fdatasync` that appends must also write the file's
+//! new size (the inode; on a journaling filesystem, a journal commit), which
+//! on this VM (ext4 without a journal) cost 30 % more CPU and latency per
+//! sync. One that overwrites still writes the inode whenever the coarse clock
+//! ticked since the last write, which moved the file's modification time:
+//! ext4 without a journal writes a dirty inode at every `fdatasync`. That is
+//! a quarter to 70 % of the SLA run's syncs; no flag on the file turns it
+//! off, a journal or `lazytime` on the filesystem does (README.md,
+//! Durability; benches/README.md, session 17).
 //! A reused file still holds its old records after the new ones; their CRCs
 //! carry the old generation, so they end the file like a torn record.
 //! Recovery deletes any spare: generations restart after a restart that
