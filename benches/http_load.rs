@@ -335,16 +335,26 @@ async fn run(smoke: bool) {
     let n = if smoke { 50 } else { 2_000 };
     let appends = fdatasync_floor(n, false);
     let floor = fdatasync_floor(n, true);
+    let floor_p99 = floor.value_at_quantile(0.99);
+    // Issue 15's floor target, at every rate: the linger trades a spend's
+    // wait for fewer syncs, so the gap grows with the rate.
+    let within_ms_of_floor = node_steps
+        .iter()
+        .filter(|s| s.errors == 0 && s.p99 <= floor_p99 + 1_000)
+        .max_by_key(|s| s.rate);
     out.push_str(&format!(
-        "\nfdatasync floor on the same disk ({n} writes of 256 B each): overwriting written blocks p50 {} µs, p99 {} µs, max {} µs; appending p50 {} µs, p99 {} µs; maas p99 at its best step minus the overwrite p99: {}\n",
+        "\nfdatasync floor on the same disk ({n} writes of 256 B each): overwriting written blocks p50 {} µs, p99 {floor_p99} µs, max {} µs; appending p50 {} µs, p99 {} µs; maas p99 at its best step minus the overwrite p99: {}; the highest rate at which maas's p99 was within 1 ms of the overwrite p99: {}\n",
         floor.value_at_quantile(0.5),
-        floor.value_at_quantile(0.99),
         floor.max(),
         appends.value_at_quantile(0.5),
         appends.value_at_quantile(0.99),
         best(&node_steps).map_or("—".to_owned(), |s| format!(
             "{} µs",
-            s.p99 as i64 - floor.value_at_quantile(0.99) as i64
+            s.p99 as i64 - floor_p99 as i64
+        )),
+        within_ms_of_floor.map_or("none".to_owned(), |s| format!(
+            "{} req/s (p99 {} µs)",
+            s.rate, s.p99
         )),
     ));
     println!("{out}");
