@@ -16,9 +16,9 @@ use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 /// Lines per page, unless the client asks for fewer.
-const DEFAULT_LIMIT: usize = 50;
+const DEFAULT_LIMIT: u64 = 50;
 /// The most lines one page shows.
-const MAX_LIMIT: usize = 500;
+const MAX_LIMIT: u64 = 500;
 /// Days of usage, unless the client asks for another number.
 const DEFAULT_DAYS: u64 = 30;
 /// The most days of usage one answer covers.
@@ -57,13 +57,10 @@ fn page_asked(raw: Option<&str>) -> Result<(Option<u64>, usize), Problem> {
         .map_err(|_| bad("`cursor` must be a `next_cursor` from a previous page"))?;
     let limit = match limit {
         None => DEFAULT_LIMIT,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| bad("`limit` must be a whole number from 1 to 500"))?,
+        Some(l) => query::whole_in("limit", &l, 1..=MAX_LIMIT, "a whole number")?,
     };
-    Ok((cursor, limit))
+    // At most `MAX_LIMIT`, so it fits.
+    Ok((cursor, usize::try_from(limit).unwrap_or(usize::MAX)))
 }
 
 /// The days a usage query asks for (no query: the last 30).
@@ -71,11 +68,7 @@ fn days_asked(raw: Option<&str>) -> Result<u64, Problem> {
     let [days] = query::named(raw.unwrap_or_default(), ["days"])?;
     match days {
         None => Ok(DEFAULT_DAYS),
-        Some(d) => d
-            .parse::<u64>()
-            .ok()
-            .filter(|d| (1..=MAX_DAYS).contains(d))
-            .ok_or_else(|| bad("`days` must be a whole number from 1 to 400")),
+        Some(d) => query::whole_in("days", &d, 1..=MAX_DAYS, "a whole number"),
     }
 }
 

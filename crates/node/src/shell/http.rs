@@ -604,17 +604,9 @@ fn parse_meme_query(raw: &str) -> Result<MemeQuery, Problem> {
             ));
         }
     };
-    let wait = match wait {
-        None => None,
-        Some(ms) => match ms.trim().parse::<u64>() {
-            Ok(ms) if ms <= MAX_WAIT_MS => Some(ms),
-            _ => {
-                return Err(bad(format!(
-                    "`wait` must be whole milliseconds from 0 to {MAX_WAIT_MS}"
-                )));
-            }
-        },
-    };
+    let wait = wait
+        .map(|ms| query::whole_in("wait", &ms, 0..=MAX_WAIT_MS, "whole milliseconds"))
+        .transpose()?;
     let fallback_curated = match fallback.as_deref() {
         None => false,
         Some("curated") => true,

@@ -14,6 +14,7 @@
 
 use crate::shell::problem::{Problem, ProblemKind};
 use std::borrow::Cow;
+use std::ops::RangeInclusive;
 
 /// The pairs of `query` (what follows `?`), in order: empty pieces skipped,
 /// a piece without `=` a name with an empty value.
@@ -54,6 +55,32 @@ pub(crate) fn named<'a, const N: usize>(
         }
     }
     Ok(values)
+}
+
+/// The parameter `name`'s `value` as a whole number within `range`, or an
+/// `invalid-request` problem saying what it must be: `unit` names what the
+/// number counts ("a whole number", "whole milliseconds").
+pub(crate) fn whole_in(
+    name: &str,
+    value: &str,
+    range: RangeInclusive<u64>,
+    unit: &str,
+) -> Result<u64, Problem> {
+    value
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            Problem::new(
+                ProblemKind::InvalidRequest,
+                format!(
+                    "`{name}` must be {unit} from {} to {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
 }
 
 /// At most the first 40 characters of `s`, to quote the client's input in an
@@ -131,5 +158,26 @@ mod tests {
             refused("d%61ys=1&days=2").map(|(_, d)| d),
             Some("query parameter `days` given twice".to_owned())
         );
+    }
+
+    #[test]
+    fn a_whole_number_out_of_range_or_not_a_number_says_what_it_must_be() {
+        assert_eq!(
+            whole_in("wait", " 250", 0..=10_000, "whole milliseconds").ok(),
+            Some(250)
+        );
+        for value in ["10001", "-1", "1.5", "soon", ""] {
+            let refused = whole_in("wait", value, 0..=10_000, "whole milliseconds")
+                .err()
+                .map(|p| (p.kind(), p.detail().to_owned()));
+            assert_eq!(
+                refused,
+                Some((
+                    ProblemKind::InvalidRequest,
+                    "`wait` must be whole milliseconds from 0 to 10000".to_owned()
+                )),
+                "{value:?}"
+            );
+        }
     }
 }
