@@ -32,8 +32,10 @@
 //!     the core's `poll_timeout`.
 //!   - `app.rs`: what an HTTP handler needs (engine, catalog, auth, limiter,
 //!     metrics).
-//!   - `http.rs`: axum routes, parsing and responses (`query.rs`: a URL
-//!     query's pairs, decoded only if they hold an escape); `front.rs`: what
+//!   - `http/`: axum routes, parsing and responses: the router, admission,
+//!     the caller, the core's refusals as problems, and the memes, balance
+//!     and operations routes, a file each (`query.rs`: a URL query's pairs,
+//!     decoded only if they hold an escape); `front.rs`: what
 //!     every request passes through around its route (id, body limit,
 //!     timeout, panic, metrics, problems); `log_lines.rs`: the log line
 //!     formats, which name the request being served; `listener.rs`: the
