@@ -228,6 +228,16 @@ async fn head_never_spends() {
         assert_eq!(r.status, 405, "HEAD {path}");
         assert_eq!(r.header("allow"), Some("GET"));
     }
+    // Another method's 405 names only GET too: HEAD is refused here.
+    for path in ["/memes", "/v1/memes"] {
+        for method in ["POST", "PUT", "DELETE", "PATCH"] {
+            let r = node
+                .send(method, path, &[("authorization", &auth)], "")
+                .await;
+            r.assert_problem(405, "method-not-allowed");
+            assert_eq!(r.header("allow"), Some("GET"), "{method} {path}");
+        }
+    }
     let r = node.get("/v1/balance", &alice).await;
     assert_eq!(r.json()["balance"], 150, "a HEAD spent: {}", r.body);
     assert_eq!(r.json()["calls"], 0);

@@ -1,9 +1,11 @@
 //! What a request meets once its route is matched and before its handler
 //! runs: its route noted for the metrics, then the per-address rate limit and
-//! the limits on the target's and headers' sizes.
+//! the limits on the target's and headers' sizes, and the methods a spend
+//! route serves.
 
 use super::Shared;
 use super::caller::rate_limited;
+use super::memes;
 use crate::shell::app::App;
 use crate::shell::front;
 use crate::shell::problem::{Problem, ProblemKind};
@@ -33,8 +35,9 @@ impl<S> tower::Layer<S> for AdmitLayer {
 }
 
 /// Notes the matched route for the front (its metrics), and refuses a request
-/// over its address's rate limit (before any authentication) or with an
-/// oversized target or headers, without running its handler.
+/// over its address's rate limit (before any authentication), with an
+/// oversized target or headers, or with a method a spend route does not
+/// serve, without running its handler.
 #[derive(Clone)]
 pub(super) struct Admit<S> {
     service: Shared,
@@ -62,10 +65,13 @@ where
     }
 
     fn call(&mut self, request: Request) -> Admitted<S::Future> {
-        if let Some(path) = request.extensions().get::<MatchedPath>() {
-            front::note_route(path);
+        let route = request.extensions().get::<MatchedPath>();
+        if let Some(route) = route {
+            front::note_route(route);
         }
-        match refusal(&self.service, &request) {
+        let refused = refusal(&self.service, &request)
+            .or_else(|| route.and_then(|route| memes::only_get(route.as_str(), request.method())));
+        match refused {
             Some(refused) => futures_util::future::Either::Left(std::future::ready(Ok(refused))),
             None => futures_util::future::Either::Right(self.inner.call(request)),
         }

@@ -10,7 +10,7 @@ use crate::shell::problem::{Problem, ProblemKind};
 use crate::shell::query;
 use crate::{Command, IdempotencyKey};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::borrow::Cow;
@@ -107,12 +107,23 @@ pub(super) enum MemeAnswer {
     Ai(ai::AiMemeBody),
 }
 
+/// The paths `memes_routes!` serves a spend at (below).
+const SPEND_PATHS: [&str; 2] = ["/memes", "/v1/memes"];
+
 fn head_spends() -> Response {
-    let mut response = Problem::new(
-        ProblemKind::MethodNotAllowed,
-        "HEAD is not served here: a GET spends tokens, and a HEAD must never spend",
-    )
-    .into_response();
+    get_only("HEAD is not served here: a GET spends tokens, and a HEAD must never spend")
+}
+
+/// A 405 naming GET alone, for any other method but HEAD (which
+/// [`head_spends`] answers) at a spend route: the router's own 405 there
+/// names HEAD as allowed, for its HEAD route.
+pub(super) fn only_get(route: &str, method: &Method) -> Option<Response> {
+    (method != Method::GET && method != Method::HEAD && SPEND_PATHS.contains(&route))
+        .then(|| get_only(&format!("{method} is not served here, only GET")))
+}
+
+fn get_only(detail: &str) -> Response {
+    let mut response = Problem::new(ProblemKind::MethodNotAllowed, detail).into_response();
     response
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("GET"));
