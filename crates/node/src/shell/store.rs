@@ -357,11 +357,20 @@ impl Store {
         }
         self.pending_mut().end_merge();
         // After a reopen the files are gone already (recovery deleted them).
-        if let Some(open) = log.as_mut()
-            && let Err(e) = open.forget(&generations)
+        let headroom = match log.as_mut().map(|open| open.forget(&generations)) {
+            Some(Ok(headroom)) => headroom,
+            Some(Err(e)) => {
+                self.close_after_failure(&mut log);
+                return Err(e.into());
+            }
+            None => None,
+        };
+        drop(log);
+        // Off the log's lock: group commits go on, into a file of their own.
+        if let Some(headroom) = headroom
+            && let Err(e) = headroom.make()
         {
-            self.close_after_failure(&mut log);
-            return Err(e.into());
+            tracing::debug!(error = %e, "the log's spare could not be lengthened; the next file starts empty");
         }
         Ok(())
     }

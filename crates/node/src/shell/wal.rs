@@ -26,15 +26,18 @@
 //! from its start. An `fdatasync` that appends must also write the file's
 //! new size (the inode; on a journaling filesystem, a journal commit), which
 //! on this VM (ext4 without a journal) cost 30 % more CPU and latency per
-//! sync. One that overwrites still writes the inode whenever the coarse clock
-//! ticked since the last write, which moved the file's modification time:
-//! ext4 without a journal writes a dirty inode at every `fdatasync`. That is
-//! a quarter to 70 % of the SLA run's syncs; no flag on the file turns it
-//! off, a journal or `lazytime` on the filesystem does (README.md,
-//! Durability; benches/README.md, session 17).
+//! sync. So a spare shorter than twice what its file held is first
+//! lengthened with zeros, off the spend path ([`Headroom`], `wal.growing`
+//! meanwhile): growing load then overwrites too. One that overwrites still
+//! writes the inode whenever the coarse clock ticked since the last write,
+//! which moved the file's modification time: ext4 without a journal writes a
+//! dirty inode at every `fdatasync`. That is a quarter to half of the SLA
+//! run's syncs; no flag on the file turns it off, nor does `lazytime` on
+//! this VM's kernel (6.18); a journal does (README.md, Durability;
+//! benches/README.md, sessions 17 and 35).
 //! A reused file still holds its old records after the new ones; their CRCs
 //! carry the old generation, so they end the file like a torn record.
-//! Recovery deletes any spare: generations restart after a restart that
+//! Recovery deletes any spare (and `wal.growing`): generations restart after a restart that
 //! found no files, and an old file must never pass for a new one of the same
 //! number.
 //!
@@ -69,6 +72,14 @@ const FILE_HEADER_BYTES: usize = 16;
 const HEADER_BYTES: usize = 8;
 /// A file larger than this (a burst's) is deleted, not kept for reuse.
 const MAX_SPARE_BYTES: u64 = 64 * 1024 * 1024;
+/// The name of a file being lengthened before it becomes the spare.
+const GROWING: &str = "wal.growing";
+/// A spare is lengthened to twice what its file held last time, at most
+/// this (within [`MAX_SPARE_BYTES`], so that it is kept).
+const MAX_HEADROOM_BYTES: u64 = 32 * 1024 * 1024;
+const _: () = assert!(MAX_HEADROOM_BYTES <= MAX_SPARE_BYTES);
+/// Zeros written at once while lengthening a spare.
+const ZEROS_AT_ONCE: usize = 1024 * 1024;
 
 /// The log of one data directory: where group commits append, and which
 /// files still hold writes that sled has not made durable.
@@ -81,6 +92,9 @@ pub(crate) struct Log {
     /// Older files whose writes sled has not yet made durable.
     sealed: Vec<u64>,
     next_generation: u64,
+    /// Where each sealed file's records end, for [`Log::forget`] to size
+    /// the spare by.
+    ends: Map<u64, u64>,
     /// Writes already applied to sled that join the next record.
     deferred: Vec<Write>,
     /// Logged writes not yet applied to sled, the latest value per key: a
@@ -118,6 +132,7 @@ impl Log {
     pub(crate) fn recover(dir: &Path, db: &sled::Db) -> Result<(Log, Recovered), crate::NodeError> {
         let generations = generations(dir)?;
         remove_if_present(&dir.join(SPARE))?;
+        remove_if_present(&dir.join(GROWING))?;
         let mut found = Recovered::default();
         for &generation in &generations {
             let bytes = std::fs::read(file_path(dir, generation))?;
@@ -134,6 +149,7 @@ impl Log {
             current: None,
             sealed: generations.clone(),
             next_generation: generations.last().map_or(1, |g| g + 1),
+            ends: Map::default(),
             deferred: Vec::new(),
             unapplied: Map::default(),
         };
@@ -245,16 +261,21 @@ impl Log {
             && !self.sealed.contains(&current.generation)
         {
             self.sealed.push(current.generation);
+            self.ends.insert(current.generation, current.offset);
         }
     }
 
     /// Deletes the files of `generations`, whose writes sled has made
     /// durable, and makes the deletion durable: a file that came back after a
     /// crash would replay old values over newer direct writes.
-    /// The newest one is kept as the spare, for the next file to reuse.
-    pub(crate) fn forget(&mut self, generations: &[u64]) -> io::Result<()> {
+    /// The newest one is kept as the spare, for the next file to reuse; if it
+    /// is shorter than twice what it held, it comes back as a [`Headroom`]
+    /// to lengthen (off the log's lock) before it becomes the spare.
+    pub(crate) fn forget(&mut self, generations: &[u64]) -> io::Result<Option<Headroom>> {
         let spare = self.dir.join(SPARE);
-        let mut keep = !spare.exists();
+        let growing = self.dir.join(GROWING);
+        let mut keep = !spare.exists() && !growing.exists();
+        let mut headroom = None;
         for &generation in generations.iter().rev() {
             let path = file_path(&self.dir, generation);
             let size = match std::fs::metadata(&path) {
@@ -263,7 +284,21 @@ impl Log {
                 Err(e) => return Err(e),
             };
             if keep && size <= MAX_SPARE_BYTES {
-                std::fs::rename(&path, &spare)?;
+                let wanted = self
+                    .ends
+                    .get(&generation)
+                    .map_or(0, |&end| spare_length(end));
+                if size < wanted {
+                    std::fs::rename(&path, &growing)?;
+                    headroom = Some(Headroom {
+                        growing: growing.clone(),
+                        spare: spare.clone(),
+                        from: size,
+                        to: wanted,
+                    });
+                } else {
+                    std::fs::rename(&path, &spare)?;
+                }
                 keep = false;
             } else {
                 remove_if_present(&path)?;
@@ -271,8 +306,59 @@ impl Log {
         }
         sync_dir(&self.dir)?;
         self.sealed.retain(|g| !generations.contains(g));
-        Ok(())
+        self.ends.retain(|g, _| !generations.contains(g));
+        Ok(headroom)
     }
+}
+
+/// A file that [`Log::forget`] covered, to be lengthened with zeros before
+/// it becomes the spare, so that the file reusing it is overwritten and not
+/// appended to. An `fdatasync` that moves a file's end writes its inode as
+/// well (on this VM's ext4, one more synchronous request; with a journal, a
+/// commit): while load grows past what the spare held, about half of a
+/// closed loop's syncs did (benches/README.md, session 35).
+#[derive(Debug)]
+#[must_use = "the file becomes the spare only once lengthened"]
+pub(crate) struct Headroom {
+    growing: PathBuf,
+    spare: PathBuf,
+    from: u64,
+    to: u64,
+}
+
+impl Headroom {
+    /// Writes the zeros, makes them durable (so the first `fdatasync` of the
+    /// reusing file neither writes them nor allocates their blocks), then
+    /// renames the file to the spare. It holds only writes sled has made
+    /// durable, so on failure (a full disk, say) it is deleted and the next
+    /// file starts empty, as it would without a spare.
+    pub(crate) fn make(self) -> io::Result<()> {
+        let made = self
+            .lengthen()
+            .and_then(|()| std::fs::rename(&self.growing, &self.spare));
+        if made.is_err() {
+            let _ = remove_if_present(&self.growing);
+        }
+        made
+    }
+
+    fn lengthen(&self) -> io::Result<()> {
+        let file = OpenOptions::new().write(true).open(&self.growing)?;
+        let zeros = vec![0; ZEROS_AT_ONCE];
+        let mut at = self.from;
+        while at < self.to {
+            let n = usize::try_from(self.to - at).map_or(ZEROS_AT_ONCE, |n| n.min(ZEROS_AT_ONCE));
+            file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        file.sync_data()
+    }
+}
+
+/// How long a spare should be whose file's records ended at `end`: room for
+/// twice as much, so that load may double before the file grows again.
+fn spare_length(end: u64) -> u64 {
+    end.saturating_mul(2).min(MAX_HEADROOM_BYTES)
 }
 
 /// The generations of the log files in `dir`, oldest first.
@@ -527,6 +613,66 @@ mod tests {
         (key.to_vec(), Some(value.to_vec()))
     }
 
+    /// [`Log::forget`], and the spare lengthened, as a checkpoint does.
+    fn forget(log: &mut Log, sealed: &[u64]) {
+        if let Some(headroom) = log.forget(sealed).expect("forget") {
+            headroom.make().expect("lengthen the spare");
+        }
+    }
+
+    #[test]
+    fn a_spare_has_room_for_twice_what_its_file_held_so_growing_load_overwrites() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = open_db(dir.path());
+        let (mut log, _) = Log::recover(dir.path(), &db).expect("recover");
+        for i in 0..10u8 {
+            log.append(&[put(b"k", &[i; 100])]).expect("append");
+        }
+        let end = log.current.as_ref().expect("a file").offset;
+        let sealed = log.rotate();
+        let headroom = log.forget(&sealed).expect("forget").expect("too short");
+        // Until lengthened it is not the spare: the next file starts empty.
+        assert!(dir.path().join(GROWING).exists());
+        assert!(!dir.path().join(SPARE).exists());
+        headroom.make().expect("lengthen");
+        let spare = std::fs::metadata(dir.path().join(SPARE)).expect("spare");
+        assert_eq!(spare.len(), 2 * end);
+        assert!(!dir.path().join(GROWING).exists());
+        // The next file is the spare: twice the load fits without growing it.
+        for i in 0..20u8 {
+            log.append(&[put(b"k", &[i + 100; 100])]).expect("append");
+        }
+        let reused = std::fs::metadata(file_path(dir.path(), 2)).expect("meta");
+        assert_eq!(reused.len(), 2 * end, "overwritten, not appended to");
+        // Load doubled, so that spare is lengthened again; at the same load
+        // the one after is long enough already.
+        let sealed = log.rotate();
+        forget(&mut log, &sealed);
+        for i in 0..20u8 {
+            log.append(&[put(b"k", &[i; 100])]).expect("append");
+        }
+        let sealed = log.rotate();
+        assert!(log.forget(&sealed).expect("forget").is_none());
+        // The zeros end a file as a torn record does: recovery replays the
+        // records before them, and a file caught while growing is deleted.
+        log.append(&[put(b"last", b"1")]).expect("append");
+        drop(log);
+        std::fs::write(dir.path().join(GROWING), b"half lengthened").expect("write");
+        let (_, found) = Log::recover(dir.path(), &db).expect("recover");
+        assert_eq!((found.files, found.records), (1, 1));
+        assert_eq!(db.get(b"last").expect("get").as_deref(), Some(&b"1"[..]));
+        assert!(!dir.path().join(GROWING).exists());
+        assert!(!dir.path().join(SPARE).exists());
+    }
+
+    #[test]
+    fn a_spare_is_lengthened_within_its_cap() {
+        assert_eq!(spare_length(0), 0);
+        assert_eq!(spare_length(3_000), 6_000);
+        assert_eq!(spare_length(MAX_HEADROOM_BYTES), MAX_HEADROOM_BYTES);
+        assert_eq!(spare_length(u64::MAX), MAX_HEADROOM_BYTES);
+    }
+
     #[test]
     fn a_reused_file_replays_only_its_own_records() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -537,7 +683,7 @@ mod tests {
         }
         let sealed = log.rotate();
         assert_eq!(sealed, vec![1]);
-        log.forget(&sealed).expect("forget");
+        forget(&mut log, &sealed);
         assert!(dir.path().join(SPARE).exists(), "kept for reuse");
         assert!(generations(dir.path()).expect("list").is_empty());
         // The next file is the spare, written from its start: shorter than
@@ -563,7 +709,7 @@ mod tests {
         let (mut log, _) = Log::recover(dir.path(), &db).expect("recover");
         log.append(&[put(b"old", b"1")]).expect("append");
         let sealed = log.rotate();
-        log.forget(&sealed).expect("forget");
+        forget(&mut log, &sealed);
         drop(log);
         // A crash between the rename and the first write.
         std::fs::rename(dir.path().join(SPARE), file_path(dir.path(), 2)).expect("rename");
