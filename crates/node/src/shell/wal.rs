@@ -37,9 +37,9 @@
 //! benches/README.md, sessions 17 and 35).
 //! A reused file still holds its old records after the new ones; their CRCs
 //! carry the old generation, so they end the file like a torn record.
-//! Recovery deletes any spare (and `wal.growing`): generations restart after a restart that
-//! found no files, and an old file must never pass for a new one of the same
-//! number.
+//! Recovery deletes any spare (and `wal.growing`): generations restart after
+//! a restart that found no files, and an old file must never pass for a new
+//! one of the same number.
 //!
 //! Recovery, at every open of sled: every whole record of every file, oldest
 //! generation first, is applied again (writes are whole values, so applying
@@ -78,8 +78,9 @@ const GROWING: &str = "wal.growing";
 /// this (within [`MAX_SPARE_BYTES`], so that it is kept).
 const MAX_HEADROOM_BYTES: u64 = 32 * 1024 * 1024;
 const _: () = assert!(MAX_HEADROOM_BYTES <= MAX_SPARE_BYTES);
-/// Zeros written at once while lengthening a spare.
-const ZEROS_AT_ONCE: usize = 1024 * 1024;
+/// Zeros written, and synced, at once while lengthening a spare: a group
+/// commit's sync waits behind at most this much of them.
+const ZEROS_AT_ONCE: usize = 256 * 1024;
 
 /// The log of one data directory: where group commits append, and which
 /// files still hold writes that sled has not made durable.
@@ -316,7 +317,9 @@ impl Log {
 /// appended to. An `fdatasync` that moves a file's end writes its inode as
 /// well (on this VM's ext4, one more synchronous request; with a journal, a
 /// commit): while load grows past what the spare held, about half of a
-/// closed loop's syncs did (benches/README.md, session 35).
+/// closed loop's syncs did (benches/README.md, session 35). The price is
+/// writing the zeros, once per rise in load, a slice at a time, so that a
+/// group commit's sync waits behind one slice, not all of them.
 #[derive(Debug)]
 #[must_use = "the file becomes the spare only once lengthened"]
 pub(crate) struct Headroom {
@@ -327,8 +330,9 @@ pub(crate) struct Headroom {
 }
 
 impl Headroom {
-    /// Writes the zeros, makes them durable (so the first `fdatasync` of the
-    /// reusing file neither writes them nor allocates their blocks), then
+    /// Writes the zeros and makes them durable, a slice at a time (so the
+    /// first `fdatasync` of the reusing file neither writes them nor
+    /// allocates their blocks, and no sync waits behind all of them), then
     /// renames the file to the spare. It holds only writes sled has made
     /// durable, so on failure (a full disk, say) it is deleted and the next
     /// file starts empty, as it would without a spare.
@@ -349,9 +353,10 @@ impl Headroom {
         while at < self.to {
             let n = usize::try_from(self.to - at).map_or(ZEROS_AT_ONCE, |n| n.min(ZEROS_AT_ONCE));
             file.write_all_at(&zeros[..n], at)?;
+            file.sync_data()?;
             at += n as u64;
         }
-        file.sync_data()
+        Ok(())
     }
 }
 
