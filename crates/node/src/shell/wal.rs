@@ -359,10 +359,9 @@ impl Headroom {
         while at < self.to {
             let slice_end = (at + ZEROS_AT_ONCE).min(self.to);
             while at < slice_end {
-                let n = usize::try_from(slice_end - at)
-                    .map_or(ZEROS_PER_WRITE, |n| n.min(ZEROS_PER_WRITE));
-                file.write_all_at(&zeros[..n], at)?;
-                at += n as u64;
+                let n = (slice_end - at).min(ZEROS_PER_WRITE as u64);
+                file.write_all_at(&zeros[..n as usize], at)?;
+                at += n;
             }
             file.sync_data()?;
         }

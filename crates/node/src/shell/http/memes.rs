@@ -260,3 +260,24 @@ async fn memes(State(service): State<Shared>, call: Request) -> Result<Response,
     mark_replay(&mut response, &executed);
     Ok(response)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spend_paths_are_the_routes_that_refuse_head() {
+        // `SPEND_PATHS` repeats the literals `memes_routes!` is given: a spend
+        // route added without it would name HEAD in its 405s again.
+        let (_, api) = super::super::api_routes().split_for_parts();
+        let mut refusing_head: Vec<&str> = api
+            .paths
+            .paths
+            .iter()
+            .filter(|(_, item)| item.head.is_some())
+            .map(|(path, _)| path.as_str())
+            .collect();
+        refusing_head.sort_unstable();
+        assert_eq!(refusing_head, SPEND_PATHS);
+    }
+}
